@@ -1,10 +1,11 @@
-"""The HDF5 feature store: one file per (dataset, backbone), one group per split (DESIGN.md section 3).
+"""The HDF5 feature store: one file per (dataset, backbone), one group per split (DESIGN.md sec. 3).
 
 Each split group holds
     features  float16/float32 [N, D], chunked by rows, fletcher32 checksums
     labels    int32 [N]
     ids       int64 [N]   stable per-example ids (source index, or a hash of the TFDS id)
-and attributes: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``dataset``, ``dataset_version``,
+and attributes: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``dataset``,
+``dataset_version``,
 ``split``, ``preprocessing``, ``feature_dtype``, ``num_classes``, ``class_names``, ``total_rows``,
 ``rows_written`` and ``complete``. The file carries ``format_version``.
 
@@ -57,7 +58,7 @@ class SplitInfo:
 
 
 def parse_store_path(spec: str, default_split: str | None = None) -> tuple[str, str | None]:
-    """Split ``"file.h5:train"`` into ``("file.h5", "train")``; no ``:split`` gives ``default_split``."""
+    """Split ``"file.h5:train"`` into ``("file.h5", "train")``; no ``:split`` gives the default."""
     path, sep, split = str(spec).rpartition(":")
     if sep and split and os.sep not in split and path:
         return path, split
@@ -94,16 +95,17 @@ def _chunk_rows(dim: int, itemsize: int) -> int:
 class SplitWriter:
     """Append-only, resumable writer of one split.
 
-    ``SplitWriter(path, split, dim=..., total_rows=..., num_classes=..., attrs=...)`` creates the split
-    or reopens an unfinished one with the same identity (``IDENTITY_ATTRS``). ``rows_written`` says
-    where to resume; ``append`` writes the next rows; ``finish`` marks the split complete.
+    ``SplitWriter(path, split, dim=..., total_rows=..., num_classes=..., attrs=...)`` creates the
+    split or reopens an unfinished one with the same identity (``IDENTITY_ATTRS``).
+    ``rows_written`` says where to resume; ``append`` writes the next rows; ``finish`` marks the split complete.
     """
 
     def __init__(self, path: str | os.PathLike, split: str, *, dim: int, total_rows: int,
                  num_classes: int, class_names: Sequence[str] = (), feature_dtype: str = "float32",
                  attrs: Mapping[str, Any] | None = None, overwrite: bool = False):
         if feature_dtype not in FEATURE_DTYPES:
-            raise ValueError(f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
+            raise ValueError(
+                f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
         if dim < 1 or total_rows < 0 or num_classes < 1:
             raise ValueError(f"need dim >= 1, total_rows >= 0, num_classes >= 1; got {dim}, "
                              f"{total_rows}, {num_classes}")
@@ -136,8 +138,9 @@ class SplitWriter:
         if group["features"].shape[1] != self.dim:
             diffs.append(f"dim: store has {group['features'].shape[1]}, this run has {self.dim}")
         if diffs:
-            raise StoreError(f"refusing to append to split {self.split!r} of {self.path}, which was "
-                             "written by a different run (" + "; ".join(diffs) + "). Use another "
+            raise StoreError(f"refusing to append to split {self.split!r} of {self.path}, "
+                             "which was written by a different run (" + "; ".join(diffs) + "). "
+                             "Use another "
                              "output path, or overwrite=True (--overwrite) to replace it.")
 
     def _create(self, f: h5py.File, attrs: Mapping[str, Any], class_names: Sequence[str],
@@ -151,7 +154,8 @@ class SplitWriter:
                                  chunks=(max(rows, 1024),), fletcher32=True)
         for key, value in attrs.items():
             group.attrs[key] = value
-        group.attrs["class_names"] = np.array([str(c) for c in class_names], dtype=h5py.string_dtype())
+        names = [str(c) for c in class_names]
+        group.attrs["class_names"] = np.array(names, dtype=h5py.string_dtype())
         group.attrs["rows_written"] = 0
         group.attrs["complete"] = False
 
@@ -269,7 +273,7 @@ def split_info(path: str | os.PathLike, split: str) -> SplitInfo:
 def split_names(path: str | os.PathLike) -> list[str]:
     """The splits stored in a file, complete or not."""
     with h5py.File(os.fspath(path), "r") as f:
-        return sorted(k for k in f.keys() if isinstance(f[k], h5py.Group))
+        return sorted(k for k in f if isinstance(f[k], h5py.Group))
 
 
 class SplitReader:
