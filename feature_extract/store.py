@@ -97,7 +97,8 @@ class SplitWriter:
 
     ``SplitWriter(path, split, dim=..., total_rows=..., num_classes=..., attrs=...)`` creates the
     split or reopens an unfinished one with the same identity (``IDENTITY_ATTRS``).
-    ``rows_written`` says where to resume; ``append`` writes the next rows; ``finish`` marks the split complete.
+    ``rows_written`` says where to resume; ``append`` writes the next rows; ``finish`` marks the
+    split complete.
     """
 
     def __init__(self, path: str | os.PathLike, split: str, *, dim: int, total_rows: int,
