@@ -1,0 +1,110 @@
+"""The empirical privacy audit: its statistics, and the audit of the real mechanisms.
+
+The audit must (1) never contradict the claimed epsilon of the real single-step and dp_gd code,
+and (2) be able to fail: the same audit flags a mechanism with half the noise or no clipping.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.optimize import brentq
+from scipy.stats import binom, norm
+
+from private_head.audit import (
+    best_threshold,
+    clopper_pearson,
+    epsilon_lower_bound,
+    gaussian_shift_epsilon_bound,
+)
+
+
+def _gaussian_epsilon(mu: float, delta: float) -> float:
+    """Reference: eps solving Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2) = delta."""
+    curve = lambda e: norm.cdf(-e / mu + mu / 2) - math.exp(e) * norm.cdf(-e / mu - mu / 2) - delta
+    return brentq(curve, 0.0, 50.0, xtol=1e-12)
+
+
+# --- Clopper-Pearson -------------------------------------------------------------------------
+
+
+def test_clopper_pearson_known_values():
+    # Published exact 95% interval for 5 successes in 10 trials: (0.1871, 0.8129).
+    lo, hi = clopper_pearson(5, 10, 0.05)
+    assert lo == pytest.approx(0.18709, abs=1e-4)
+    assert hi == pytest.approx(0.81291, abs=1e-4)
+    # Closed forms at the edges: k = 0: hi = 1 - (alpha/2)^(1/n); k = n: lo = (alpha/2)^(1/n).
+    assert clopper_pearson(0, 20, 0.1) == (0.0, pytest.approx(1 - 0.05 ** (1 / 20)))
+    assert clopper_pearson(20, 20, 0.1) == (pytest.approx(0.05 ** (1 / 20)), 1.0)
+
+
+@given(n=st.integers(1, 500), frac=st.floats(0, 1), alpha=st.sampled_from([0.01, 0.05, 0.2]))
+def test_clopper_pearson_inverts_the_binomial_tails(n, frac, alpha):
+    """hi solves P(Bin(n, hi) <= k) = alpha/2 and lo solves P(Bin(n, lo) >= k) = alpha/2."""
+    k = round(frac * n)
+    lo, hi = clopper_pearson(k, n, alpha)
+    assert 0 <= lo <= k / n <= hi <= 1
+    if k < n:
+        assert binom.cdf(k, n, hi) == pytest.approx(alpha / 2, rel=1e-6, abs=1e-12)
+    if k > 0:
+        assert binom.sf(k - 1, n, lo) == pytest.approx(alpha / 2, rel=1e-6, abs=1e-12)
+
+
+def test_clopper_pearson_covers_at_the_nominal_rate():
+    rng = np.random.default_rng(1)
+    n, p, alpha = 60, 0.07, 0.1
+    k = rng.binomial(n, p, size=4000)
+    lo, hi = clopper_pearson(k, n, alpha)
+    coverage = np.mean((lo <= p) & (p <= hi))
+    assert coverage >= 1 - alpha - 0.015  # exact intervals are conservative
+
+
+def test_clopper_pearson_rejects_bad_counts():
+    for args in ((-1, 10), (11, 10), (2.5, 10), (1, 0)):
+        with pytest.raises(ValueError, match="successes"):
+            clopper_pearson(*args)
+
+
+# --- epsilon lower bound ---------------------------------------------------------------------
+
+
+def test_epsilon_lower_bound_matches_the_formula():
+    n, delta, alpha = 1000, 1e-5, 0.05
+    fp, fn = 3, 400
+    fpr_hi = clopper_pearson(fp, n, alpha)[1]
+    fnr_hi = clopper_pearson(fn, n, alpha)[1]
+    expected = max(math.log((1 - delta - fnr_hi) / fpr_hi), math.log((1 - delta - fpr_hi) / fnr_hi))
+    assert epsilon_lower_bound(fp, fn, n, delta, alpha) == pytest.approx(expected, rel=1e-12)
+    assert epsilon_lower_bound(fn, fp, n, delta, alpha) == pytest.approx(expected, rel=1e-12)
+    # A perfect test on n runs: FPR_hi = FNR_hi = 1 - (alpha/2)^(1/n).
+    hi = 1 - (alpha / 2) ** (1 / n)
+    assert epsilon_lower_bound(0, 0, n, 0.0, alpha) == pytest.approx(math.log((1 - hi) / hi))
+
+
+@given(fp=st.integers(0, 300), fn=st.integers(0, 300))
+def test_epsilon_lower_bound_is_monotone_and_nonnegative(fp, fn):
+    n, delta = 300, 1e-6
+    eps = epsilon_lower_bound(fp, fn, n, delta)
+    assert eps >= 0
+    if fp < n:  # more false positives can only weaken the evidence
+        assert epsilon_lower_bound(fp + 1, fn, n, delta) <= eps + 1e-12
+    if fp + fn >= n:  # no better than a coin
+        assert eps == 0.0
+
+
+def test_bound_on_an_ideal_gaussian_release_stays_below_its_epsilon():
+    """On exact N(0,1) vs N(mu,1) samples the bound is below the true epsilon and not trivial."""
+    delta = 1e-5
+    for mu in (0.5, 1.0):
+        bound = gaussian_shift_epsilon_bound(mu, 20_000, delta, seed=3)
+        assert 0.3 * _gaussian_epsilon(mu, delta) < bound <= _gaussian_epsilon(mu, delta)
+
+
+def test_threshold_is_chosen_in_the_gap():
+    stat0 = np.linspace(-1, 0, 101)
+    stat1 = np.linspace(1, 2, 101)
+    assert 0 <= best_threshold(stat0, stat1, 1e-5) < 1
