@@ -1,1 +1,22 @@
-"""feature_extract package."""
+"""feature_extract: cache embeddings of a frozen backbone on a dataset in an HDF5 feature store.
+
+``extract``, ``load_backbone`` and ``list_backbones`` are imported lazily, so that
+``import feature_extract.store`` (the reader used by ``private_head``) loads only numpy and h5py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["extract", "list_backbones", "load_backbone"]
+
+_LAZY = {"extract": "feature_extract.extraction", "load_backbone": "feature_extract.registry",
+         "list_backbones": "feature_extract.registry"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'feature_extract' has no attribute {name!r}")

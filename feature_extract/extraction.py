@@ -1,0 +1,298 @@
+"""The extraction loop: dataset split -> compiled data-parallel backbone -> resumable store.
+
+``extract(dataset, model, out)`` runs every requested split. Underneath, ``plan_split`` describes
+one split, or only its rows ``[start, stop)`` (``row_range``), and ``run_split`` extracts it into
+a given file with an :class:`Extractor` (what a multi-host run gives each process).
+
+Rows are written in source order, one batch per ``SplitWriter.append`` (which
+commits the row count only after the rows are flushed), so a killed run resumes at
+``writer.rows_written`` with no gap and no duplicate, and batch boundaries fall on the same rows as
+in an uninterrupted run: the resumed file holds the same bytes.
+
+Resume rules. A split that is partly written resumes when its identity matches (backbone,
+checkpoint sha256, dataset and version, preprocessing, feature dtype, number of classes, plus
+``compute_dtype``, ``source_split``, ``row_start``, ``row_stop``); anything else is refused. A
+complete split with the same identity is skipped while other requested splits still need work;
+when every requested split is complete, ``overwrite=True`` is needed to write them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from feature_extract import pipeline, preprocess, store
+from feature_extract.datasets import DatasetError, Source, open_source
+from feature_extract.registry import Backbone, load_backbone
+
+COMPUTE_DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float16": jnp.float16}
+# Identity beyond store.IDENTITY_ATTRS: a resumed split must agree on these too.
+RUN_ATTRS = ("compute_dtype", "source_split", "row_start", "row_stop")
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    """Store group ``name`` filled from the source split string ``spec`` (e.g. ``train[:90%]``)."""
+
+    name: str
+    spec: str
+
+
+def parse_splits(splits: str | Sequence[str] | Mapping[str, str]) -> list[SplitRequest]:
+    """``"train,test"``, ``["train", "val=train[90%:]"]`` or ``{"val": "train[90%:]"}``.
+
+    A store group name may not contain ``/`` or ``:`` (``file.h5:split`` addressing): give such a
+    split string a name with ``name=spec``.
+    """
+    if isinstance(splits, Mapping):
+        items = list(splits.items())
+    else:
+        parts = splits.split(",") if isinstance(splits, str) else list(splits)
+        items = [(p.partition("=")[0], p.partition("=")[2]) if "=" in p else (p, p)
+                 for p in (q.strip() for q in parts) if p]
+    requests = [SplitRequest(name.strip(), spec.strip()) for name, spec in items]
+    if not requests:
+        raise ValueError("no splits requested; e.g. --splits train,test")
+    for r in requests:
+        if not r.name or not r.spec or any(c in r.name for c in "/:"):
+            raise ValueError(f"cannot store split {r.spec!r} under the name {r.name!r}: names "
+                             "must be non-empty without '/' or ':'; write name=spec, e.g. "
+                             "val=train[90%:]")
+    names = [r.name for r in requests]
+    if len(set(names)) != len(names):
+        raise ValueError(f"split names repeat: {names}")
+    return requests
+
+
+def params_sha256(params: Any) -> str:
+    """sha256 over the parameter leaves (path, dtype, shape, bytes): the identity of random init."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        leaf = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape}".encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+class Extractor:
+    """``backbone.apply`` compiled once, data-parallel over ``devices`` (default: all local ones).
+
+    Images are sharded along the batch on a 1-D mesh axis ``"data"``, parameters replicated; the
+    batch size must be a multiple of the device count (``round_batch_size``).
+    """
+
+    def __init__(self, backbone: Backbone, *, output_dtype: str = "float32",
+                 devices: Sequence[jax.Device] | None = None):
+        if output_dtype not in store.FEATURE_DTYPES:
+            raise ValueError(f"output dtype must be one of {store.FEATURE_DTYPES}, "
+                             f"got {output_dtype!r}")
+        self.backbone = backbone
+        self.mesh = Mesh(np.asarray(list(devices or jax.local_devices())), ("data",))
+        self.num_devices = self.mesh.devices.size
+        self._images = NamedSharding(self.mesh, PartitionSpec("data"))
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.params = jax.device_put(backbone.params, replicated)
+        out = jnp.dtype(output_dtype)
+
+        def forward(params: Any, images: jax.Array) -> jax.Array:
+            return backbone.apply(params, images).astype(out)
+
+        self._forward = jax.jit(forward, in_shardings=(replicated, self._images),
+                                out_shardings=self._images)
+
+    def round_batch_size(self, batch_size: int) -> int:
+        """The smallest multiple of the device count that is >= ``batch_size``."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return math.ceil(batch_size / self.num_devices) * self.num_devices
+
+    def __call__(self, images: np.ndarray) -> jax.Array:
+        """Features ``[B, D]`` of a batch (dispatched asynchronously)."""
+        return self._forward(self.params, jax.device_put(images, self._images))
+
+    def feature_dim(self, image_shape: tuple[int, ...], dtype: Any) -> int:
+        """The feature size for images of ``image_shape`` (no compilation)."""
+        images = jax.ShapeDtypeStruct((self.num_devices, *image_shape), dtype)
+        return int(jax.eval_shape(self.backbone.apply, self.backbone.params, images).shape[-1])
+
+
+def identity_attrs(source: Source, backbone: Backbone, preprocessing: str, *, output_dtype: str,
+                   compute_dtype: str, row_start: int, row_stop: int) -> dict[str, Any]:
+    """The store attributes of a split extracted from ``source`` with ``backbone``."""
+    sha = backbone.checkpoint_sha256 or ""
+    checkpoint = backbone.checkpoint or ""
+    if not sha and jax.tree_util.tree_leaves(backbone.params):
+        sha, checkpoint = params_sha256(backbone.params), "random-init"
+    return {"backbone": backbone.name, "checkpoint": checkpoint, "checkpoint_sha256": sha,
+            "dataset": source.name, "dataset_version": source.version,
+            "preprocessing": preprocessing, "feature_dtype": output_dtype,
+            "num_classes": int(source.num_classes), "compute_dtype": compute_dtype,
+            "source_split": source.split, "row_start": int(row_start), "row_stop": int(row_stop)}
+
+
+def _stored_state(path: str, name: str) -> tuple[str, dict[str, Any]] | None:
+    """``("complete" | "partial", attrs)`` of group ``name`` in ``path``, or None if absent."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if name not in f:
+                return None
+            attrs = {k: store._plain(v) for k, v in f[name].attrs.items()}
+    except OSError as err:
+        raise store.StoreError(f"cannot read {path}: {err}. It is not a readable feature store; "
+                               "use another --out, or delete the file.") from err
+    return ("complete" if attrs.get("complete") else "partial"), attrs
+
+
+def _check_identity(path: str, name: str, stored: Mapping[str, Any],
+                    wanted: Mapping[str, Any]) -> None:
+    keys = (*store.IDENTITY_ATTRS, *RUN_ATTRS, "total_rows")
+    diffs = [f"{k}: store has {stored.get(k)!r}, this run has {wanted[k]!r}"
+             for k in keys if k in wanted and stored.get(k) != wanted[k]]
+    if diffs:
+        raise store.StoreError(f"split {name!r} of {path} was written by a different run ("
+                               + "; ".join(diffs) + "). Use another output path, or "
+                               "overwrite=True (--overwrite) to replace it.")
+
+
+@dataclass
+class SplitJob:
+    """One split to extract: its source, row range, store group and attributes."""
+
+    source: Source
+    name: str
+    start: int
+    stop: int
+    attrs: dict[str, Any]
+
+
+def plan_split(source: Source, name: str, backbone: Backbone, preprocessing: str, *,
+               output_dtype: str, compute_dtype: str,
+               row_range: tuple[int, int] | None = None) -> SplitJob:
+    """The rows ``row_range`` (default: all) of ``source`` to store as group ``name``."""
+    start, stop = (0, len(source)) if row_range is None else map(int, row_range)
+    if not 0 <= start <= stop <= len(source):
+        raise ValueError(f"row range [{start}, {stop}) is not inside the {len(source)} rows of "
+                         f"{source.name}:{source.split}")
+    attrs = identity_attrs(source, backbone, preprocessing, output_dtype=output_dtype,
+                           compute_dtype=compute_dtype, row_start=start, row_stop=stop)
+    return SplitJob(source, name, start, stop, {**attrs, "total_rows": stop - start})
+
+
+def run_split(job: SplitJob, extractor: Extractor, out: str, *, batch_size: int,
+              overwrite: bool = False, workers: int | None = None, prefetch: int | None = None,
+              progress: bool = True) -> store.SplitInfo:
+    """Extract ``job`` into group ``job.name`` of ``out``, resuming a partial split."""
+    state = None if overwrite else _stored_state(out, job.name)
+    if state is not None:
+        _check_identity(out, job.name, state[1], job.attrs)
+    preprocess_fn = preprocess.build(job.attrs["preprocessing"])
+    batch_size = extractor.round_batch_size(batch_size)
+    dim, image_shape = _probe(job, extractor, preprocess_fn)
+    attrs = {k: v for k, v in job.attrs.items() if k != "total_rows"}
+    writer = store.SplitWriter(out, job.name, dim=dim, total_rows=job.stop - job.start,
+                               num_classes=job.source.num_classes,
+                               class_names=job.source.class_names,
+                               feature_dtype=job.attrs["feature_dtype"], attrs=attrs,
+                               overwrite=overwrite)
+    first = job.start + writer.rows_written
+    bar = tqdm(total=job.stop - job.start, initial=writer.rows_written, unit="img",
+               unit_scale=True, desc=f"{job.source.name}:{job.name}", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        pending = None
+        for batch in pipeline.batches(job.source, preprocess_fn, batch_size, first, job.stop,
+                                      workers=workers, prefetch=prefetch):
+            if batch.images.shape[1:] != image_shape:
+                raise ValueError(f"rows from {batch.start} of {job.source.name}:{job.name} have "
+                                 f"shape {batch.images.shape[1:]} after preprocessing, earlier "
+                                 f"rows {image_shape}; add resize(...) to the preprocessing")
+            features = extractor(batch.images)  # dispatched; written after the next dispatch
+            if pending is not None:
+                _write(writer, *pending, bar)
+            pending = (batch, features)
+        if pending is not None:
+            _write(writer, *pending, bar)
+    writer.finish()
+    return store.split_info(out, job.name)
+
+
+def _probe(job: SplitJob, extractor: Extractor, preprocess_fn) -> tuple[int, tuple[int, ...]]:
+    """(feature dim, preprocessed image shape), from one preprocessed example of the source."""
+    if len(job.source) == 0:
+        raise DatasetError(f"split {job.source.split!r} of {job.source.name} has no examples")
+    row = job.start if job.start < len(job.source) else 0
+    images, _, _ = job.source.get([row])
+    image = np.asarray(preprocess_fn(images[0]))
+    return extractor.feature_dim(image.shape, image.dtype), image.shape
+
+
+def _write(writer: store.SplitWriter, batch: pipeline.Batch, features: jax.Array, bar) -> None:
+    mask = batch.mask
+    writer.append(np.asarray(features)[mask], batch.labels[mask], batch.ids[mask])
+    bar.update(int(mask.sum()))
+
+
+def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
+            splits: str | Sequence[str] | Mapping[str, str] = ("train", "test"),
+            batch_size: int = 256, dtype: str = "bfloat16", output_dtype: str = "float32",
+            checkpoint: str | None = None, overwrite: bool = False, data_dir: str | None = None,
+            row_range: tuple[int, int] | None = None, *, cache_dir: str | None = None,
+            download: bool = True, init_random: bool = False, seed: int = 0,
+            resolution: int | None = None, preprocessing: str | None = None,
+            workers: int | None = None, prefetch: int | None = None,
+            progress: bool = True) -> dict[str, store.SplitInfo]:
+    """Cache the features of ``model`` on ``dataset`` in the store ``out``; returns split infos.
+
+    ``model`` is a registered backbone name (weights from ``checkpoint``, the download cache, or a
+    random initialisation with ``init_random``) or a ready :class:`Backbone`. ``dtype`` is the
+    compute dtype, ``output_dtype`` the stored one (float32 or float16). ``preprocessing``
+    overrides the backbone's default (``decode`` is always run first). ``row_range=(start,
+    stop)`` extracts only those rows of each split. See the module docstring for resume rules.
+    """
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
+    out = os.fspath(out)
+    requests = parse_splits(splits)
+    backbone = model if isinstance(model, Backbone) else load_backbone(
+        model, checkpoint, cache_dir=cache_dir, download=download, dtype=COMPUTE_DTYPES[dtype],
+        init_random=init_random, rng_seed=seed, resolution=resolution)
+    spec = preprocess.with_decode(backbone.preprocessing if preprocessing is None
+                                  else preprocessing)
+    preprocess.parse(spec)  # fail on a bad spec before opening any data
+    jobs = [plan_split(open_source(dataset, r.spec, data_dir=data_dir, download=download),
+                       r.name, backbone, spec, output_dtype=output_dtype, compute_dtype=dtype,
+                       row_range=row_range) for r in requests]
+    states = {} if overwrite else {j.name: _stored_state(out, j.name) for j in jobs}
+    for job in jobs:
+        if states.get(job.name) is not None:
+            _check_identity(out, job.name, states[job.name][1], job.attrs)
+    todo = [j for j in jobs if states.get(j.name) is None or states[j.name][0] != "complete"]
+    if not todo:
+        raise store.StoreError(f"every requested split ({', '.join(j.name for j in jobs)}) of "
+                               f"{out} is already complete; pass overwrite=True (--overwrite) "
+                               "to extract again.")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    extractor = Extractor(backbone, output_dtype=output_dtype)
+    todo_names, infos = {j.name for j in todo}, {}
+    for job in jobs:
+        if job.name in todo_names:
+            infos[job.name] = run_split(job, extractor, out, batch_size=batch_size,
+                                        overwrite=overwrite, workers=workers, prefetch=prefetch,
+                                        progress=progress)
+        else:
+            infos[job.name] = store.split_info(out, job.name)
+    return infos
