@@ -15,16 +15,16 @@ class FitConfig:
     """Everything ``private_head.fit`` was asked to do, checked once at construction.
 
     Privacy: ``epsilon`` (``math.inf`` only for ``method="nonprivate"``), ``delta`` in (0, 1).
-    Optimisation: ``steps`` (T), ``clip_norm`` (C, the per-example gradient bound), ``learning_rate``,
-    ``optimizer`` (one of ``OPTIMIZERS``), ``momentum`` (for ``"momentum"``), ``weight_decay``
-    (post-processing of the parameters, no privacy cost).
-    Head: ``loss`` ``"softmax"`` (cross-entropy) or ``"sigmoid"`` (one-vs-all logistic with a fixed bias
-    ``sigmoid_bias``, default ``-log(K - 1)`` so that every class starts at probability ``1/K``);
+    Optimisation: ``steps`` (T), ``clip_norm`` (C, the per-example gradient bound),
+    ``learning_rate``, ``optimizer`` (one of ``OPTIMIZERS``), ``momentum`` (for ``"momentum"``),
+    ``weight_decay`` (post-processing of the parameters, no privacy cost).
+    Head: ``loss`` ``"softmax"`` (cross-entropy) or ``"sigmoid"`` (one-vs-all logistic with a fixed
+    bias ``sigmoid_bias``, default ``-log(K - 1)``, so every class starts at probability ``1/K``);
     ``train_bias`` (False: the bias stays at its initial value and is neither clipped nor released).
     Preprocessing (``data.preprocess``): ``normalize`` (True: scale every row to norm
     ``feature_norm``; False: clip rows longer than ``feature_norm``), ``center`` (``"none"``,
-    ``"public"``: subtract a caller's mean, ``"private"``: subtract a noisy mean charged to the ledger
-    with a fraction ``center_budget_fraction`` of the mu^2 budget).
+    ``"public"``: subtract a caller's mean, ``"private"``: subtract a noisy mean charged to the
+    ledger with a fraction ``center_budget_fraction`` of the mu^2 budget).
     ``method_options`` holds options only one method understands; that method validates them.
     """
 

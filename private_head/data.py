@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from accounting import BudgetExceededError
 from feature_extract import store
 from private_head.config import FitConfig
 
@@ -70,16 +71,18 @@ class ChunkSource:
     """Rows kept off the device: a store split or a host array, read in chunks and preprocessed.
 
     ``iter_raw`` / ``iter_chunks`` read chunk i+1 on a background thread while the caller works on
-    chunk i. ``preprocessing`` is None until ``load_train_data`` has fixed it (``with_``).
+    chunk i; ``chunk_rows`` is the default chunk length (sized to the device budget).
+    ``preprocessing`` is None until ``load_train_data`` has fixed it (``with_``).
     """
 
     def __init__(self, *, array: np.ndarray | None = None, labels: np.ndarray | None = None,
                  path: str | None = None, split: str | None = None,
-                 preprocessing: Preprocessing | None = None):
+                 preprocessing: Preprocessing | None = None,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS):
         if (array is None) == (path is None):
             raise ValueError("ChunkSource needs exactly one of array= (with labels=) or path=")
         self.array, self.labels, self.path, self.split = array, labels, path, split
-        self.preprocessing = preprocessing
+        self.preprocessing, self.chunk_rows = preprocessing, chunk_rows
         if array is not None:
             self.num_rows, self.dim = array.shape
             self.dtype = np.dtype(array.dtype)
@@ -91,7 +94,7 @@ class ChunkSource:
     def with_(self, preprocessing: Preprocessing) -> ChunkSource:
         """The same rows under ``preprocessing``."""
         return ChunkSource(array=self.array, labels=self.labels, path=self.path, split=self.split,
-                           preprocessing=preprocessing)
+                           preprocessing=preprocessing, chunk_rows=self.chunk_rows)
 
     @contextmanager
     def _reader(self) -> Iterator[Callable[[int, int], tuple[np.ndarray, np.ndarray]]]:
@@ -152,8 +155,13 @@ class TrainData:
         return np.dtype(self.features.dtype if self.features is not None else
                         _device_dtype(self.source.dtype))
 
-    def iter_chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[jax.Array, jax.Array]]:
-        """``(X_chunk, y_chunk)`` device arrays in row order, from memory or from the source."""
+    def iter_chunks(self, rows: int | None = None) -> Iterator[tuple[jax.Array, jax.Array]]:
+        """``(X_chunk, y_chunk)`` device arrays in row order, from memory or from the source.
+
+        ``rows`` defaults to the source's ``chunk_rows`` (or DEFAULT_CHUNK_ROWS in memory).
+        """
+        if rows is None:
+            rows = self.source.chunk_rows if self.source is not None else DEFAULT_CHUNK_ROWS
         if rows < 1:
             raise ValueError(f"rows per chunk must be >= 1, got {rows}")
         if self.features is not None:
@@ -190,16 +198,20 @@ def _check_feature_dtype(dtype: np.dtype, feature_norm: float) -> None:
                          f"{float(jnp.finfo(dtype).max)}); use a smaller feature_norm or float32.")
 
 
-def _check_rows(chunk: np.ndarray, offset: int) -> None:
-    """Finite values, also after the float32 cast (a float64 beyond 3.4e38 overflows to inf)."""
-    try:
-        store.check_finite(chunk)
-        store.check_finite(np.asarray(chunk, dtype=np.float32),
-                           what="features (after the float32 cast: overflow)")
-    except ValueError as err:
-        if offset == 0:
-            raise
-        raise ValueError(f"{err} (row numbers counted from row {offset})") from None
+def _nonfinite_rows(chunk: np.ndarray) -> np.ndarray:
+    """Indices of rows holding NaN/inf, also after the float32 cast (float64 beyond 3.4e38)."""
+    with np.errstate(over="ignore"):
+        cast = np.asarray(chunk, dtype=np.float32)
+    return np.flatnonzero(~np.isfinite(cast).all(axis=1))
+
+
+def _check_finite(bad: np.ndarray) -> None:
+    """Raise a ValueError naming the rows (indices in the whole split) that are not finite."""
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+        raise ValueError(f"features hold NaN or infinite values (or values beyond float32's range)"
+                         f" in {bad.size} row(s): {shown}. Fix or drop these rows; they are never "
+                         "silently zeroed.")
 
 
 def _private_sum_noise(config: FitConfig, ledger: Any, key: jax.Array | None,
@@ -209,7 +221,11 @@ def _private_sum_noise(config: FitConfig, ledger: Any, key: jax.Array | None,
         return np.zeros(dim, np.float32)
     if ledger is None or key is None:
         raise ValueError("center='private' needs a ledger and a key to charge and draw the noise")
-    mu_center = math.sqrt(config.center_budget_fraction) * ledger.remaining_mu
+    remaining = ledger.remaining_mu
+    if remaining is None or remaining <= 0:
+        raise BudgetExceededError("center='private' needs a Gaussian (GDP) budget left in the "
+                                  f"ledger; remaining mu is {remaining}. Charge it first.")
+    mu_center = math.sqrt(config.center_budget_fraction) * remaining
     noise_std = config.feature_norm / mu_center
     ledger.record_gaussian("center_mean", sensitivity=config.feature_norm, noise_std=noise_std)
     return np.asarray(jax.random.normal(key, (dim,), jnp.float32)) * np.float32(noise_std)
@@ -264,7 +280,7 @@ def preprocess(features: Any, labels: Any, config: FitConfig, *, num_classes: in
         raise ValueError(f"features are empty (shape {x.shape}); need at least one row and column")
     _check_feature_dtype(x.dtype, config.feature_norm)
     y = _check_labels(labels, x.shape[0], num_classes)
-    _check_rows(x, 0)
+    _check_finite(_nonfinite_rows(x))
     pre = _preprocessing(config, x.shape[1], public_mean)
     if config.center == "private":
         row_sum = pre.bound(np.asarray(x, np.float32)).sum(axis=0, dtype=np.float64)
@@ -280,17 +296,23 @@ def _stream(source: ChunkSource, config: FitConfig, num_classes: int, public_mea
     _check_feature_dtype(source.dtype, config.feature_norm)
     pre = _preprocessing(config, source.dim, public_mean)
     row_sum = np.zeros(source.dim, np.float64)
-    labels = []
-    for start, x, y in source.iter_raw(DEFAULT_CHUNK_ROWS):
-        _check_rows(x, start)
+    labels, bad = [], []
+    for start, x, y in source.iter_raw(source.chunk_rows):
+        bad.append(_nonfinite_rows(x) + start)
         labels.append(y)
         if config.center == "private":
             row_sum += pre.bound(np.asarray(x, np.float32)).sum(axis=0, dtype=np.float64)
+    _check_finite(np.concatenate(bad))
     y = _check_labels(np.concatenate(labels), source.num_rows, num_classes)
     if config.center == "private":
         pre = _with_private_mean(pre, config, row_sum, source.num_rows, ledger, key)
     return TrainData(None, jnp.asarray(y), num_classes, config.feature_norm,
                      source=source.with_(pre), preprocessing=pre)
+
+
+def _chunk_rows(limit: int, dim: int) -> int:
+    """Rows per streamed chunk: two float32 chunks (current + prefetched) within the budget."""
+    return max(1, min(DEFAULT_CHUNK_ROWS, limit // (2 * 4 * dim)))
 
 
 def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num_classes: int,
@@ -316,13 +338,14 @@ def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num
             raise ValueError(f"split {split!r} of {path} is empty; need at least one row")
         itemsize = np.dtype(info.feature_dtype).itemsize
         if limit is not None and info.num_rows * info.dim * itemsize > limit:
-            return _stream(ChunkSource(path=path, split=split), config, num_classes, public_mean,
-                           ledger, key)
+            source = ChunkSource(path=path, split=split,
+                                 chunk_rows=_chunk_rows(limit, info.dim))
+            return _stream(source, config, num_classes, public_mean, ledger, key)
         features, labels, _ = store.read_split(path, split)
     x = np.asarray(features)
     if limit is not None and x.ndim == 2 and x.size and x.nbytes > limit:
         y = _check_labels(labels, x.shape[0], num_classes)
-        return _stream(ChunkSource(array=x, labels=y), config, num_classes, public_mean, ledger,
-                       key)
+        source = ChunkSource(array=x, labels=y, chunk_rows=_chunk_rows(limit, x.shape[1]))
+        return _stream(source, config, num_classes, public_mean, ledger, key)
     return preprocess(x, labels, config, num_classes=num_classes, public_mean=public_mean,
                       ledger=ledger, key=key)
