@@ -223,3 +223,55 @@ def test_config_refuses_delta_outside_the_open_unit_interval(delta):
 def test_config_refuses_nonpositive_or_nonfinite_scales(name, value):
     with pytest.raises(ValueError, match=name):
         FitConfig(epsilon=1.0, delta=1e-5, **{name: value})
+
+
+# --- accounting ------------------------------------------------------------------------------
+
+
+@given(epsilon=st.floats(1e-4, 300), log10_delta=st.floats(-300, -0.05),
+       steps=st.integers(1, 10**6))
+def test_full_batch_calibration_is_finite_and_meets_any_valid_budget(epsilon, log10_delta, steps):
+    from accounting import epsilon_full_batch, noise_multiplier_full_batch
+
+    delta = 10.0 ** log10_delta
+    sigma = noise_multiplier_full_batch(epsilon, delta, steps)
+    assert 0 < sigma < math.inf
+    assert epsilon_full_batch(sigma, steps, delta) <= epsilon * (1 + 1e-9)
+
+
+@given(epsilon=st.sampled_from([math.nan, -1.0, 0.0, -math.inf]),
+       delta=st.sampled_from([1e-5, math.nan, 0.0, 1.0, 2.0]),
+       steps=st.sampled_from([1, 0, -2, 2.5, True]))
+def test_accounting_refuses_invalid_budgets(epsilon, delta, steps):
+    from accounting import noise_multiplier_full_batch, noise_multiplier_poisson
+
+    with pytest.raises(ValueError, match="epsilon|delta|steps"):
+        noise_multiplier_full_batch(epsilon, delta, steps)
+    with pytest.raises(ValueError, match="epsilon|delta|steps"):
+        noise_multiplier_poisson(epsilon, delta, 0.01, steps)
+
+
+@given(sensitivity=st.sampled_from([math.nan, math.inf, 0.0, -1.0]),
+       noise_std=st.sampled_from([math.nan, -1.0, math.inf]))
+def test_ledger_refuses_invalid_releases_and_records_nothing(sensitivity, noise_std):
+    from accounting import PrivacyLedger
+
+    ledger = PrivacyLedger(1.0, 1e-5)
+    for kwargs in ({"sensitivity": sensitivity, "noise_std": 1.0},
+                   {"sensitivity": 1.0, "noise_std": noise_std}):
+        with pytest.raises(ValueError, match="sensitivity|noise_std"):
+            ledger.record_gaussian("step", **kwargs)
+    assert ledger.releases == ()
+
+
+@given(epsilon=st.floats(0.1, 10), overspend=st.floats(1.001, 100))
+def test_ledger_refuses_overspending_before_recording(epsilon, overspend):
+    from accounting import BudgetExceededError, PrivacyLedger, mu_from_epsilon
+
+    ledger = PrivacyLedger(epsilon, 1e-5)
+    sigma = 1.0 / (mu_from_epsilon(epsilon, 1e-5) * overspend)
+    with pytest.raises(BudgetExceededError, match="over the budget"):
+        ledger.record_gaussian("step", sensitivity=1.0, noise_std=sigma)
+    with pytest.raises(BudgetExceededError):
+        ledger.record_gaussian("exact", sensitivity=1.0, noise_std=0.0)
+    assert ledger.releases == () and ledger.epsilon_spent == 0.0
