@@ -47,10 +47,18 @@ class Preprocessing:
     mean: np.ndarray | None = None  # [D] float32; None unless center is "public" or "private"
 
     def bound(self, x: np.ndarray) -> np.ndarray:
-        """Rows scaled to norm r (normalize) or shrunk to at most r (clip); zero rows stay zero."""
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        target = self.feature_norm if self.normalize else np.minimum(norms, self.feature_norm)
-        return x * np.where(norms > 0, target / np.where(norms > 0, norms, 1.0), 0.0)
+        """Rows scaled to norm r (normalize) or shrunk to at most r (clip); zero rows stay zero.
+
+        Overflow-safe: with ``m = max_j |x_j|`` and ``s = ||x / m||`` (in [1, sqrt(D)]), the row
+        is ``(x / m) * (target / s)`` where ``target = r`` or ``min(m s, r)``.
+        """
+        m = np.max(np.abs(x), axis=1, keepdims=True)
+        safe_m = np.where(m > 0, m, 1.0)
+        unit = x / safe_m
+        s = np.where(m > 0, np.linalg.norm(unit, axis=1, keepdims=True), 1.0)
+        with np.errstate(over="ignore"):
+            target = self.feature_norm if self.normalize else np.minimum(m * s, self.feature_norm)
+        return (unit * (target / s)).astype(np.float32)
 
     def apply(self, x: Any) -> np.ndarray:
         """The preprocessed rows, float32 [N, D] (see the module docstring for the rule)."""
@@ -209,7 +217,7 @@ def _check_finite(bad: np.ndarray) -> None:
     """Raise a ValueError naming the rows (indices in the whole split) that are not finite."""
     if bad.size:
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
-        raise ValueError(f"features hold NaN or infinite values (or values beyond float32's range)"
+        raise ValueError(f"features hold NaN or infinite values (or overflow in the float32 cast)"
                          f" in {bad.size} row(s): {shown}. Fix or drop these rows; they are never "
                          "silently zeroed.")
 
