@@ -1,0 +1,180 @@
+"""``dp_sgd``: Poisson-sampled noisy clipped gradient steps from W = 0 (PLD accounting).
+
+Step t includes every example independently with probability ``q = batch_size / N`` (``batch_size``
+is the expected batch size; a method option) and updates with
+
+    g_t = (sum_{i in B_t} clip_C(grad_i(W_t)) + N(0, (sigma C)^2 I)) / (q N),
+
+dividing by the public expected batch size, never by |B_t|. sigma is the smallest noise
+multiplier for which T steps of PoissonSampled(q, Gaussian(sigma)) fit the ledger's budget under
+dp-accounting's PLD accountant (add-or-remove-one); the event is recorded before the loop.
+
+Fixed compiled shapes: the sampled indices are processed in chunks of ``B_max`` rows (padded, with a
+mask), ``B_max = ceil(qN + 6 sqrt(qN(1 - q)))`` by default, so one chunk holds the whole sample
+except with probability about 1e-9 (a 6-sigma binomial tail). A larger sample is NOT truncated
+(truncation would change the mechanism the accounting describes): the loop takes as many chunks as
+the sample needs. Streamed rows use the whole-data pass with the sample as a row mask.
+Options: ``batch_size`` (required, 1 <= batch_size <= N), ``max_batch_size`` (B_max override).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from accounting import BudgetExceededError, epsilon_from_mu, noise_multiplier_poisson, poisson_event
+from private_head.config import FitConfig
+from private_head.data import TrainData
+from private_head.full_batch import gradient_sums, noisy_update
+from private_head.kernel import clipped_gradient_sum
+from private_head.methods import register_method
+from private_head.optimizers import head_bias, init_params, make_optimizer
+from private_head.sharding import device_rows
+from private_head.streaming import chunk_rows, streamed_sum
+
+OPTIONS = ("batch_size", "max_batch_size")
+TAIL_STDS = 6.0
+
+
+def max_batch_size(num_rows: int, rate: float) -> int:
+    """``B_max = ceil(qN + 6 sqrt(qN(1-q)))``, at most N: the chunk size of the sampled rows."""
+    mean = rate * num_rows
+    return int(min(num_rows, math.ceil(mean + TAIL_STDS * math.sqrt(mean * (1 - rate)))))
+
+
+def poisson_sample(key: jax.Array, step: int | jax.Array, num_rows: int,
+                   rate: float | jax.Array) -> jax.Array:
+    """Bool [N]: example i is in step t's batch with probability q, independently of the others."""
+    return jax.random.uniform(jax.random.fold_in(key, step), (num_rows,)) < rate
+
+
+def sampled_gradient_sum(W, b, X, y, include, clip_norm, chunk: int, *, loss: str,
+                         train_bias: bool) -> tuple[jax.Array, jax.Array]:
+    """Clipped gradient sum over the rows with ``include`` set, ``chunk`` rows at a time.
+
+    Gathers the included rows (in index order) into as many fixed-size chunks as needed; equals
+    ``clipped_gradient_sum(..., mask=include)`` for any sample size.
+    """
+    n = include.shape[0]
+    count = jnp.sum(include.astype(jnp.int32))
+    order = jnp.nonzero(include, size=n, fill_value=0)[0]
+    order = jnp.concatenate([order, jnp.zeros(chunk, order.dtype)])
+    zero = (jnp.zeros(W.shape, jnp.float32), jnp.zeros(W.shape[1], jnp.float32))
+
+    def body(state):
+        j, (gW, gb) = state
+        start = j * chunk
+        ids = jax.lax.dynamic_slice(order, (start,), (chunk,))
+        valid = start + jnp.arange(chunk) < count
+        dW, db = clipped_gradient_sum(W, b, X[ids], y[ids], clip_norm, loss=loss,
+                                      train_bias=train_bias, mask=valid)
+        return j + 1, (gW + dW, gb + db)
+
+    _, sums = jax.lax.while_loop(lambda s: s[0] * chunk < count, body, (0, zero))
+    return sums
+
+
+def calibrate(ledger: Any, config: FitConfig, rate: float) -> float:
+    """Record the Poisson-sampled steps in the ledger and return their noise multiplier sigma.
+
+    With an empty ledger sigma = ``noise_multiplier_poisson(epsilon, delta, q, T)``. After earlier
+    (Gaussian) releases the search starts from the epsilon of the mu left and raises sigma by 2%
+    until the ledger (PLD composition of everything) accepts the event.
+    """
+    epsilon = config.epsilon
+    if ledger.releases:
+        if ledger.remaining_mu is None or not ledger.remaining_mu > 0:
+            raise BudgetExceededError("no Gaussian budget is left for dp_sgd")
+        epsilon = epsilon_from_mu(ledger.remaining_mu, config.delta)
+    sigma = noise_multiplier_poisson(epsilon, config.delta, rate, config.steps)
+    for _ in range(60):
+        try:
+            ledger.record_event("dp_sgd: Poisson-sampled clipped gradient sums",
+                                poisson_event(sigma, rate, config.steps))
+            return sigma
+        except BudgetExceededError:
+            if not ledger.releases:
+                raise
+            sigma *= 1.02
+    raise BudgetExceededError("dp_sgd could not fit its steps into the budget left")
+
+
+def _options(config: FitConfig, num_rows: int) -> tuple[int, int]:
+    unknown = set(config.method_options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"dp_sgd does not understand option(s) {sorted(unknown)}; "
+                         f"known: {OPTIONS}")
+    batch = config.method_options.get("batch_size")
+    if batch is None or not 1 <= batch <= num_rows:
+        raise ValueError(f"dp_sgd needs batch_size (the expected batch size) in [1, N={num_rows}], "
+                         f"got {batch!r}")
+    chunk = (config.method_options.get("max_batch_size")
+             or max_batch_size(num_rows, batch / num_rows))
+    if int(chunk) != chunk or chunk < 1:
+        raise ValueError(f"max_batch_size must be a positive integer, got {chunk!r}")
+    return batch, int(chunk)
+
+
+def _in_memory(data, config, key_sample, key_noise, noise_std, batch, chunk):
+    rows = device_rows(data.features, data.labels)
+    opt = make_optimizer(config)
+    K, N, total = data.num_classes, data.num_rows, rows.X.shape[0]
+
+    @jax.jit
+    def run(params, X, y, mask, key_sample, key_noise, noise_std):
+        def step(carry, t):
+            params, opt_state = carry
+            include = poisson_sample(key_sample, t, total, batch / N)
+            if mask is not None:
+                include = include & (mask > 0)
+            gW, gb = sampled_gradient_sum(params["W"], head_bias(params, K, config), X, y,
+                                          include, config.clip_norm, chunk, loss=config.loss,
+                                          train_bias=config.train_bias)
+            sums = {"W": gW, "b": gb} if "b" in params else {"W": gW}
+            return noisy_update(opt, params, opt_state, sums, jax.random.fold_in(key_noise, t),
+                                noise_std, batch), None
+
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
+                                      jnp.arange(config.steps))
+        return params
+
+    params = init_params(data.dim, K, config)
+    return run(params, rows.X, rows.y, rows.mask, key_sample, key_noise, noise_std)
+
+
+def _streamed(data, config, key_sample, key_noise, noise_std, batch):
+    opt = make_optimizer(config)
+    params = init_params(data.dim, data.num_classes, config)
+    opt_state = opt.init(params)
+    update = jax.jit(lambda p, s, g, k, std: noisy_update(opt, p, s, g, k, std, batch))
+    sample = jax.jit(poisson_sample, static_argnums=2)
+    rows = chunk_rows(data, config.max_device_bytes)
+    for t in range(config.steps):
+        bias = head_bias(params, data.num_classes, config)
+        include = sample(key_sample, t, data.num_rows, batch / data.num_rows)
+        sums = streamed_sum(
+            data, lambda X, y, m, p=params, b=bias: gradient_sums(p, b, X, y, m, config), rows,
+            row_weights=include)
+        params, opt_state = update(params, opt_state, sums, jax.random.fold_in(key_noise, t),
+                                   noise_std)
+    return params
+
+
+@register_method("dp_sgd")
+def train(data: TrainData, config: FitConfig, ledger: Any,
+          key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """T Poisson-sampled noisy steps (module docstring); returns ``(W [D, K], b [K])``."""
+    batch, chunk = _options(config, data.num_rows)
+    sigma = calibrate(ledger, config, batch / data.num_rows)
+    noise_std = sigma * config.clip_norm
+    key_sample, key_noise = jax.random.split(key)
+    if data.features is None:
+        params = _streamed(data, config, key_sample, key_noise, noise_std, batch)
+    else:
+        params = _in_memory(data, config, key_sample, key_noise, noise_std, batch, chunk)
+    return params["W"], head_bias(params, data.num_classes, config)
+
+
