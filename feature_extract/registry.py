@@ -13,7 +13,6 @@ scaled to [0, 1], ``D = H * W * 3``; its ``feature_dim`` is therefore ``None`` u
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _AUGREG = "https://storage.googleapis.com/vit_models/augreg/"
 _SIGLIP = "https://storage.googleapis.com/big_vision/siglip/"
@@ -73,9 +73,9 @@ def _vit(name, variant, patch, url=None, key=None, res=224, desc="", **config):
                            description=desc))
 
 
-def _bit(name, variant, url=None, res=224, desc=""):
-    _register(BackboneSpec(name, "bit", {"variant": variant}, res, _VIT_PREPROC.format(r=res),
-                           url, description=desc))
+def _bit(name, variant, url=None, res=224, desc="", **config):
+    _register(BackboneSpec(name, "bit", {"variant": variant, **config}, res,
+                           _VIT_PREPROC.format(r=res), url, description=desc))
 
 
 _vit("vit-ti16-i21k", "Ti", 16,
@@ -100,7 +100,8 @@ _bit("bit-m-r152x4", "R152x4", _BIT + "BiT-M-R152x4.npz", desc="BiT-M ResNet-152
 # Test-size models: random initialisation only (no checkpoint published).
 _vit("vit-mu16", "mu", 16, res=32, desc="tiny ViT for tests (random init)")
 _vit("vit-mu16-map", "mu", 16, res=32, pool_type="map", desc="tiny MAP-head ViT for tests")
-_bit("bit-r26x1-test", "R26x1", res=32, desc="small BiT for tests (random init)")
+_bit("bit-tiny-test", "R26x1", res=32, blocks=(1, 1, 1, 1), width=0.5,
+     desc="one unit per stage, half width, for tests (random init)")
 _register(BackboneSpec("pixels", "pixels", {}, None, "value_range(0,1)",
                        description="the flattened image scaled to [0,1]; no network"))
 
@@ -126,15 +127,6 @@ def _with_resolution(preprocessing: str, old: int | None, new: int) -> str:
     return re.sub(rf"\b(resize|central_crop)\({old}\)", rf"\g<1>({new})", preprocessing)
 
 
-def sha256_file(path: str, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _build_model(spec: BackboneSpec, dtype):
     if spec.arch == "vit":
         from feature_extract import vit
@@ -151,18 +143,40 @@ def _pixels_apply(params: Any, images: jax.Array) -> jax.Array:
     return images.reshape(images.shape[0], -1)
 
 
+def random_params(template: Any, seed: int = 0) -> Any:
+    """Random float32 parameters shaped like ``template`` (numpy, no compilation).
+
+    Normalisation scales (``scale``, ``gamma``) are ``1 + 0.1 z``, offsets (``bias``, ``beta``)
+    ``0.1 z``, all other arrays ``z / sqrt(prod(shape[:-1]))``, with ``z ~ N(0, 1)``.
+    """
+    rng = np.random.default_rng(seed)
+
+    def init(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        z = rng.standard_normal(leaf.shape, dtype=np.float32)
+        if name in ("scale", "gamma"):
+            return 1 + 0.1 * z
+        if name in ("bias", "beta"):
+            return 0.1 * z
+        return z / np.sqrt(max(1, int(np.prod(leaf.shape[:-1]))))
+
+    return jax.tree_util.tree_map_with_path(init, template)
+
+
 def _resolve_checkpoint(spec: BackboneSpec, checkpoint, cache_dir, download) -> tuple[str, str]:
     """(path with optional ``:key`` selector, sha256 of the file)."""
+    from feature_extract import checkpoint as ckpt
+    from feature_extract import download as dl
+
     if checkpoint is not None:
-        path, _, key = str(checkpoint).partition(":")
+        path, key = ckpt.split_selector(str(checkpoint))
         if not os.path.exists(path):
             raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
         key = key or spec.checkpoint_key
-        return (f"{path}:{key}" if key else path), sha256_file(path)
+        return (f"{path}:{key}" if key else path), dl.sha256_file(path)
     if spec.url is None:
         raise ValueError(f"backbone {spec.name!r} has no published checkpoint: pass "
                          "checkpoint=PATH or init_random=True")
-    from feature_extract import download as dl
     path, digest = dl.fetch(spec.url, cache_dir=cache_dir, sha256=spec.sha256, size=spec.size,
                             download=download)
     return (f"{path}:{spec.checkpoint_key}" if spec.checkpoint_key else path), digest
@@ -176,9 +190,10 @@ def load_backbone(name: str, checkpoint: str | None = None, *, cache_dir: str | 
 
     Weights come from ``checkpoint`` (a local ``.npz``, optionally ``file.npz:key``), else from the
     registry URL through the download cache, else (``init_random=True``) from a random
-    initialisation with seed ``rng_seed``. ``resolution`` overrides the input size (a ViT's position
-    embedding is resampled). ``spec_overrides`` replaces spec fields; its ``config`` entry is merged
-    into the architecture config. Parameters stay float32; compute runs in ``dtype``.
+    initialisation (:func:`random_params`) with seed ``rng_seed``. ``resolution`` overrides the
+    input size (a ViT's position embedding is resampled). ``spec_overrides`` replaces spec fields;
+    its ``config`` entry is merged into the architecture config. Parameters stay float32; compute
+    runs in ``dtype``.
     """
     spec = get_spec(name)
     if spec_overrides:
@@ -198,10 +213,10 @@ def load_backbone(name: str, checkpoint: str | None = None, *, cache_dir: str | 
     images = jax.ShapeDtypeStruct((1, res, res, 3), dtype)
     template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), images)["params"]
     if init_random and checkpoint is None:
-        params = jax.jit(model.init)(jax.random.PRNGKey(rng_seed), jnp.zeros(images.shape, dtype))
-        params, path, digest = params["params"], None, None
+        params, path, digest = random_params(template, rng_seed), None, None
     else:
         from feature_extract import checkpoint as ckpt
+
         path, digest = _resolve_checkpoint(spec, checkpoint, cache_dir, download)
         params = ckpt.load_params(path, template, arch=spec.arch)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)

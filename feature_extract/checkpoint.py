@@ -1,0 +1,173 @@
+"""Load big_vision / BiT ``.npz`` checkpoints into our Flax parameter trees (DESIGN.md sec. 6).
+
+A checkpoint is an ``.npz`` of a flat dict whose keys are ``/``-joined tree paths. Reading:
+
+1. keys under ``opt/target/`` or ``params/`` (if any) are selected and the prefix stripped;
+2. ``file.npz:img`` keeps only the sub-tree ``img/`` (e.g. a SigLIP image tower);
+3. bfloat16 arrays, which numpy stores as 2-byte void (``|V2``), are reinterpreted as bfloat16.
+
+Then names are normalised to the model's (ViT: old AugReg names, scan-stacked blocks, the cls
+position folded into ``cls``, the position embedding resampled; BiT: TF name variants), the
+classifier ``head`` is dropped (the probe trains its own), and the result is checked against the
+model's parameter shapes: any missing, unexpected or mis-shaped parameter raises
+:class:`CheckpointMismatchError` listing them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.ndimage
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+_PREFIXES = ("opt/target/", "params/")
+_BF16 = np.dtype(jnp.bfloat16)
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's parameter names or shapes do not match the model."""
+
+
+def split_selector(path: str) -> tuple[str, str | None]:
+    """``"dir/f.npz:img"`` -> ``("dir/f.npz", "img")``; a path without a selector -> key None."""
+    head, sep, key = str(path).rpartition(":")
+    if sep and key and "/" not in key and "\\" not in key and not os.path.exists(path):
+        return head, key
+    return str(path), None
+
+
+def _fix_dtype(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "V":
+        if a.dtype.itemsize != 2:
+            raise ValueError(f"unknown {a.dtype.itemsize}-byte void dtype in checkpoint")
+        return a.view(_BF16)
+    return a
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    """The flat ``{name: array}`` of a checkpoint, prefix stripped, sub-tree selected."""
+    file, key = split_selector(path)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"checkpoint file {file!r} does not exist")
+    with np.load(file, allow_pickle=False) as npz:
+        flat = {name: _fix_dtype(npz[name]) for name in npz.files}
+    for prefix in _PREFIXES:
+        if any(k.startswith(prefix) for k in flat):
+            flat = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+            break
+    if key is not None:
+        sub = {k[len(key) + 1:]: v for k, v in flat.items() if k.startswith(key + "/")}
+        if not sub:
+            tops = sorted({k.split("/")[0] for k in flat})
+            raise CheckpointMismatchError(
+                f"checkpoint {file!r} has no sub-tree {key!r}; top-level names: {tops}")
+        flat = sub
+    return flat
+
+
+def save_npz(params: Mapping[str, Any], path: str, *, prefix: str = "") -> None:
+    """Write a parameter tree as a flat ``.npz`` with ``/``-joined big_vision names."""
+    flat = flatten_dict(dict(params), sep="/")
+    np.savez(path, **{prefix + k: np.asarray(v) for k, v in flat.items()})
+
+
+def resample_posemb(posemb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize a ``[1, h*w, D]`` position embedding (square ``h = w``) to ``grid``."""
+    n, d = posemb.shape[1], posemb.shape[2]
+    side = int(round(np.sqrt(n)))
+    if side * side != n:
+        raise CheckpointMismatchError(f"pos_embedding with {n} positions is not a square grid")
+    old = np.asarray(posemb, np.float32).reshape(side, side, d)
+    zoom = (grid[0] / side, grid[1] / side, 1)
+    return scipy.ndimage.zoom(old, zoom, order=1).reshape(1, grid[0] * grid[1], d)
+
+
+def _unstack_scan(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``Transformer/encoderblock/X`` stacked ``[depth, ...]`` -> ``encoderblock_{i}/X``."""
+    stacked = "Transformer/encoderblock/"
+    out = {}
+    for k, v in flat.items():
+        if k.startswith(stacked):
+            for i in range(v.shape[0]):
+                out[f"Transformer/encoderblock_{i}/{k[len(stacked):]}"] = v[i]
+        else:
+            out[k] = v
+    return out
+
+
+def _normalize_vit(flat: dict[str, np.ndarray], template: Mapping[str, Any]) -> dict:
+    from flax.training.checkpoints import convert_pre_linen
+
+    flat = {k: v for k, v in flat.items() if not k.startswith("head/")}
+    for old in ("Transformer/posembed_input/pos_embedding", "Transformer/pos_embedding"):
+        if old in flat:
+            flat["pos_embedding"] = flat.pop(old)
+    # Pre-Linen numbering (MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3) -> per type.
+    flat = flatten_dict(convert_pre_linen(unflatten_dict(flat, sep="/")), sep="/")
+    flat = _unstack_scan(flat)
+    pe = flat.get("pos_embedding")
+    if pe is not None:
+        side = int(np.sqrt(pe.shape[1] - 1))
+        if side * side + 1 == pe.shape[1]:  # old layout: the cls token's position comes first
+            if "cls" in flat:
+                flat["cls"] = flat["cls"].astype(np.float32) + pe[:, :1].astype(np.float32)
+            flat["pos_embedding"] = pe = pe[:, 1:]
+        want = template.get("pos_embedding")
+        if want is not None and tuple(pe.shape) != tuple(want.shape) \
+                and pe.shape[2] == want.shape[2]:
+            g = int(round(np.sqrt(want.shape[1])))
+            flat["pos_embedding"] = resample_posemb(pe, (g, want.shape[1] // g))
+    return flat
+
+
+def _normalize_bit(flat: dict[str, np.ndarray]) -> dict:
+    flat = {re.sub(r"/standardized_conv2d_\d+/", "/standardized_conv2d/", k): v
+            for k, v in flat.items()}
+    return {k: v for k, v in flat.items() if not k.startswith("resnet/head/")}
+
+
+def _mismatch_report(path, flat, template) -> str | None:
+    missing = sorted(set(template) - set(flat))
+    unexpected = sorted(set(flat) - set(template))
+    shapes = sorted(f"{k}: file {tuple(flat[k].shape)} vs model {tuple(template[k].shape)}"
+                    for k in set(flat) & set(template)
+                    if tuple(flat[k].shape) != tuple(template[k].shape))
+    if not (missing or unexpected or shapes):
+        return None
+    lines = [f"checkpoint {path!r} does not match the model:"]
+    for title, items in (("missing (in the model, not in the file)", missing),
+                         ("unexpected (in the file, not in the model)", unexpected),
+                         ("wrong shape", shapes)):
+        if items:
+            lines.append(f"  {title} [{len(items)}]:")
+            lines += [f"    {item}" for item in items[:40]]
+            if len(items) > 40:
+                lines.append(f"    ... and {len(items) - 40} more")
+    lines.append("Check the backbone's variant, patch, pool_type and pre_logits (load_backbone's "
+                 "spec_overrides={'config': {...}}) or the ':key' sub-tree selector.")
+    return "\n".join(lines)
+
+
+def load_params(path: str, template: Mapping[str, Any], *, arch: str) -> dict:
+    """Parameters for a model from checkpoint ``path`` (``file.npz`` or ``file.npz:key``).
+
+    ``template`` is the model's parameter tree (arrays or ``jax.ShapeDtypeStruct``); the result
+    has the same structure, float32 numpy arrays.
+    """
+    flat_template = flatten_dict(dict(template), sep="/")
+    flat = read_npz(path)
+    if arch == "vit":
+        flat = _normalize_vit(flat, flat_template)
+    elif arch == "bit":
+        flat = _normalize_bit(flat)
+    else:
+        raise ValueError(f"no checkpoint format for arch {arch!r}")
+    report = _mismatch_report(path, flat, flat_template)
+    if report:
+        raise CheckpointMismatchError(report)
+    return unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()}, sep="/")
