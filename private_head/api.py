@@ -88,6 +88,6 @@ def fit(features: Any, labels: Any = None, *, num_classes: int, epsilon: float, 
                          "the learning_rate or the number of steps")
     privacy = {**ledger.report(), "private": private, "method": method, "seeded": seeded,
                "dataset_size_public": True, "num_rows": data.num_rows}
-    if not private:
-        privacy["epsilon_spent"] = "inf"
+    if not private:  # no noise at all: the release is not private
+        privacy.update(epsilon_spent="inf", mu="inf")
     return PrivateHead(weights, bias, config, privacy, data.preprocessing)

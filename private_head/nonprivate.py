@@ -121,7 +121,7 @@ def _converge(data: TrainData, config: FitConfig, params: Params) -> Params:
         def going(carry: tuple[Params, Any, jax.Array]) -> jax.Array:
             _, state, i = carry
             grad = optax.tree_utils.tree_get(state, "grad")
-            return (i == 0) | ((i < max_steps) & (optax.tree_utils.tree_l2_norm(grad) >= tol))
+            return (i == 0) | ((i < max_steps) & (optax.tree_utils.tree_norm(grad) >= tol))
 
         params, _, _ = jax.lax.while_loop(going, step, (params, opt.init(params), 0))
         return params

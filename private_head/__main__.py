@@ -1,0 +1,5 @@
+"""``python -m private_head``: see private_head.cli."""
+
+from private_head.cli import main
+
+raise SystemExit(main())
