@@ -1,0 +1,100 @@
+"""`python -m accounting`: noise multiplier / epsilon on stdout, clean errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from accounting import (
+    epsilon_full_batch,
+    epsilon_poisson,
+    noise_multiplier_full_batch,
+    noise_multiplier_poisson,
+)
+from accounting.__main__ import main
+
+
+def run_main(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_noise_multiplier_for_target_epsilon(capsys):
+    code, out, _ = run_main(["--epsilon", "4", "--delta", "1e-6", "--steps", "1"], capsys)
+    assert code == 0
+    assert float(out) == noise_multiplier_full_batch(4.0, 1e-6, 1)
+    assert float(out) == pytest.approx(1.1935, abs=5e-4)
+
+
+def test_epsilon_for_noise_multiplier(capsys):
+    code, out, _ = run_main(
+        ["--noise-multiplier", "1.2", "--steps", "1", "--delta", "1e-6"], capsys
+    )
+    assert code == 0 and float(out) == epsilon_full_batch(1.2, 1, 1e-6)
+    assert 3.9 < float(out) < 4.0  # a bit more noise than 1.1935, a bit less than epsilon 4
+
+
+def test_poisson_and_json(capsys):
+    argv = ["--noise-multiplier", "1.0", "--sampling-rate", "0.01", "--steps", "50",
+            "--delta", "1e-6", "--discretization", "1e-3", "--json", "--cross-check-rdp"]
+    code, out, _ = run_main(argv, capsys)
+    result = json.loads(out)
+    assert code == 0 and result["accountant"] == "pld"
+    expected = epsilon_poisson(1.0, 0.01, 50, 1e-6, value_discretization_interval=1e-3)
+    assert result["epsilon"] == expected
+    assert result["epsilon"] <= result["epsilon_rdp"]
+    assert result["adjacency"] == "add_or_remove_one" and result["sampling_rate"] == 0.01
+
+    argv = ["--epsilon", "1.5", "--sampling-rate", "0.05", "--steps", "10",
+            "--delta", "1e-5", "--discretization", "1e-3"]
+    code, out, _ = run_main(argv, capsys)
+    assert float(out) == noise_multiplier_poisson(
+        1.5, 1e-5, 0.05, 10, value_discretization_interval=1e-3
+    )
+
+
+def test_json_full_batch_and_infinite_epsilon(capsys):
+    _, out, _ = run_main(["--epsilon", "inf", "--delta", "1e-5", "--steps", "3", "--json"], capsys)
+    result = json.loads(out)
+    assert result == {
+        "accountant": "gdp", "adjacency": "add_or_remove_one", "delta": 1e-5, "steps": 3,
+        "sampling_rate": 1.0, "epsilon": "inf", "noise_multiplier": 0.0,
+        "output": "noise_multiplier", "mu": "inf",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epsilon", "0", "--delta", "1e-6"], "epsilon must be > 0"),
+        (["--epsilon", "1", "--delta", "1.5"], "delta must be in (0, 1)"),
+        (["--epsilon", "1", "--delta", "1e-6", "--steps", "0"], "steps must be >= 1"),
+        (["--epsilon", "1", "--delta", "1e-6", "--sampling-rate", "0"], "sampling_rate"),
+        (["--noise-multiplier", "-1", "--delta", "1e-6"], "noise_multiplier must be >= 0"),
+        (["--epsilon", "1", "--noise-multiplier", "1", "--delta", "1e-6"], "not allowed with"),
+        (["--epsilon", "1"], "--delta"),
+        (["--epsilon", "1", "--delta", "1e-6", "--cross-check-rdp"], "needs --sampling-rate"),
+    ],
+)
+def test_bad_input_exits_2_with_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_module_entry_point_subprocess():
+    ok = subprocess.run(
+        [sys.executable, "-m", "accounting", "--epsilon", "4", "--delta", "1e-6"],
+        capture_output=True, text=True, check=False,
+    )
+    assert ok.returncode == 0 and float(ok.stdout) == pytest.approx(1.1935, abs=5e-4)
+    bad = subprocess.run(
+        [sys.executable, "-m", "accounting", "--epsilon", "-1", "--delta", "1e-6"],
+        capture_output=True, text=True, check=False,
+    )
+    assert bad.returncode == 2 and "epsilon must be > 0" in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
