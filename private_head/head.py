@@ -154,6 +154,13 @@ def load(path: str | os.PathLike) -> PrivateHead:
     if arrays_sha256(arrays) != report.get("arrays_sha256"):
         raise ValueError(f"{path} was modified: its arrays do not match the sha256 in its report; "
                          "refusing to load it (train the head again)")
+    try:
+        return _from_report(path, arrays, report)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: its report lacks or mangles the field {err}") from err
+
+
+def _from_report(path: str, arrays: dict[str, np.ndarray], report: dict[str, Any]) -> PrivateHead:
     w, b = arrays.get("weights"), arrays.get("bias")
     if w is None or b is None or w.shape != (report["dim"], report["num_classes"]):
         raise ValueError(f"{path}: weights of shape {None if w is None else w.shape} disagree "
