@@ -20,9 +20,9 @@ probability alpha), and eps_lb > claimed epsilon is evidence of a bug. The audit
 mechanism BROKEN; a low bound is not a proof of privacy.
 
 The test statistic is the projection of the released gradient sum (or head weights) on the
-canary's clipped-gradient direction, oriented so that larger means "canary present". The threshold
-is chosen on calibration runs and the bound computed on separate evaluation runs, so the
-threshold search does not inflate the bound.
+canary's clipped-gradient direction; "canary present" is called when it lies beyond a threshold.
+The orientation and the threshold are chosen on calibration runs and the bound is computed on
+separate evaluation runs, so the search does not inflate the bound.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.stats import beta
+
+from private_head.config import FitConfig
 
 ReleaseFn = Callable[[Any, jax.Array], Any]
 
@@ -88,7 +90,8 @@ class AuditResult:
     """Outcome of ``audit_mechanism``.
 
     ``epsilon_lower_bound`` holds with probability >= 1 - ``alpha``; ``fpr`` and ``fnr`` are the
-    empirical error rates of the test at ``threshold`` on the evaluation runs (``runs`` per world).
+    empirical error rates of the test ``orientation * statistic > threshold`` on the evaluation
+    runs (``runs`` per world).
     """
 
     epsilon_lower_bound: float
@@ -97,6 +100,7 @@ class AuditResult:
     fpr: float
     fnr: float
     threshold: float
+    orientation: int
     runs: int
     alpha: float
 
@@ -119,6 +123,49 @@ class Neighbours:
     direction: Any
 
 
+def orthogonal_canary(features: Any, labels: Any, num_classes: int, clip_norm: float, *,
+                      canary_norm: float = 1.0, canary_label: int = 0, loss: str = "softmax",
+                      bias0: float = 0.0, train_bias: bool = False) -> Neighbours:
+    """Worst-case neighbours: D = (X, y) and D' = D plus one canary row (x_c, y_c).
+
+    x_c is a unit vector orthogonal to every row of X (the last right-singular vector of X), scaled
+    to ``canary_norm``: no data row moves its logits, so the canary's gradient never interacts with
+    theirs. At W = 0 its gradient is ``[x_c; 1] (p0 - onehot(y_c))^T`` with norm
+    ``sqrt(||x_c||^2 + [train_bias]) ||p0 - onehot(y_c)||``; this must be >= C so that the clipped
+    gradient has norm exactly C (the sensitivity). ``direction`` is that clipped gradient / C as
+    ``(uW [D, K], ub [K])``, the direction the canary moves the released gradient sum.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"need features [N, D] and labels [N], got {x.shape} and {y.shape}")
+    if not 0 <= canary_label < num_classes:
+        raise ValueError(f"canary_label must lie in [0, {num_classes}), got {canary_label}")
+    _, singular, vt = np.linalg.svd(x, full_matrices=True)
+    rank = int(np.sum(singular > singular.max(initial=0.0) * 1e-6 * max(x.shape)))
+    if rank >= x.shape[1]:
+        raise ValueError(f"the {x.shape[0]} rows span all {x.shape[1]} dimensions: no canary is "
+                         "orthogonal to them; audit data of lower rank (or add a zero column)")
+    x_c = vt[-1] * canary_norm
+    z0 = np.broadcast_to(np.asarray(bias0, np.float64), (num_classes,))
+    p0 = np.exp(z0 - z0.max()) / np.exp(z0 - z0.max()).sum() if loss == "softmax" else \
+        1.0 / (1.0 + np.exp(-z0))
+    e_c = p0 - np.eye(num_classes)[canary_label]
+    grad_norm = math.sqrt(canary_norm ** 2 + float(train_bias)) * float(np.linalg.norm(e_c))
+    if grad_norm < clip_norm:
+        raise ValueError(f"the canary's gradient norm {grad_norm:.4g} is below clip_norm="
+                         f"{clip_norm}, so it is not worst-case; raise canary_norm or lower "
+                         "clip_norm")
+    u_w = np.outer(x_c, e_c) / grad_norm
+    u_b = e_c / grad_norm if train_bias else np.zeros(num_classes)
+    dtype = np.asarray(features).dtype
+    with_canary = (np.concatenate([np.asarray(features), x_c[None].astype(dtype)]),
+                   np.concatenate([y, [canary_label]]).astype(np.int32))
+    return Neighbours(without=(np.asarray(features), y.astype(np.int32)),
+                      with_canary=with_canary,
+                      direction=(u_w.astype(np.float32), u_b.astype(np.float32)))
+
+
 def projection_statistic(direction: Any) -> Callable[[Any], jax.Array]:
     """Statistic <release, direction> summed over the leaves of the pytrees (a scalar)."""
 
@@ -131,21 +178,66 @@ def projection_statistic(direction: Any) -> Callable[[Any], jax.Array]:
     return statistic
 
 
-def sample_statistics(release_fn: ReleaseFn, dataset: Any, statistic: Callable[[Any], jax.Array],
-                      key: jax.Array, runs: int, batch: int = 8192) -> np.ndarray:
-    """``statistic(release_fn(dataset, k))`` for ``runs`` independent keys, vmapped in batches.
+def method_release(method: str, config: FitConfig, num_classes: int) -> ReleaseFn:
+    """A registered training method as a release ``(X, y), key -> (S_W [D, K], S_b [K])``.
 
-    The dataset is the same in every run (an unbatched argument of the vmap), so whatever the
-    mechanism computes from the data alone is computed once per batch; only the noise varies.
-    Every batch has the same shape (the last is padded), so this compiles once per dataset shape.
+    Runs the real code path: ``data.preprocess`` (validation, per-example normalisation), a fresh
+    ``PrivacyLedger(config.epsilon, config.delta)``, and ``get_method(method)(data, config,
+    ledger, key)`` with its own noise calibration, clipping and noise. The head ``(W, b)`` is
+    mapped back to the released gradient sums by public post-processing,
+
+        S_W = -(N / lr) W,    S_b = -(N / lr) (b - b0),
+
+    which for ``single_step`` (and ``dp_gd`` with ``optimizer="sgd"``) is exactly the noisy
+    clipped gradient sum (summed over the T steps); N is public (DESIGN.md 4).
     """
-    batch = max(1, min(batch, runs))
-    fn = jax.jit(jax.vmap(lambda data, k: statistic(release_fn(data, k)), in_axes=(None, 0)))
-    keys = jax.random.split(key, -(-runs // batch) * batch).reshape(-1, batch, *key.shape)
-    out = np.concatenate([np.asarray(fn(dataset, k)) for k in keys])[:runs]
-    if not np.all(np.isfinite(out)):
-        raise ValueError("the mechanism released non-finite values; audit a finite mechanism")
-    return out.astype(np.float64)
+    from accounting import PrivacyLedger
+    from private_head.data import preprocess
+    from private_head.methods import get_method
+
+    train = get_method(method)
+    b0 = config.initial_bias(num_classes)
+
+    def release(dataset: tuple[Any, Any], key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        data = preprocess(dataset[0], dataset[1], config, num_classes=num_classes)
+        W, b = train(data, config, PrivacyLedger(config.epsilon, config.delta), key)
+        scale = -data.num_rows / config.learning_rate
+        return scale * jnp.asarray(W, jnp.float32), scale * (jnp.asarray(b, jnp.float32) - b0)
+
+    return release
+
+
+def statistics_sampler(release_fn: ReleaseFn, neighbours: Neighbours,
+                       statistic: Callable[[Any], jax.Array], batch: int = 8192,
+                       ) -> Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]:
+    """``sample(rng, runs) -> (stats on D, stats on D')``, ``runs`` independent keys per world.
+
+    The release is vmapped over the noise keys with the datasets fixed (closed over, concrete), so
+    whatever the mechanism computes from the data alone (e.g. the single step's clipped class
+    sums) is not batched: only the noise-adding code runs per key. The keys are random bits from
+    ``rng`` wrapped as JAX keys inside the compiled function, in batches of one shape; both worlds
+    share one compiled function, so a sampler compiles exactly once.
+    """
+    key_shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+
+    def both(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
+        keys = jax.random.wrap_key_data(raw)
+        return (statistic(release_fn(neighbours.without, keys[0])),
+                statistic(release_fn(neighbours.with_canary, keys[1])))
+
+    fn = jax.jit(jax.vmap(both))
+
+    def sample(rng: np.random.Generator, runs: int) -> tuple[np.ndarray, np.ndarray]:
+        size = max(1, min(batch, runs))
+        out = [fn(rng.integers(0, 2**32, size=(size, 2, *key_shape), dtype=np.uint32))
+               for _ in range(-(-runs // size))]
+        stats = tuple(np.concatenate([np.asarray(o[w]) for o in out])[:runs].astype(np.float64)
+                      for w in (0, 1))
+        if not all(np.all(np.isfinite(x)) for x in stats):
+            raise ValueError("the mechanism released non-finite values; audit a finite mechanism")
+        return stats
+
+    return sample
 
 
 def _counts(stat0: np.ndarray, stat1: np.ndarray, thresholds: np.ndarray):
@@ -157,10 +249,12 @@ def _counts(stat0: np.ndarray, stat1: np.ndarray, thresholds: np.ndarray):
 
 
 def best_threshold(stat0: np.ndarray, stat1: np.ndarray, delta: float, alpha: float = 0.05,
-                   candidates: int = 4000) -> float:
-    """The threshold (among quantiles of the pooled statistics) maximising the epsilon bound.
+                   candidates: int = 4000) -> tuple[float, float]:
+    """``(threshold, bound)``: among quantiles of the pooled statistics, the threshold of the
+    test "statistic > threshold" with the largest epsilon bound, and that bound.
 
-    Use CALIBRATION runs here and evaluate the chosen threshold on fresh runs.
+    Use CALIBRATION runs here and evaluate the chosen threshold on fresh runs: the bound returned
+    here is optimistically biased by the search.
     """
     if stat0.size != stat1.size:
         raise ValueError("need the same number of runs in both worlds")
@@ -168,38 +262,39 @@ def best_threshold(stat0: np.ndarray, stat1: np.ndarray, delta: float, alpha: fl
     thresholds = np.unique(np.quantile(pooled, np.linspace(0.0, 1.0, candidates)))
     fp, fn = _counts(stat0, stat1, thresholds)
     eps = epsilon_lower_bound(fp, fn, stat0.size, delta, alpha)
-    return float(thresholds[int(np.argmax(eps))])
+    best = int(np.argmax(eps))
+    return float(thresholds[best]), float(eps[best])
 
 
 def audit_mechanism(release_fn: ReleaseFn, neighbours: Neighbours, *, epsilon_claimed: float,
-                    delta: float, runs: int = 50_000, key: jax.Array | None = None,
+                    delta: float, runs: int = 50_000, seed: int | None = 0,
                     statistic: Callable[[Any], jax.Array] | None = None, alpha: float = 0.05,
                     batch: int = 8192) -> AuditResult:
     """Audit ``release_fn(dataset, key) -> release`` on ``neighbours`` (module docstring).
 
-    Runs the mechanism ``2 * runs`` times on each dataset: the first ``runs`` pick the threshold
-    of the test ``statistic(release) > t`` (default: projection on ``neighbours.direction``), the
-    other ``runs`` count its false positives and negatives, and ``epsilon_lower_bound`` turns them
-    into a bound that holds with probability >= 1 - alpha. ``key`` defaults to a fixed key so that
-    an audit in a test is reproducible.
+    Runs the mechanism ``2 * runs`` times on each dataset: the first ``runs`` pick the orientation
+    and threshold of the test ``+-statistic(release) > t`` (default statistic: projection on
+    ``neighbours.direction``), the other ``runs`` count its false positives and negatives, and
+    ``epsilon_lower_bound`` turns them into a bound that holds with probability >= 1 - alpha.
+    The noise keys come from ``numpy.random.default_rng(seed)``: the fixed default makes an audit
+    reproducible; ``seed=None`` draws fresh OS entropy.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     statistic = statistic or projection_statistic(neighbours.direction)
-    key = jax.random.key(0) if key is None else key
-    k_cal0, k_cal1, k_ev0, k_ev1 = jax.random.split(key, 4)
-
-    def sample(data: Any, k: jax.Array) -> np.ndarray:
-        return sample_statistics(release_fn, data, statistic, k, runs, batch)
-
-    cal0, cal1 = sample(neighbours.without, k_cal0), sample(neighbours.with_canary, k_cal1)
-    threshold = best_threshold(cal0, cal1, delta, alpha)
-    ev0, ev1 = sample(neighbours.without, k_ev0), sample(neighbours.with_canary, k_ev1)
+    rng = np.random.default_rng(seed)
+    sample = statistics_sampler(release_fn, neighbours, statistic, batch)
+    cal0, cal1 = sample(rng, runs)
+    # Orientation: the canary may move the statistic either way (e.g. weights = -lr * gradient).
+    (t_up, eps_up), (t_down, eps_down) = (best_threshold(cal0, cal1, delta, alpha),
+                                          best_threshold(-cal0, -cal1, delta, alpha))
+    sign, threshold = (1.0, t_up) if eps_up >= eps_down else (-1.0, t_down)
+    ev0, ev1 = (sign * stats for stats in sample(rng, runs))
     fp, fn = _counts(ev0, ev1, np.array([threshold]))
     eps = epsilon_lower_bound(int(fp[0]), int(fn[0]), runs, delta, alpha)
     return AuditResult(epsilon_lower_bound=eps, epsilon_claimed=float(epsilon_claimed),
                        delta=float(delta), fpr=int(fp[0]) / runs, fnr=int(fn[0]) / runs,
-                       threshold=threshold, runs=runs, alpha=alpha)
+                       threshold=threshold, orientation=int(sign), runs=runs, alpha=alpha)
 
 
 def gaussian_shift_epsilon_bound(mu: float, runs: int, delta: float, alpha: float = 0.05,
@@ -213,7 +308,7 @@ def gaussian_shift_epsilon_bound(mu: float, runs: int, delta: float, alpha: floa
         raise ValueError(f"mu must be finite and >= 0, got {mu}")
     rng = np.random.default_rng(seed)
     cal0, cal1 = rng.standard_normal(runs), rng.standard_normal(runs) + mu
-    t = best_threshold(cal0, cal1, delta, alpha)
+    t, _ = best_threshold(cal0, cal1, delta, alpha)
     ev0, ev1 = rng.standard_normal(runs), rng.standard_normal(runs) + mu
     fp, fn = _counts(ev0, ev1, np.array([t]))
     return epsilon_lower_bound(int(fp[0]), int(fn[0]), runs, delta, alpha)

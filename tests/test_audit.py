@@ -6,8 +6,10 @@ and (2) be able to fail: the same audit flags a mechanism with half the noise or
 
 from __future__ import annotations
 
+import importlib
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given
@@ -16,11 +18,16 @@ from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
 from private_head.audit import (
+    audit_mechanism,
     best_threshold,
     clopper_pearson,
     epsilon_lower_bound,
     gaussian_shift_epsilon_bound,
+    method_release,
+    orthogonal_canary,
 )
+from private_head.config import FitConfig
+from private_head.kernel import clipped_gradient_sum
 
 
 def _gaussian_epsilon(mu: float, delta: float) -> float:
@@ -107,4 +114,98 @@ def test_bound_on_an_ideal_gaussian_release_stays_below_its_epsilon():
 def test_threshold_is_chosen_in_the_gap():
     stat0 = np.linspace(-1, 0, 101)
     stat1 = np.linspace(1, 2, 101)
-    assert 0 <= best_threshold(stat0, stat1, 1e-5) < 1
+    threshold, bound = best_threshold(stat0, stat1, 1e-5)
+    assert 0 <= threshold < 1 and bound == epsilon_lower_bound(0, 0, 101, 1e-5)
+
+
+# --- audit of the real mechanisms --------------------------------------------------------------
+
+EPSILON, DELTA, CLIP = 2.0, 1e-5, 0.1
+RUNS = 50_000  # per world, for calibration and again for evaluation
+_MODULES = {"single_step": "single_step", "dp_gd": "full_batch"}  # where each method lives
+
+
+@pytest.fixture(scope="module")
+def neighbours():
+    """63 rows of dimension 8 spanning 7 dimensions, two classes, and an orthogonal canary."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(63, 8)).astype(np.float32)
+    x[:, -1] = 0.0
+    return orthogonal_canary(x, rng.integers(0, 2, size=63), 2, CLIP)
+
+
+def _config(method: str) -> FitConfig:
+    return FitConfig(epsilon=EPSILON, delta=DELTA, method=method, steps=3 if method == "dp_gd"
+                     else 1, clip_norm=CLIP, learning_rate=0.5)
+
+
+
+def _audit(method: str, neighbours, runs: int = RUNS):
+    release = method_release(method, _config(method), 2)
+    return audit_mechanism(release, neighbours, epsilon_claimed=EPSILON, delta=DELTA, runs=runs,
+                           seed=7)
+
+
+def test_canary_is_orthogonal_and_its_clipped_gradient_has_norm_c(neighbours):
+    x, y = neighbours.without
+    x1, y1 = neighbours.with_canary
+    canary = x1[-1].astype(np.float64)
+    assert np.array_equal(x1[:-1], x) and np.array_equal(y1[:-1], y) and y1[-1] == 0
+    assert np.abs(x @ canary).max() < 1e-5 and np.linalg.norm(canary) == pytest.approx(1.0)
+    # Reference: the canary's explicit gradient at W = 0 (uniform p0), clipped to C.
+    grad = np.outer(canary, np.array([0.5, 0.5]) - np.eye(2)[0])
+    clipped = grad * min(1.0, CLIP / np.linalg.norm(grad))
+    u_w, u_b = neighbours.direction
+    np.testing.assert_allclose(CLIP * u_w, clipped, atol=1e-6)
+    assert np.linalg.norm(u_w) == pytest.approx(1.0, abs=1e-6) and not np.any(u_b)
+    # The real kernel: the canary moves the clipped gradient sum by exactly C * direction.
+    zeros_w, zeros_b = jnp.zeros((8, 2)), jnp.zeros(2)
+    g0, _ = clipped_gradient_sum(zeros_w, zeros_b, jnp.asarray(x), jnp.asarray(y), CLIP,
+                                 train_bias=False)
+    g1, _ = clipped_gradient_sum(zeros_w, zeros_b, jnp.asarray(x1), jnp.asarray(y1), CLIP,
+                                 train_bias=False)
+    np.testing.assert_allclose(np.asarray(g1 - g0), CLIP * u_w, atol=1e-6)
+
+
+def test_canary_must_be_orthogonal_and_worst_case():
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match="span all 4 dimensions"):
+        orthogonal_canary(rng.normal(size=(10, 4)), np.zeros(10, int), 2, 0.1)
+    with pytest.raises(ValueError, match="not worst-case"):
+        orthogonal_canary(np.zeros((10, 4)), np.zeros(10, int), 2, clip_norm=1.0)
+
+
+@pytest.mark.parametrize("method", ["single_step", "dp_gd"])
+def test_audit_of_the_real_mechanism_stays_below_the_claimed_epsilon(method, neighbours):
+    result = _audit(method, neighbours)
+    assert result.consistent and result.epsilon_lower_bound <= EPSILON
+    # Not a vacuous pass: the audit has power close to the ideal Gaussian release of the budget.
+    assert result.epsilon_lower_bound > 0.5
+
+
+@pytest.mark.parametrize("method", ["single_step", "dp_gd"])
+def test_audit_flags_half_the_noise(method, neighbours, monkeypatch):
+    """The ledger is charged honestly, but the noise drawn has half the std."""
+    module = importlib.import_module(f"private_head.{_MODULES[method]}")
+    honest = module.gaussian_noise_like
+    monkeypatch.setattr(module, "gaussian_noise_like",
+                        lambda key, tree, std: honest(key, tree, std / 2))
+    result = _audit(method, neighbours)
+    assert not result.consistent and result.epsilon_lower_bound > EPSILON
+
+
+@pytest.mark.parametrize("method", ["single_step", "dp_gd"])
+def test_audit_flags_skipped_clipping(method, neighbours, monkeypatch):
+    """The noise is calibrated for C, but the canary's gradient (norm 0.71 = 7C) is not clipped."""
+    name, position = {"single_step": ("zero_init_class_sums", 3),
+                      "dp_gd": ("clipped_gradient_sum", 4)}[method]
+    module = importlib.import_module(f"private_head.{_MODULES[method]}")
+    honest = getattr(module, name)
+
+    def unclipped(*args, **kwargs):
+        assert len(args) > position and "clip_norm" not in kwargs
+        return honest(*args[:position], math.inf, *args[position + 1:], **kwargs)
+
+    monkeypatch.setattr(module, name, unclipped)
+    result = _audit(method, neighbours, runs=5_000)
+    assert not result.consistent and result.epsilon_lower_bound > EPSILON
