@@ -118,9 +118,17 @@ class Extractor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         return math.ceil(batch_size / self.num_devices) * self.num_devices
 
+    def put(self, images: np.ndarray) -> jax.Array:
+        """Host images ``[B, ...]`` -> device, sharded along the batch."""
+        return jax.device_put(images, self._images)
+
+    def apply(self, images: jax.Array) -> jax.Array:
+        """Features ``[B, D]`` of device images (dispatched asynchronously)."""
+        return self._forward(self.params, images)
+
     def __call__(self, images: np.ndarray) -> jax.Array:
-        """Features ``[B, D]`` of a batch (dispatched asynchronously)."""
-        return self._forward(self.params, jax.device_put(images, self._images))
+        """Features ``[B, D]`` of a host batch (dispatched asynchronously)."""
+        return self.apply(self.put(images))
 
     def feature_dim(self, image_shape: tuple[int, ...], dtype: Any) -> int:
         """The feature size for images of ``image_shape`` (no compilation)."""
