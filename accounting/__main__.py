@@ -1,8 +1,8 @@
 """Command line: noise multiplier for a target epsilon, or epsilon for a noise multiplier.
 
-    python -m accounting --epsilon 4 --delta 1e-6 --steps 1            # prints sigma (GDP)
-    python -m accounting --noise-multiplier 1.2 --delta 1e-6 --steps 1 # prints epsilon (GDP)
-    add --sampling-rate q for Poisson-subsampled steps (PLD), --json for a JSON object.
+python -m accounting --epsilon 4 --delta 1e-6 --steps 1            # prints sigma (GDP)
+python -m accounting --noise-multiplier 1.2 --delta 1e-6 --steps 1 # prints epsilon (GDP)
+add --sampling-rate q for Poisson-subsampled steps (PLD), --json for a JSON object.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ def compute(args: argparse.Namespace) -> dict:
     if args.epsilon is not None:
         if poisson:
             sigma = noise_multiplier_poisson(
-                args.epsilon, args.delta, args.sampling_rate, args.steps,
+                args.epsilon,
+                args.delta,
+                args.sampling_rate,
+                args.steps,
                 value_discretization_interval=args.discretization,
             )
         else:
@@ -81,7 +84,10 @@ def compute(args: argparse.Namespace) -> dict:
         sigma = args.noise_multiplier
         if poisson:
             eps = epsilon_poisson(
-                sigma, args.sampling_rate, args.steps, args.delta,
+                sigma,
+                args.sampling_rate,
+                args.steps,
+                args.delta,
                 value_discretization_interval=args.discretization,
             )
         else:

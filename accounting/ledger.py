@@ -123,7 +123,11 @@ class PrivacyLedger:
         count = check_steps(count, "count")
         mu = math.inf if noise_std == 0 else math.sqrt(count) * sensitivity / noise_std
         release = Release(
-            _check_name(name), "gaussian", mu, sensitivity=sensitivity, noise_std=noise_std,
+            _check_name(name),
+            "gaussian",
+            mu,
+            sensitivity=sensitivity,
+            noise_std=noise_std,
             count=count,
         )
         return self._record(release)

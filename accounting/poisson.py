@@ -97,9 +97,10 @@ def noise_multiplier_poisson(
 ) -> float:
     """Smallest sigma (to 1e-6 relative) with epsilon_poisson(sigma, q, steps, delta) <= epsilon.
 
-    Brent's method on the PLD epsilon, in two passes: a coarse one (discretisation 10x coarser,
-    cheap) starting at the full-batch sigma (subsampling only helps), then the requested one
-    bracketed within a few percent of the coarse answer. epsilon = inf gives 0.
+    Brent's method on the PLD epsilon, in two passes: a coarse one (discretisation up to 10x
+    coarser, cheap) starting at the full-batch sigma (subsampling only helps), then one at the
+    requested discretisation bracketed within a few percent of the coarse answer. epsilon = inf
+    gives 0.
     """
     epsilon = check_epsilon(epsilon)
     delta = check_delta(delta)
@@ -131,8 +132,12 @@ def noise_multiplier_poisson(
             ),
         )
 
-    coarse = solve(
-        10 * value_discretization_interval, noise_multiplier_full_batch(epsilon, delta, steps),
-        2.0, 1e-3,
+    start = noise_multiplier_full_batch(epsilon, delta, steps)
+    coarse_interval = max(
+        value_discretization_interval, min(10 * value_discretization_interval, epsilon / 20)
     )
-    return solve(value_discretization_interval, coarse, 1.02, 1e-6)
+    try:
+        start, factor = solve(coarse_interval, start, 2.0, 1e-3), 1.02
+    except ValueError:  # the coarse grid's slack alone exceeds the target: search at full grid
+        factor = 2.0
+    return solve(value_discretization_interval, start, factor, 1e-6)

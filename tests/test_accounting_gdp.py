@@ -35,8 +35,18 @@ def reference_log_delta(mu: float, eps: float) -> float:
 @pytest.mark.parametrize(
     ("mu", "eps"),
     [
-        (1.0, 1.0), (0.5, 4.0), (3.0, 0.01), (50.0, 100.0), (20.0, 300.0), (0.05, 1.0),
-        (1e-3, 1e-2), (1e-5, 1e-6), (1e-6, 1e-9), (8.0, 1e-6), (0.2, 7.0), (2.0, 30.0),
+        (1.0, 1.0),
+        (0.5, 4.0),
+        (3.0, 0.01),
+        (50.0, 100.0),
+        (20.0, 300.0),
+        (0.05, 1.0),
+        (1e-3, 1e-2),
+        (1e-5, 1e-6),
+        (1e-6, 1e-9),
+        (8.0, 1e-6),
+        (0.2, 7.0),
+        (2.0, 30.0),
     ],
 )
 def test_delta_matches_50_digit_arithmetic(mu, eps):
@@ -59,8 +69,14 @@ def test_delta_is_accurate_or_conservative_everywhere(log_mu, log_eps):
 
 # (epsilon, delta, steps) spanning the grid: eps 0.1..16, delta 1e-8..1e-3, steps 1..1000
 GRID = [
-    (0.1, 1e-8, 1), (0.1, 1e-3, 1000), (1.0, 1e-5, 10), (4.0, 1e-6, 1),
-    (4.0, 1e-8, 100), (16.0, 1e-3, 1000), (16.0, 1e-8, 1), (0.5, 1e-4, 300),
+    (0.1, 1e-8, 1),
+    (0.1, 1e-3, 1000),
+    (1.0, 1e-5, 10),
+    (4.0, 1e-6, 1),
+    (4.0, 1e-8, 100),
+    (16.0, 1e-3, 1000),
+    (16.0, 1e-8, 1),
+    (0.5, 1e-4, 300),
 ]
 
 
@@ -142,9 +158,7 @@ def test_noise_multiplier_monotone_in_every_argument(e1, e2, d1, d2, t1, t2):
     assert s(e1, d1, t1) <= s(e1, d1, t2)  # more steps, more noise
 
 
-@given(
-    st.floats(0.05, 100.0), st.floats(0.05, 100.0), delta_st, delta_st, steps_st, steps_st
-)
+@given(st.floats(0.05, 100.0), st.floats(0.05, 100.0), delta_st, delta_st, steps_st, steps_st)
 def test_epsilon_monotone_in_every_argument(s1, s2, d1, d2, t1, t2):
     s1, s2 = sorted((s1, s2))
     d1, d2 = sorted((d1, d2))

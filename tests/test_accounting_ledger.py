@@ -112,8 +112,14 @@ def test_report_round_trips_through_json():
     assert report["epsilon_spent"] == pytest.approx(ledger.epsilon_spent)
     steps, sgd = report["releases"]
     assert steps == {
-        "name": "steps", "kind": "gaussian", "sensitivity": 1.0, "noise_std": 5.0,
-        "noise_multiplier": 5.0, "count": 9, "mu": pytest.approx(0.6), "event": None,
+        "name": "steps",
+        "kind": "gaussian",
+        "sensitivity": 1.0,
+        "noise_std": 5.0,
+        "noise_multiplier": 5.0,
+        "count": 9,
+        "mu": pytest.approx(0.6),
+        "event": None,
     }
     assert sgd["kind"] == "event" and "PoissonSampledDpEvent" in sgd["event"]
 
