@@ -127,11 +127,11 @@ _MODULES = {"single_step": "single_step", "dp_gd": "full_batch"}  # where each m
 
 @pytest.fixture(scope="module")
 def neighbours():
-    """63 rows of dimension 8 spanning 7 dimensions, two classes, and an orthogonal canary."""
+    """15 rows of dimension 4 spanning 3 dimensions, two classes, and an orthogonal canary."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(63, 8)).astype(np.float32)
+    x = rng.normal(size=(15, 4)).astype(np.float32)
     x[:, -1] = 0.0
-    return orthogonal_canary(x, rng.integers(0, 2, size=63), 2, CLIP)
+    return orthogonal_canary(x, rng.integers(0, 2, size=15), 2, CLIP)
 
 
 def _config(method: str) -> FitConfig:
@@ -159,7 +159,7 @@ def test_canary_is_orthogonal_and_its_clipped_gradient_has_norm_c(neighbours):
     np.testing.assert_allclose(CLIP * u_w, clipped, atol=1e-6)
     assert np.linalg.norm(u_w) == pytest.approx(1.0, abs=1e-6) and not np.any(u_b)
     # The real kernel: the canary moves the clipped gradient sum by exactly C * direction.
-    zeros_w, zeros_b = jnp.zeros((8, 2)), jnp.zeros(2)
+    zeros_w, zeros_b = jnp.zeros((4, 2)), jnp.zeros(2)
     g0, _ = clipped_gradient_sum(zeros_w, zeros_b, jnp.asarray(x), jnp.asarray(y), CLIP,
                                  train_bias=False)
     g1, _ = clipped_gradient_sum(zeros_w, zeros_b, jnp.asarray(x1), jnp.asarray(y1), CLIP,
