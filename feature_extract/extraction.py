@@ -87,18 +87,25 @@ def params_sha256(params: Any) -> str:
 
 
 class Extractor:
-    """``backbone.apply`` compiled once, data-parallel over ``devices`` (default: all local ones).
+    """Preprocessing plus ``backbone.apply``, compiled once, data-parallel over ``devices``.
 
-    Images are sharded along the batch on a 1-D mesh axis ``"data"``, parameters replicated; the
+    ``preprocessing`` (default: the backbone's, always starting with ``decode``) is split by
+    ``preprocess.split_for_device``: ``host_preprocess`` runs in the pipeline's threads and a
+    trailing ``value_range`` runs on the accelerator. Images are sharded along the batch on a 1-D
+    mesh axis ``"data"`` over ``devices`` (default: all local ones), parameters replicated; the
     batch size must be a multiple of the device count (``round_batch_size``).
     """
 
-    def __init__(self, backbone: Backbone, *, output_dtype: str = "float32",
-                 devices: Sequence[jax.Device] | None = None):
+    def __init__(self, backbone: Backbone, preprocessing: str | None = None, *,
+                 output_dtype: str = "float32", devices: Sequence[jax.Device] | None = None):
         if output_dtype not in store.FEATURE_DTYPES:
             raise ValueError(f"output dtype must be one of {store.FEATURE_DTYPES}, "
                              f"got {output_dtype!r}")
         self.backbone = backbone
+        self.preprocessing = preprocess.with_decode(
+            backbone.preprocessing if preprocessing is None else preprocessing)
+        host_spec, device_op = preprocess.split_for_device(self.preprocessing)
+        self.host_preprocess = preprocess.build(host_spec)
         self.mesh = Mesh(np.asarray(list(devices or jax.local_devices())), ("data",))
         self.num_devices = self.mesh.devices.size
         self._images = NamedSharding(self.mesh, PartitionSpec("data"))
@@ -106,10 +113,12 @@ class Extractor:
         self.params = jax.device_put(backbone.params, replicated)
         out = jnp.dtype(output_dtype)
 
-        def forward(params: Any, images: jax.Array) -> jax.Array:
-            return backbone.apply(params, images).astype(out)
+        def features(params: Any, images: jax.Array) -> jax.Array:
+            return backbone.apply(params, images if device_op is None else device_op(images))
 
-        self._forward = jax.jit(forward, in_shardings=(replicated, self._images),
+        self._features = features
+        self._forward = jax.jit(lambda p, x: features(p, x).astype(out),
+                                in_shardings=(replicated, self._images),
                                 out_shardings=self._images)
 
     def round_batch_size(self, batch_size: int) -> int:
@@ -119,7 +128,7 @@ class Extractor:
         return math.ceil(batch_size / self.num_devices) * self.num_devices
 
     def put(self, images: np.ndarray) -> jax.Array:
-        """Host images ``[B, ...]`` -> device, sharded along the batch."""
+        """Host images ``[B, ...]`` (after ``host_preprocess``) -> device, sharded on the batch."""
         return jax.device_put(images, self._images)
 
     def apply(self, images: jax.Array) -> jax.Array:
@@ -131,9 +140,9 @@ class Extractor:
         return self.apply(self.put(images))
 
     def feature_dim(self, image_shape: tuple[int, ...], dtype: Any) -> int:
-        """The feature size for images of ``image_shape`` (no compilation)."""
+        """The feature size for host images of ``image_shape`` (no compilation)."""
         images = jax.ShapeDtypeStruct((self.num_devices, *image_shape), dtype)
-        return int(jax.eval_shape(self.backbone.apply, self.backbone.params, images).shape[-1])
+        return int(jax.eval_shape(self._features, self.backbone.params, images).shape[-1])
 
 
 def identity_attrs(source: Source, backbone: Backbone, preprocessing: str, *, output_dtype: str,
@@ -207,7 +216,10 @@ def run_split(job: SplitJob, extractor: Extractor, out: str, *, batch_size: int,
     state = None if overwrite else _stored_state(out, job.name)
     if state is not None:
         _check_identity(out, job.name, state[1], job.attrs)
-    preprocess_fn = preprocess.build(job.attrs["preprocessing"])
+    if job.attrs["preprocessing"] != extractor.preprocessing:
+        raise ValueError(f"split planned with preprocessing {job.attrs['preprocessing']!r} but "
+                         f"the extractor runs {extractor.preprocessing!r}")
+    preprocess_fn = extractor.host_preprocess
     batch_size = extractor.round_batch_size(batch_size)
     dim, image_shape = _probe(job, extractor, preprocess_fn)
     attrs = {k: v for k, v in job.attrs.items() if k != "total_rows"}
@@ -279,8 +291,7 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
         model, checkpoint, cache_dir=cache_dir, download=download, dtype=COMPUTE_DTYPES[dtype],
         init_random=init_random, rng_seed=seed, resolution=resolution)
     spec = preprocess.with_decode(backbone.preprocessing if preprocessing is None
-                                  else preprocessing)
-    preprocess.parse(spec)  # fail on a bad spec before opening any data
+                                  else preprocessing)  # raises on a bad spec before any data
     jobs = [plan_split(open_source(dataset, r.spec, data_dir=data_dir, download=download),
                        r.name, backbone, spec, output_dtype=output_dtype, compute_dtype=dtype,
                        row_range=row_range) for r in requests]
@@ -294,7 +305,7 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
                                f"{out} is already complete; pass overwrite=True (--overwrite) "
                                "to extract again.")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    extractor = Extractor(backbone, output_dtype=output_dtype)
+    extractor = Extractor(backbone, spec, output_dtype=output_dtype)
     todo_names, infos = {j.name for j in todo}, {}
     for job in jobs:
         if job.name in todo_names:

@@ -177,3 +177,17 @@ def test_batches_of_mixed_sizes_ask_for_a_resize():
 
     with pytest.raises(ValueError, match="add resize"):
         list(pipeline.batches(Mixed(4), preprocess.build("decode"), 4))
+
+
+def test_trailing_value_range_moves_to_the_device_unchanged():
+    import jax.numpy as jnp
+
+    image = np.random.default_rng(2).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    spec = "decode|resize(4)|value_range(-1,1)"
+    host, device = preprocess.split_for_device(spec)
+    assert host == "decode|resize(4)"
+    shipped = preprocess.build(host)(image)
+    assert shipped.dtype == np.uint8
+    np.testing.assert_allclose(np.asarray(device(jnp.asarray(shipped))),
+                               preprocess.build(spec)(image), atol=1e-6)
+    assert preprocess.split_for_device("decode|resize(4)") == ("decode|resize(4)", None)
