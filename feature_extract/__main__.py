@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="input size instead of the model's default")
     p.add_argument("--preprocessing", help="override the model's preprocessing string")
     p.add_argument("--overwrite", action="store_true", help="replace complete splits")
+    p.add_argument("--skip-complete", action="store_true",
+                   help="exit 0 without work when every split is already complete "
+                        "(same backbone, data and preprocessing); for make")
     p.add_argument("--data-dir", help="TFDS data directory")
     p.add_argument("--cache-dir", help="checkpoint download cache (default $DPLP_CACHE)")
     p.add_argument("--no-download", action="store_true",
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                         cache_dir=args.cache_dir, download=not args.no_download,
                         init_random=args.init_random, seed=args.seed,
                         resolution=args.resolution, preprocessing=args.preprocessing,
-                        workers=args.workers, progress=not args.no_progress)
+                        workers=args.workers, progress=not args.no_progress,
+                        skip_complete=args.skip_complete)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -134,9 +134,9 @@ class TFDSSource(Source):
         except Exception as err:  # tfds raises many types: say what to do, keep the cause
             raise DatasetError(
                 f"cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}): "
-                f"{type(err).__name__}: {err}. Prepare it once in ArrayRecord format (e.g. "
-                f"`tfds build {name} --file_format=array_record`) and pass --data-dir, or allow "
-                "downloading.") from err
+                f"{type(err).__name__}: {str(err).rstrip('.')}. Prepare it once in ArrayRecord "
+                f"format (e.g. `tfds build {name} --file_format=array_record`) and pass "
+                "--data-dir, or allow downloading.") from err
         info = self._source.dataset_info
         features = info.features
         for key in (image_key, label_key):

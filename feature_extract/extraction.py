@@ -274,14 +274,15 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
             download: bool = True, init_random: bool = False, seed: int = 0,
             resolution: int | None = None, preprocessing: str | None = None,
             workers: int | None = None, prefetch: int | None = None,
-            progress: bool = True) -> dict[str, store.SplitInfo]:
+            progress: bool = True, skip_complete: bool = False) -> dict[str, store.SplitInfo]:
     """Cache the features of ``model`` on ``dataset`` in the store ``out``; returns split infos.
 
     ``model`` is a registered backbone name (weights from ``checkpoint``, the download cache, or a
     random initialisation with ``init_random``) or a ready :class:`Backbone`. ``dtype`` is the
     compute dtype, ``output_dtype`` the stored one (float32 or float16). ``preprocessing``
     overrides the backbone's default (``decode`` is always run first). ``row_range=(start,
-    stop)`` extracts only those rows of each split. See the module docstring for resume rules.
+    stop)`` extracts only those rows of each split. See the module docstring for resume rules;
+    ``skip_complete=True`` returns quietly when every split is already complete (same identity).
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
@@ -300,7 +301,7 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
         if states.get(job.name) is not None:
             _check_identity(out, job.name, states[job.name][1], job.attrs)
     todo = [j for j in jobs if states.get(j.name) is None or states[j.name][0] != "complete"]
-    if not todo:
+    if not todo and not skip_complete:
         raise store.StoreError(f"every requested split ({', '.join(j.name for j in jobs)}) of "
                                f"{out} is already complete; pass overwrite=True (--overwrite) "
                                "to extract again.")

@@ -76,6 +76,11 @@ def test_digits_pixels_cli_end_to_end(tmp_path, capsys):
     assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress"]) == 2
     assert "already complete; pass overwrite=True (--overwrite)" in capsys.readouterr().err
     assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress",
+                 "--skip-complete"]) == 0
+    assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress",
+                 "--skip-complete", "--dtype", "float32"]) == 2  # another run: still refused
+    assert "compute_dtype: store has 'bfloat16'" in capsys.readouterr().err
+    assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress",
                  "--splits", "test", "--overwrite", "--output-dtype", "float16"]) == 0
     x, _, _, info = _read(out, "test")
     assert info.feature_dtype == "float16"
