@@ -100,15 +100,36 @@ def _unstack_scan(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _normalize_vit(flat: dict[str, np.ndarray], template: Mapping[str, Any]) -> dict:
-    from flax.training.checkpoints import convert_pre_linen
+def _natural_key(name: str) -> tuple[str, int]:
+    m = re.fullmatch(r"(.+)_(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, -1)
 
+
+def renumber_pre_linen(tree: Any) -> Any:
+    """Pre-Linen names count submodules across types (``LayerNorm_0, MultiHeadDotProductAttention_1,
+    LayerNorm_2, MlpBlock_3``); Linen counts per type (``LayerNorm_0, ..._0, LayerNorm_1,
+    MlpBlock_0``). Renumber each level per type in index order (idempotent on Linen names)."""
+    if not isinstance(tree, dict):
+        return tree
+    counts: dict[str, int] = {}
+    out = {}
+    for name in sorted(tree, key=_natural_key):
+        base, num = _natural_key(name)
+        new = name
+        if num >= 0:
+            new = f"{base}_{counts.get(base, 0)}"
+            counts[base] = counts.get(base, 0) + 1
+        out[new] = renumber_pre_linen(tree[name])
+    return out
+
+
+def _normalize_vit(flat: dict[str, np.ndarray], template: Mapping[str, Any]) -> dict:
     flat = {k: v for k, v in flat.items() if not k.startswith("head/")}
     for old in ("Transformer/posembed_input/pos_embedding", "Transformer/pos_embedding"):
         if old in flat:
             flat["pos_embedding"] = flat.pop(old)
     # Pre-Linen numbering (MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3) -> per type.
-    flat = flatten_dict(convert_pre_linen(unflatten_dict(flat, sep="/")), sep="/")
+    flat = flatten_dict(renumber_pre_linen(unflatten_dict(flat, sep="/")), sep="/")
     flat = _unstack_scan(flat)
     pe = flat.get("pos_embedding")
     if pe is not None:
@@ -131,7 +152,7 @@ def _normalize_bit(flat: dict[str, np.ndarray]) -> dict:
     return {k: v for k, v in flat.items() if not k.startswith("resnet/head/")}
 
 
-def _mismatch_report(path, flat, template) -> str | None:
+def _mismatch_report(path, flat, template, arch) -> str | None:
     missing = sorted(set(template) - set(flat))
     unexpected = sorted(set(flat) - set(template))
     shapes = sorted(f"{k}: file {tuple(flat[k].shape)} vs model {tuple(template[k].shape)}"
@@ -148,6 +169,9 @@ def _mismatch_report(path, flat, template) -> str | None:
             lines += [f"    {item}" for item in items[:40]]
             if len(items) > 40:
                 lines.append(f"    ... and {len(items) - 40} more")
+    arch_hint = {"vit": ("resnet/", "a BiT"), "bit": ("Transformer/", "a ViT")}.get(arch)
+    if arch_hint and any(k.startswith(arch_hint[0]) for k in flat):
+        lines.append(f"The file looks like {arch_hint[1]} checkpoint, the model is a {arch}.")
     lines.append("Check the backbone's variant, patch, pool_type and pre_logits (load_backbone's "
                  "spec_overrides={'config': {...}}) or the ':key' sub-tree selector.")
     return "\n".join(lines)
@@ -167,7 +191,7 @@ def load_params(path: str, template: Mapping[str, Any], *, arch: str) -> dict:
         flat = _normalize_bit(flat)
     else:
         raise ValueError(f"no checkpoint format for arch {arch!r}")
-    report = _mismatch_report(path, flat, flat_template)
+    report = _mismatch_report(path, flat, flat_template, arch)
     if report:
         raise CheckpointMismatchError(report)
     return unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()}, sep="/")
