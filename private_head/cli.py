@@ -57,10 +57,27 @@ def parser() -> argparse.ArgumentParser:
                    "says seeded: false)")
     p.add_argument("--max-device-bytes", type=int,
                    help="stream the training rows from the store when they exceed this size")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. --option batch_size=256 for dp_sgd (VALUE is read "
+                   "as JSON when it parses, else as a string); repeatable")
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--out-dir", help="where the head and JSON go (default: next to the features)")
     return p
+
+
+def method_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["batch_size=256", "metric=cosine"]`` -> ``{"batch_size": 256, "metric": "cosine"}``."""
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option needs KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
 
 
 def default_delta(num_rows: int) -> float:
@@ -103,7 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     delta = args.delta if args.delta is not None else default_delta(info.num_rows)
     options: dict[str, Any] = {"weight_decay": args.weight_decay, "loss": args.loss,
                                "train_bias": args.train_bias, "feature_norm": args.feature_norm,
-                               "center": args.center, "max_device_bytes": args.max_device_bytes}
+                               "center": args.center, "max_device_bytes": args.max_device_bytes,
+                               **method_options(args.option)}
     head = fit(f"{path}:{args.train_split}", num_classes=info.num_classes, epsilon=args.epsilon,
                delta=delta, method=method, steps=args.steps, clip_norm=args.clip_norm,
                learning_rate=args.learning_rate, optimizer=args.optimizer, seed=args.seed,
@@ -139,6 +157,9 @@ def summary(result: dict[str, Any]) -> str:
                  f"{_num(p['epsilon_budget'])}, delta {p['delta']:g} ({result['delta_rule']}), "
                  f"mu {_num(p['mu'])}, accountant {p['accountant']}, seeded {p['seeded']}")
     for r in p["releases"]:
+        if r.get("kind") == "event":
+            lines.append(f"  release {r['name']}: {r['event']}")
+            continue
         lines.append(f"  release {r['name']}: sensitivity {_num(r['sensitivity'])}, noise std "
                      f"{_num(r['noise_std'])}, noise multiplier {_num(r['noise_multiplier'])}, "
                      f"count {r['count']}")

@@ -11,7 +11,7 @@ import pytest
 
 import private_head
 from feature_extract import store
-from private_head.cli import default_delta, main, output_stem
+from private_head.cli import default_delta, main, method_options, output_stem
 
 K, D = 3, 5
 
@@ -95,6 +95,14 @@ def test_missing_and_incomplete_stores(tmp_path, capsys):
         np.ones((4, D)), np.zeros(4, int), np.arange(4))
     assert main(["--features", partial, "--epsilon", "4"]) == 2
     assert "incomplete: 4 of 10 rows" in capsys.readouterr().err
+
+
+def test_method_options_are_parsed_as_json_or_strings(tmp_path, capsys):
+    assert method_options(["batch_size=256", "metric=cosine", "ridge=0.5", "x=[1, 2]"]) == {
+        "batch_size": 256, "metric": "cosine", "ridge": 0.5, "x": [1, 2]}
+    path = _store(tmp_path)
+    assert main(["--features", path, "--epsilon", "4", "--option", "batch_size"]) == 2
+    assert "--option needs KEY=VALUE" in capsys.readouterr().err
 
 
 def test_argument_errors_exit_2(capsys):
