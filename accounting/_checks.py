@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 
 def check_epsilon(epsilon: float, *, allow_inf: bool = True) -> float:
     """Return epsilon as a float; it must be > 0 (math.inf allowed when allow_inf)."""
@@ -58,6 +60,10 @@ def check_positive_finite(name: str, value: float) -> float:
 
 
 def _as_float(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """float(value) for a real scalar (Python, NumPy or JAX 0-d); bools and strings are refused."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
         raise ValueError(f"{name} must be a real number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None

@@ -106,6 +106,7 @@ class PrivacyLedger:
         )
         self.mu_budget = mu_from_epsilon(self.epsilon, self.delta)
         self._releases: list[Release] = []
+        self._epsilon_spent = 0.0
 
     # ----------------------------------------------------------------------------- recording
     def record_gaussian(
@@ -155,6 +156,7 @@ class PrivacyLedger:
                 "add more noise, release less, or raise the budget"
             )
         self._releases.append(release)
+        self._epsilon_spent = spent
         return release
 
     # ----------------------------------------------------------------------------- queries
@@ -175,8 +177,8 @@ class PrivacyLedger:
 
     @property
     def epsilon_spent(self) -> float:
-        """Epsilon of everything recorded so far at the ledger's delta."""
-        return _compose_epsilon(self._releases, self.delta, self.value_discretization_interval)
+        """Epsilon of everything recorded so far at the ledger's delta (computed when recorded)."""
+        return self._epsilon_spent
 
     @property
     def remaining_epsilon(self) -> float:

@@ -4,6 +4,7 @@ import json
 import math
 
 import dp_accounting
+import numpy as np
 import pytest
 from dp_accounting import NeighboringRelation
 from dp_accounting.pld import PLDAccountant
@@ -190,3 +191,13 @@ def test_ledger_never_overspends_and_spending_only_grows(items, epsilon, delta):
     assert ledger.epsilon_spent <= epsilon * (1 + 1e-9)
     assert len(ledger.releases) == len(accepted)
     assert (ledger.mu or 0.0) == pytest.approx(math.sqrt(sum(m * m for m in accepted)), rel=1e-12)
+
+
+def test_numpy_scalars_are_accepted():
+    ledger = PrivacyLedger(np.float64(4.0), np.float32(1e-6))
+    ledger.record_gaussian(
+        "np", sensitivity=np.float32(1.0), noise_std=np.float64(4.0), count=np.int64(9)
+    )
+    assert ledger.mu == pytest.approx(0.75, rel=1e-12)
+    with pytest.raises(ValueError, match="real number"):
+        ledger.record_gaussian("arr", sensitivity=np.ones(2), noise_std=1.0)
