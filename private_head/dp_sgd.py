@@ -80,7 +80,8 @@ def sampled_gradient_sum(W, b, X, y, include, clip_norm, chunk: int, *, loss: st
 def calibrate(ledger: Any, config: FitConfig, rate: float) -> float:
     """Record the Poisson-sampled steps in the ledger and return their noise multiplier sigma.
 
-    With an empty ledger sigma = ``noise_multiplier_poisson(epsilon, delta, q, T)``. After earlier
+    With an empty ledger sigma = ``noise_multiplier_poisson(epsilon, delta, q, T)`` (with the
+    ledger's PLD discretisation, so that the ledger accepts it). After earlier
     (Gaussian) releases the search starts from the epsilon of the mu left and raises sigma by 2%
     until the ledger (PLD composition of everything) accepts the event.
     """
@@ -89,7 +90,9 @@ def calibrate(ledger: Any, config: FitConfig, rate: float) -> float:
         if ledger.remaining_mu is None or not ledger.remaining_mu > 0:
             raise BudgetExceededError("no Gaussian budget is left for dp_sgd")
         epsilon = epsilon_from_mu(ledger.remaining_mu, config.delta)
-    sigma = noise_multiplier_poisson(epsilon, config.delta, rate, config.steps)
+    sigma = noise_multiplier_poisson(
+        epsilon, config.delta, rate, config.steps,
+        value_discretization_interval=ledger.value_discretization_interval)
     for _ in range(60):
         try:
             ledger.record_event("dp_sgd: Poisson-sampled clipped gradient sums",
@@ -121,15 +124,16 @@ def _options(config: FitConfig, num_rows: int) -> tuple[int, int]:
 def _in_memory(data, config, key_sample, key_noise, noise_std, batch, chunk):
     rows = device_rows(data.features, data.labels)
     opt = make_optimizer(config)
-    K, N, total = data.num_classes, data.num_rows, rows.X.shape[0]
+    K, N, total = data.num_classes, data.num_rows, int(rows.X.shape[0])
 
     @jax.jit
     def run(params, X, y, mask, key_sample, key_noise, noise_std):
         def step(carry, t):
             params, opt_state = carry
-            include = poisson_sample(key_sample, t, total, batch / N)
-            if mask is not None:
-                include = include & (mask > 0)
+            include = poisson_sample(key_sample, t, N, batch / N)
+            if mask is not None:  # the same sample, placed on the real rows of the padded layout
+                real = jnp.nonzero(mask > 0, size=N, fill_value=total - 1)[0]
+                include = jnp.zeros(total, bool).at[real].set(include)
             gW, gb = sampled_gradient_sum(params["W"], head_bias(params, K, config), X, y,
                                           include, config.clip_norm, chunk, loss=config.loss,
                                           train_bias=config.train_bias)

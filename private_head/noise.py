@@ -16,6 +16,8 @@ from accounting import BudgetExceededError
 
 # Spend a hair less than what is left, so that float rounding never trips the ledger's check.
 _MARGIN = 1.0 - 1e-12
+# A remaining mu below this fraction of the budget counts as spent (it could buy only pure noise).
+_NEGLIGIBLE = 1e-4
 
 
 def full_batch_noise_multiplier(ledger: Any, steps: int) -> float:
@@ -24,7 +26,7 @@ def full_batch_noise_multiplier(ledger: Any, steps: int) -> float:
     if mu_left is None:
         raise ValueError("the ledger already holds a non-Gaussian release, so its remaining "
                          "budget is not a GDP mu; full-batch methods need a Gaussian-only ledger")
-    if not mu_left > 0:
+    if not mu_left > _NEGLIGIBLE * ledger.mu_budget:
         raise BudgetExceededError(f"no privacy budget is left (epsilon spent "
                                   f"{ledger.epsilon_spent:.6g} of {ledger.epsilon:.6g})")
     return math.sqrt(steps) / (mu_left * _MARGIN)
