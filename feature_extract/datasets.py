@@ -70,6 +70,15 @@ def _read_instructions(split: str, sizes: dict[str, int]) -> list[tuple[str, int
             for p in pieces]
 
 
+def base_indices(split: str, sizes: dict[str, int]) -> np.ndarray | None:
+    """Each row's index in its base split (``train[90%:]`` of 100 rows -> 90..99), or None when
+    the split string concatenates several base splits (their indices would collide)."""
+    pieces = _read_instructions(split, sizes)
+    if len({base for base, _, _ in pieces}) != 1:
+        return None
+    return np.concatenate([np.arange(start, stop, dtype=np.int64) for _, start, stop in pieces])
+
+
 @cache
 def _digits() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """scikit-learn's digits as ``uint8 [1797, 8, 8, 3]`` images, labels and the fixed split.
@@ -151,28 +160,14 @@ class TFDSSource(Source):
         self.num_classes = int(label.num_classes)
         self.class_names = tuple(str(n) for n in label.names)
         self._image_key, self._label_key = image_key, label_key
-        self._offsets = self._index_offsets(info, split)
-
-    def _index_offsets(self, info, split: str) -> list[tuple[int, int]] | None:
-        """``(local_start, base_start)`` of each piece of the split, when split sizes are known."""
         try:
             sizes = {k: int(v.num_examples) for k, v in info.splits.items()}
-            pieces = _read_instructions(split, sizes)
-        except Exception:  # sizes unknown (e.g. a mocked dataset): fall back to local indices
-            return None
-        if len({base for base, _, _ in pieces}) != 1:
-            return None
-        offsets, local = [], 0
-        for _, start, stop in pieces:
-            offsets.append((local, start))
-            local += stop - start
-        return offsets
+            self._base_index = base_indices(split, sizes)
+        except (ValueError, AttributeError, TypeError):  # split sizes unknown (a mocked dataset)
+            self._base_index = None
 
     def _index_id(self, index: int) -> int:
-        if self._offsets is None:
-            return index
-        local, base = next((lo, b) for lo, b in reversed(self._offsets) if lo <= index)
-        return base + index - local
+        return index if self._base_index is None else int(self._base_index[index])
 
     def __len__(self) -> int:
         return len(self._source)

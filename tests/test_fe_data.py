@@ -119,6 +119,14 @@ def test_digits_split_slices_follow_tfds_semantics():
         datasets.open_source("digits", "val")
 
 
+def test_base_indices_of_tfds_split_strings():
+    sizes = {"train": 100, "test": 10}
+    np.testing.assert_array_equal(datasets.base_indices("train[90%:]+train[:5]", sizes),
+                                  np.r_[90:100, 0:5])
+    np.testing.assert_array_equal(datasets.base_indices("test[-3:]", sizes), [7, 8, 9])
+    assert datasets.base_indices("train+test", sizes) is None
+
+
 def test_hash_id_is_stable_int64():
     assert datasets.hash_id("train_1") == datasets.hash_id("train_1")
     assert datasets.hash_id("train_1") != datasets.hash_id("train_2")

@@ -14,7 +14,13 @@ import tensorflow_datasets as tfds
 
 from feature_extract import datasets, extract, load_backbone, preprocess, store
 from feature_extract.__main__ import main
-from feature_extract.extraction import Extractor, identity_attrs, parse_splits
+from feature_extract.extraction import (
+    Extractor,
+    identity_attrs,
+    parse_splits,
+    plan_split,
+    run_split,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,10 +133,16 @@ def test_store_from_another_backbone_or_preprocessing_is_refused(tmp_path, capsy
         assert f["test"].attrs["rows_written"] == 5  # untouched
 
 
-def test_row_range_extracts_exactly_those_rows(tmp_path):
+def test_row_range_extracts_exactly_those_rows_with_one_compilation(tmp_path):
     out = tmp_path / "part.h5"
-    infos = extract("digits", "pixels", out, splits=["test"], row_range=(10, 47), batch_size=8,
-                    progress=False)
+    backbone = load_backbone("pixels")
+    extractor = Extractor(backbone)
+    job = plan_split(datasets.open_source("digits", "test"), "test", backbone,
+                     extractor.preprocessing, output_dtype="float32", compute_dtype="bfloat16",
+                     row_range=(10, 47))
+    run_split(job, extractor, str(out), batch_size=8, progress=False)
+    assert extractor._forward._cache_size() == 1  # the padded last batch reused the function
+    infos = {"test": store.split_info(out, "test")}
     x, y, ids, info = _read(out, "test")
     ref_x, ref_y, ref_ids = _digits_pixels("test")
     np.testing.assert_allclose(x, ref_x[10:47], rtol=1e-6)
