@@ -65,7 +65,9 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
         if not sub:
             tops = sorted({k.split("/")[0] for k in flat})
             raise CheckpointMismatchError(
-                f"checkpoint {file!r} has no sub-tree {key!r}; top-level names: {tops}")
+                f"checkpoint {file!r} has no sub-tree {key!r}; top-level names: {tops}. Select "
+                "one with 'file.npz:NAME' (a file holding only this model: load_backbone(..., "
+                "spec_overrides={'checkpoint_key': None}))")
         flat = sub
     return flat
 
@@ -84,7 +86,11 @@ def resample_posemb(posemb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
         raise CheckpointMismatchError(f"pos_embedding with {n} positions is not a square grid")
     old = np.asarray(posemb, np.float32).reshape(side, side, d)
     zoom = (grid[0] / side, grid[1] / side, 1)
-    return scipy.ndimage.zoom(old, zoom, order=1).reshape(1, grid[0] * grid[1], d)
+    new = scipy.ndimage.zoom(old, zoom, order=1)  # corner-aligned bilinear
+    if new.shape[:2] != tuple(grid):
+        raise CheckpointMismatchError(f"resampling a {side}x{side} pos_embedding grid gave "
+                                      f"{new.shape[:2]}, wanted {tuple(grid)}")
+    return new.reshape(1, grid[0] * grid[1], d)
 
 
 def _unstack_scan(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
