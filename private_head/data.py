@@ -264,6 +264,8 @@ def _with_private_mean(pre: Preprocessing, config: FitConfig, row_sum: np.ndarra
 
 
 def _check_labels(labels: Any, num_rows: int, num_classes: int) -> np.ndarray:
+    if labels is None:
+        raise ValueError("labels are required with array features (a store path brings its own)")
     labels = np.asarray(labels)
     if labels.shape != (num_rows,):
         raise ValueError(f"shape mismatch: {num_rows} feature rows but labels of shape "

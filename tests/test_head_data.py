@@ -4,6 +4,7 @@ streaming."""
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given
@@ -102,6 +103,7 @@ def test_private_mean_without_privacy_is_exact_and_free():
     (np.ones((4, 3)), np.array([0, 1, 2, 0]), 1, "num_classes must be an integer >= 2"),
     (np.ones((4, 3)), np.array([0, 1, 5, -1]), 3, r"outside the label space \[0, 3\)"),
     (np.ones((4, 3)), np.array([0, 1, 2]), 3, "shape mismatch"),
+    (np.ones((4, 3)), None, 3, "labels are required"),
     (np.ones((4,)), np.array([0, 1, 2, 0]), 3, "2-D"),
     (np.ones((0, 3)), np.array([], int), 3, "empty"),
     (np.ones((4, 3)), np.array([0.5, 1, 2, 0]), 3, "integers"),
@@ -197,3 +199,15 @@ def test_streamed_nan_rows_are_named_by_their_row_in_the_split():
     with pytest.raises(ValueError, match=r"2 row\(s\): 70, 150"):
         load_train_data(x, y, config=config, num_classes=4)
 
+
+
+def test_bfloat16_rows_stay_bfloat16_in_memory_and_streamed():
+    x, y = _rows(12)
+    x = jnp.asarray(x, jnp.bfloat16)
+    memory = load_train_data(x, y, config=CFG, num_classes=4)
+    streamed = load_train_data(x, y, config=FitConfig(epsilon=2.0, delta=1e-5,
+                                                      max_device_bytes=64), num_classes=4)
+    chunk, _ = next(streamed.iter_chunks(40))
+    assert memory.features.dtype == chunk.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(chunk, np.float32),
+                                  np.asarray(memory.features, np.float32))
