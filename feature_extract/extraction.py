@@ -270,9 +270,9 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
             splits: str | Sequence[str] | Mapping[str, str] = ("train", "test"),
             batch_size: int = 256, dtype: str = "bfloat16", output_dtype: str = "float32",
             checkpoint: str | None = None, overwrite: bool = False, data_dir: str | None = None,
-            row_range: tuple[int, int] | None = None, *, cache_dir: str | None = None,
-            download: bool = True, init_random: bool = False, seed: int = 0,
-            resolution: int | None = None, preprocessing: str | None = None,
+            row_range: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None, *,
+            cache_dir: str | None = None, download: bool = True, init_random: bool = False,
+            seed: int = 0, resolution: int | None = None, preprocessing: str | None = None,
             workers: int | None = None, prefetch: int | None = None,
             progress: bool = True, skip_complete: bool = False) -> dict[str, store.SplitInfo]:
     """Cache the features of ``model`` on ``dataset`` in the store ``out``; returns split infos.
@@ -281,8 +281,9 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
     random initialisation with ``init_random``) or a ready :class:`Backbone`. ``dtype`` is the
     compute dtype, ``output_dtype`` the stored one (float32 or float16). ``preprocessing``
     overrides the backbone's default (``decode`` is always run first). ``row_range=(start,
-    stop)`` extracts only those rows of each split. See the module docstring for resume rules;
-    ``skip_complete=True`` returns quietly when every split is already complete (same identity).
+    stop)`` extracts only those rows of each split (a mapping gives them per split name). See
+    the module docstring for resume rules; ``skip_complete=True`` returns quietly when every
+    split is already complete (same identity).
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
@@ -295,7 +296,8 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
                                   else preprocessing)  # raises on a bad spec before any data
     jobs = [plan_split(open_source(dataset, r.spec, data_dir=data_dir, download=download),
                        r.name, backbone, spec, output_dtype=output_dtype, compute_dtype=dtype,
-                       row_range=row_range) for r in requests]
+                       row_range=row_range.get(r.name) if isinstance(row_range, Mapping)
+                       else row_range) for r in requests]
     states = {} if overwrite else {j.name: _stored_state(out, j.name) for j in jobs}
     for job in jobs:
         if states.get(job.name) is not None:

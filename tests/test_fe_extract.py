@@ -149,6 +149,9 @@ def test_row_range_extracts_exactly_those_rows_with_one_compilation(tmp_path):
     np.testing.assert_array_equal(y, ref_y[10:47])
     np.testing.assert_array_equal(ids, ref_ids[10:47])
     assert (infos["test"].attrs["row_start"], infos["test"].attrs["row_stop"]) == (10, 47)
+    per_split = extract("digits", "pixels", tmp_path / "per.h5", row_range={"test": (3, 5)},
+                        progress=False)
+    assert (per_split["train"].num_rows, per_split["test"].num_rows) == (1438, 2)
     with pytest.raises(ValueError, match="not inside the 359 rows"):
         extract("digits", "pixels", out, splits=["test"], row_range=(300, 400), progress=False)
 
