@@ -133,6 +133,10 @@ def _converge(data: TrainData, config: FitConfig, params: Params) -> Params:
 def train(data: TrainData, config: FitConfig, ledger: Any, key: jax.Array) -> Params:
     """Fit the head without privacy (module docstring); ``ledger`` and ``key`` are unused."""
     del ledger, key
+    unknown = set(config.method_options) - {"max_steps", "tol"}
+    if unknown:
+        raise ValueError(f"nonprivate does not know the option(s) {sorted(unknown)}; it takes "
+                         "max_steps and tol")
     params = (jnp.zeros((data.dim, data.num_classes), jnp.float32),
               jnp.full((data.num_classes,), config.initial_bias(data.num_classes), jnp.float32))
     if config.steps == 1:

@@ -120,6 +120,7 @@ def test_store_path_equals_arrays(tmp_path):
     ({"method": "no_such_method"}, ValueError, "unknown method 'no_such_method'"),
     ({"seed": 1.5}, ValueError, "seed must be an integer"),
     ({"center": "private", "center_budget_fraction": 1.5}, ValueError, "center_budget_fraction"),
+    ({"epsilon": math.inf, "method": "nonprivate", "bogus": 1}, ValueError, r"\['bogus'\]"),
 ])
 def test_bad_arguments_give_clear_errors(kwargs, error, match):
     x, y = _blobs(n=20)
