@@ -10,7 +10,10 @@ While every release is Gaussian the ledger composes exactly in GDP,
 Once a release that is not Gaussian (any dp-accounting DpEvent, e.g. Poisson-subsampled steps) is
 recorded, everything is composed with dp-accounting's PLD accountant (add-or-remove-one). The
 Gaussian releases then enter as one GaussianDpEvent(1 / mu_gauss): by the GDP composition above
-this is the same mechanism as composing them one by one, with a single discretisation.
+this is the same mechanism as composing them one by one, with a single discretisation. Equal
+events are merged into one self-composition. Each record recomputes the PLD (about 0.1 s for a
+Poisson-sampled event at the default discretisation), so record T steps as one event
+(`poisson_event(sigma, q, T)`), not T events.
 """
 
 from __future__ import annotations
@@ -241,10 +244,30 @@ def _compose_epsilon(releases: list[Release], delta: float, interval: float) -> 
     accountant = pld_accountant(interval)
     if mu > 0:
         accountant.compose(dp_accounting.GaussianDpEvent(1.0 / mu))
-    for r in releases:
-        if r.mu is None:
-            accountant.compose(r.event)
+    for event, count in _grouped_events(releases):
+        accountant.compose(event, count)
     return float(accountant.get_epsilon(delta))
+
+
+def _grouped_events(releases: list[Release]) -> list[tuple[dp_accounting.DpEvent, int]]:
+    """Non-Gaussian events with SelfComposed unwrapped and equal events merged into a count.
+
+    Recording T single steps then costs one self-composition of T, not T PLD convolutions.
+    """
+    groups: list[list] = []
+    for r in releases:
+        if r.mu is not None:
+            continue
+        event, count = r.event, 1
+        while isinstance(event, dp_accounting.SelfComposedDpEvent):
+            event, count = event.event, count * event.count
+        for group in groups:
+            if group[0] == event:
+                group[1] += count
+                break
+        else:
+            groups.append([event, count])
+    return [(event, count) for event, count in groups]
 
 
 def _json_float(x: float | None) -> float | str | None:

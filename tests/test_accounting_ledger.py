@@ -201,3 +201,21 @@ def test_numpy_scalars_are_accepted():
     assert ledger.mu == pytest.approx(0.75, rel=1e-12)
     with pytest.raises(ValueError, match="real number"):
         ledger.record_gaussian("arr", sensitivity=np.ones(2), noise_std=1.0)
+
+
+def test_repeated_single_steps_equal_one_self_composed_event():
+    step = dp_accounting.PoissonSampledDpEvent(0.05, dp_accounting.GaussianDpEvent(1.3))
+    one_by_one = PrivacyLedger(math.inf, 1e-5, value_discretization_interval=FAST)
+    for i in range(4):
+        one_by_one.record_event(f"step {i}", step)
+    together = PrivacyLedger(math.inf, 1e-5, value_discretization_interval=FAST)
+    together.record_event("steps", poisson_event(1.3, 0.05, 2))
+    together.record_event("more steps", dp_accounting.SelfComposedDpEvent(step, 2))
+    reference = PLDAccountant(
+        NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=FAST
+    )
+    for _ in range(4):
+        reference.compose(step)
+    expected = reference.get_epsilon(1e-5)
+    assert one_by_one.epsilon_spent == pytest.approx(together.epsilon_spent, rel=1e-9)
+    assert one_by_one.epsilon_spent == pytest.approx(expected, rel=2e-3)
