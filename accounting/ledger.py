@@ -11,9 +11,9 @@ Once a release that is not Gaussian (any dp-accounting DpEvent, e.g. Poisson-sub
 recorded, everything is composed with dp-accounting's PLD accountant (add-or-remove-one). The
 Gaussian releases then enter as one GaussianDpEvent(1 / mu_gauss): by the GDP composition above
 this is the same mechanism as composing them one by one, with a single discretisation. Equal
-events are merged into one self-composition. Each record recomputes the PLD (about 0.1 s for a
-Poisson-sampled event at the default discretisation), so record T steps as one event
-(`poisson_event(sigma, q, T)`), not T events.
+events are merged into one self-composition. Each record recomputes the PLD (a fraction of a
+second for a Poisson-sampled event at the default discretisation), so record T steps as one
+event (`poisson_event(sigma, q, T)`), not T events.
 """
 
 from __future__ import annotations
@@ -138,6 +138,17 @@ class PrivacyLedger:
 
     def record_event(self, name: str, event: dp_accounting.DpEvent) -> Release:
         """Charge an arbitrary dp-accounting DpEvent (composed with PLD, add-or-remove-one)."""
+        return self._record(self._event_release(name, event))
+
+    def epsilon_after_event(self, event: dp_accounting.DpEvent) -> float:
+        """Epsilon that recording `event` would bring the ledger to; records nothing.
+
+        For calibrating a non-Gaussian release (e.g. a noise multiplier for Poisson-sampled
+        steps) against what is already spent.
+        """
+        return self._epsilon_with(self._event_release("preview", event))
+
+    def _event_release(self, name: str, event: dp_accounting.DpEvent) -> Release:
         if not isinstance(event, dp_accounting.DpEvent):
             raise ValueError(f"event must be a dp_accounting.DpEvent, got {type(event).__name__}")
         if not pld_accountant(self.value_discretization_interval).supports(event):
@@ -145,12 +156,14 @@ class PrivacyLedger:
                 f"dp-accounting's PLD accountant (add-or-remove-one) cannot account for {event!r}; "
                 "express the release with supported events (Gaussian, Poisson-sampled, ...)"
             )
-        release = Release(_check_name(name), "event", gaussian_event_mu(event), event=event)
-        return self._record(release)
+        return Release(_check_name(name), "event", gaussian_event_mu(event), event=event)
+
+    def _epsilon_with(self, release: Release) -> float:
+        candidate = [*self._releases, release]
+        return _compose_epsilon(candidate, self.delta, self.value_discretization_interval)
 
     def _record(self, release: Release) -> Release:
-        candidate = [*self._releases, release]
-        spent = _compose_epsilon(candidate, self.delta, self.value_discretization_interval)
+        spent = self._epsilon_with(release)
         if spent > self.epsilon * (1 + _TOLERANCE):
             before = self.epsilon_spent
             raise BudgetExceededError(

@@ -219,3 +219,14 @@ def test_repeated_single_steps_equal_one_self_composed_event():
     expected = reference.get_epsilon(1e-5)
     assert one_by_one.epsilon_spent == pytest.approx(together.epsilon_spent, rel=1e-9)
     assert one_by_one.epsilon_spent == pytest.approx(expected, rel=2e-3)
+
+
+def test_epsilon_after_event_previews_without_recording():
+    ledger = PrivacyLedger(3.0, 1e-6, value_discretization_interval=FAST)
+    ledger.record_gaussian("mean", sensitivity=1.0, noise_std=4.0)
+    event = poisson_event(1.0, 0.02, 40)
+    preview = ledger.epsilon_after_event(event)
+    assert ledger.releases[-1].name == "mean" and ledger.accountant == "gdp"
+    ledger.record_event("sgd", event)
+    assert ledger.epsilon_spent == preview
+    assert ledger.epsilon_after_event(dp_accounting.NoOpDpEvent()) == pytest.approx(preview)
