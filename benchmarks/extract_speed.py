@@ -52,20 +52,35 @@ def model_only(extractor: Extractor, resolution: int, batch_size: int, steps: in
     return batch_size * steps / (time.perf_counter() - start)
 
 
-def end_to_end(extractor: Extractor, data: str, batch_size: int, steps: int,
-               workers: int | None, dtype: str) -> tuple[float, int]:
+def end_to_end(
+    extractor: Extractor, data: str, batch_size: int, steps: int, workers: int | None, dtype: str
+) -> tuple[float, int]:
     """(images/second, rows) of the full extraction loop over ``batch_size * steps`` rows."""
     source = datasets.open_source(data, "train", download=False)
     rows = min(len(source), batch_size * steps)
     backbone = extractor.backbone
     spec = extractor.preprocessing
     with tempfile.TemporaryDirectory() as tmp:
+
         def run(name: str, stop: int) -> float:
-            job = plan_split(source, name, backbone, spec, output_dtype="float32",
-                             compute_dtype=dtype, row_range=(0, stop))
+            job = plan_split(
+                source,
+                name,
+                backbone,
+                spec,
+                output_dtype="float32",
+                compute_dtype=dtype,
+                row_range=(0, stop),
+            )
             start = time.perf_counter()
-            run_split(job, extractor, os.path.join(tmp, f"{name}.h5"), batch_size=batch_size,
-                      workers=workers, progress=False)
+            run_split(
+                job,
+                extractor,
+                os.path.join(tmp, f"{name}.h5"),
+                batch_size=batch_size,
+                workers=workers,
+                progress=False,
+            )
             return time.perf_counter() - start
 
         run("warmup", min(rows, batch_size))  # compiles the batch shape
@@ -75,13 +90,18 @@ def end_to_end(extractor: Extractor, data: str, batch_size: int, steps: int,
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run both measurements, print a table, and return its rows."""
     cpu = _on_cpu()
-    p = argparse.ArgumentParser(prog="python -m benchmarks.extract_speed",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.extract_speed", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model", default="vit-b16-i21k")
     p.add_argument("--batch-size", type=int, default=4 if cpu else 256)
     p.add_argument("--steps", type=int, default=2 if cpu else 20)
-    p.add_argument("--dtype", default="float32" if cpu else "bfloat16",
-                   choices=sorted(COMPUTE_DTYPES), help="compute dtype (CPUs emulate bfloat16)")
+    p.add_argument(
+        "--dtype",
+        default="float32" if cpu else "bfloat16",
+        choices=sorted(COMPUTE_DTYPES),
+        help="compute dtype (CPUs emulate bfloat16)",
+    )
     p.add_argument("--data", default="digits", help="dataset of the end-to-end row")
     p.add_argument("--workers", type=int, help="decoding threads (default: usable CPUs)")
     args = p.parse_args(argv)
@@ -90,14 +110,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     extractor = Extractor(backbone)
     batch = extractor.round_batch_size(args.batch_size)
     resolution = backbone.resolution or 224
-    results = [{"what": f"model only, synthetic {resolution}px", "rows": batch * args.steps,
-                "images_per_s": model_only(extractor, resolution, batch, args.steps)}]
-    rate, rows = end_to_end(extractor, args.data, batch, args.steps, args.workers,
-                            args.dtype)
-    results.append({"what": f"end to end from {args.data} (decode, resize, store)", "rows": rows,
-                    "images_per_s": rate})
-    print(f"extraction speed: {args.model}, {args.dtype}, batch {batch}, on {device_name()}, "
-          f"jax {jax.__version__}")
+    results = [
+        {
+            "what": f"model only, synthetic {resolution}px",
+            "rows": batch * args.steps,
+            "images_per_s": model_only(extractor, resolution, batch, args.steps),
+        }
+    ]
+    rate, rows = end_to_end(extractor, args.data, batch, args.steps, args.workers, args.dtype)
+    results.append(
+        {
+            "what": f"end to end from {args.data} (decode, resize, store)",
+            "rows": rows,
+            "images_per_s": rate,
+        }
+    )
+    print(
+        f"extraction speed: {args.model}, {args.dtype}, batch {batch}, on {device_name()}, "
+        f"jax {jax.__version__}"
+    )
     print(f"{'measurement':<48} {'images':>8} {'images/s':>10}")
     for r in results:
         print(f"{r['what']:<48} {r['rows']:>8d} {r['images_per_s']:>10.1f}")

@@ -10,8 +10,11 @@ from typing import Any
 
 __all__ = ["extract", "list_backbones", "load_backbone"]
 
-_LAZY = {"extract": "feature_extract.extraction", "load_backbone": "feature_extract.registry",
-         "list_backbones": "feature_extract.registry"}
+_LAZY = {
+    "extract": "feature_extract.extraction",
+    "load_backbone": "feature_extract.registry",
+    "list_backbones": "feature_extract.registry",
+}
 
 
 def __getattr__(name: str) -> Any:

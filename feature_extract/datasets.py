@@ -64,10 +64,13 @@ def _read_instructions(split: str, sizes: dict[str, int]) -> list[tuple[str, int
         infos = {k: types.SimpleNamespace(num_examples=n) for k, n in sizes.items()}
         pieces = instruction.to_absolute(infos)
     except (ValueError, KeyError, AttributeError, AssertionError) as err:
-        raise DatasetError(f"bad split {split!r}: {err}. Use e.g. 'train', 'train[:90%]', "
-                           f"'test[100:200]'; splits available: {sorted(sizes)}") from None
-    return [(p.splitname, p.from_ or 0, sizes[p.splitname] if p.to is None else p.to)
-            for p in pieces]
+        raise DatasetError(
+            f"bad split {split!r}: {err}. Use e.g. 'train', 'train[:90%]', "
+            f"'test[100:200]'; splits available: {sorted(sizes)}"
+        ) from None
+    return [
+        (p.splitname, p.from_ or 0, sizes[p.splitname] if p.to is None else p.to) for p in pieces
+    ]
 
 
 def base_indices(split: str, sizes: dict[str, int]) -> np.ndarray | None:
@@ -133,29 +136,41 @@ class TFDSSource(Source):
     The label space and class names come from ``info.features[label_key]`` (public metadata).
     """
 
-    def __init__(self, name: str, split: str = "train", *, data_dir: str | None = None,
-                 download: bool = True, image_key: str = "image", label_key: str = "label"):
+    def __init__(
+        self,
+        name: str,
+        split: str = "train",
+        *,
+        data_dir: str | None = None,
+        download: bool = True,
+        image_key: str = "image",
+        label_key: str = "label",
+    ):
         import tensorflow_datasets as tfds
 
         try:
-            self._source = tfds.data_source(name, split=split, data_dir=data_dir,
-                                            download=download)
+            self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
         except Exception as err:  # tfds raises many types: say what to do, keep the cause
             raise DatasetError(
                 f"cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}): "
                 f"{type(err).__name__}: {str(err).rstrip('.')}. Prepare it once in ArrayRecord "
                 f"format (e.g. `tfds build {name} --file_format=array_record`) and pass "
-                "--data-dir, or allow downloading.") from err
+                "--data-dir, or allow downloading."
+            ) from err
         info = self._source.dataset_info
         features = info.features
         for key in (image_key, label_key):
             if key not in features:
-                raise DatasetError(f"TFDS dataset {name!r} has no feature {key!r}; it has "
-                                   f"{sorted(features.keys())}")
+                raise DatasetError(
+                    f"TFDS dataset {name!r} has no feature {key!r}; it has "
+                    f"{sorted(features.keys())}"
+                )
         label = features[label_key]
         if not hasattr(label, "num_classes"):
-            raise DatasetError(f"feature {label_key!r} of {name!r} is not a ClassLabel; the label "
-                               "space must come from public metadata")
+            raise DatasetError(
+                f"feature {label_key!r} of {name!r} is not a ClassLabel; the label "
+                "space must come from public metadata"
+            )
         self.name, self.split, self.version = name, split, str(info.version)
         self.num_classes = int(label.num_classes)
         self.class_names = tuple(str(n) for n in label.names)
@@ -190,8 +205,9 @@ class TFDSSource(Source):
 BUNDLED = {"digits": DigitsSource}
 
 
-def open_source(name: str, split: str = "train", *, data_dir: str | None = None,
-                download: bool = True) -> Source:
+def open_source(
+    name: str, split: str = "train", *, data_dir: str | None = None, download: bool = True
+) -> Source:
     """The split ``split`` of dataset ``name``: a bundled dataset, else a TFDS dataset."""
     if name in BUNDLED:
         return BUNDLED[name](split)

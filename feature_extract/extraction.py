@@ -60,16 +60,21 @@ def parse_splits(splits: str | Sequence[str] | Mapping[str, str]) -> list[SplitR
         items = list(splits.items())
     else:
         parts = splits.split(",") if isinstance(splits, str) else list(splits)
-        items = [(p.partition("=")[0], p.partition("=")[2]) if "=" in p else (p, p)
-                 for p in (q.strip() for q in parts) if p]
+        items = [
+            (p.partition("=")[0], p.partition("=")[2]) if "=" in p else (p, p)
+            for p in (q.strip() for q in parts)
+            if p
+        ]
     requests = [SplitRequest(name.strip(), spec.strip()) for name, spec in items]
     if not requests:
         raise ValueError("no splits requested; e.g. --splits train,test")
     for r in requests:
         if not r.name or not r.spec or any(c in r.name for c in "/:"):
-            raise ValueError(f"cannot store split {r.spec!r} under the name {r.name!r}: names "
-                             "must be non-empty without '/' or ':'; write name=spec, e.g. "
-                             "val=train[90%:]")
+            raise ValueError(
+                f"cannot store split {r.spec!r} under the name {r.name!r}: names "
+                "must be non-empty without '/' or ':'; write name=spec, e.g. "
+                "val=train[90%:]"
+            )
     names = [r.name for r in requests]
     if len(set(names)) != len(names):
         raise ValueError(f"split names repeat: {names}")
@@ -96,14 +101,22 @@ class Extractor:
     batch size must be a multiple of the device count (``round_batch_size``).
     """
 
-    def __init__(self, backbone: Backbone, preprocessing: str | None = None, *,
-                 output_dtype: str = "float32", devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        preprocessing: str | None = None,
+        *,
+        output_dtype: str = "float32",
+        devices: Sequence[jax.Device] | None = None,
+    ):
         if output_dtype not in store.FEATURE_DTYPES:
-            raise ValueError(f"output dtype must be one of {store.FEATURE_DTYPES}, "
-                             f"got {output_dtype!r}")
+            raise ValueError(
+                f"output dtype must be one of {store.FEATURE_DTYPES}, got {output_dtype!r}"
+            )
         self.backbone = backbone
         self.preprocessing = preprocess.with_decode(
-            backbone.preprocessing if preprocessing is None else preprocessing)
+            backbone.preprocessing if preprocessing is None else preprocessing
+        )
         host_spec, device_op = preprocess.split_for_device(self.preprocessing)
         self.host_preprocess = preprocess.build(host_spec)
         self.mesh = Mesh(np.asarray(list(devices or jax.local_devices())), ("data",))
@@ -117,9 +130,11 @@ class Extractor:
             return backbone.apply(params, images if device_op is None else device_op(images))
 
         self._features = features
-        self._forward = jax.jit(lambda p, x: features(p, x).astype(out),
-                                in_shardings=(replicated, self._images),
-                                out_shardings=self._images)
+        self._forward = jax.jit(
+            lambda p, x: features(p, x).astype(out),
+            in_shardings=(replicated, self._images),
+            out_shardings=self._images,
+        )
 
     def round_batch_size(self, batch_size: int) -> int:
         """The smallest multiple of the device count that is >= ``batch_size``."""
@@ -145,18 +160,35 @@ class Extractor:
         return int(jax.eval_shape(self._features, self.backbone.params, images).shape[-1])
 
 
-def identity_attrs(source: Source, backbone: Backbone, preprocessing: str, *, output_dtype: str,
-                   compute_dtype: str, row_start: int, row_stop: int) -> dict[str, Any]:
+def identity_attrs(
+    source: Source,
+    backbone: Backbone,
+    preprocessing: str,
+    *,
+    output_dtype: str,
+    compute_dtype: str,
+    row_start: int,
+    row_stop: int,
+) -> dict[str, Any]:
     """The store attributes of a split extracted from ``source`` with ``backbone``."""
     sha = backbone.checkpoint_sha256 or ""
     checkpoint = backbone.checkpoint or ""
     if not sha and jax.tree_util.tree_leaves(backbone.params):
         sha, checkpoint = params_sha256(backbone.params), "random-init"
-    return {"backbone": backbone.name, "checkpoint": checkpoint, "checkpoint_sha256": sha,
-            "dataset": source.name, "dataset_version": source.version,
-            "preprocessing": preprocessing, "feature_dtype": output_dtype,
-            "num_classes": int(source.num_classes), "compute_dtype": compute_dtype,
-            "source_split": source.split, "row_start": int(row_start), "row_stop": int(row_stop)}
+    return {
+        "backbone": backbone.name,
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": sha,
+        "dataset": source.name,
+        "dataset_version": source.version,
+        "preprocessing": preprocessing,
+        "feature_dtype": output_dtype,
+        "num_classes": int(source.num_classes),
+        "compute_dtype": compute_dtype,
+        "source_split": source.split,
+        "row_start": int(row_start),
+        "row_stop": int(row_stop),
+    }
 
 
 def _stored_state(path: str, name: str) -> tuple[str, dict[str, Any]] | None:
@@ -169,20 +201,29 @@ def _stored_state(path: str, name: str) -> tuple[str, dict[str, Any]] | None:
                 return None
             attrs = {k: store._plain(v) for k, v in f[name].attrs.items()}
     except OSError as err:
-        raise store.StoreError(f"cannot read {path}: {err}. It is not a readable feature store; "
-                               "use another --out, or delete the file.") from err
+        raise store.StoreError(
+            f"cannot read {path}: {err}. It is not a readable feature store; "
+            "use another --out, or delete the file."
+        ) from err
     return ("complete" if attrs.get("complete") else "partial"), attrs
 
 
-def _check_identity(path: str, name: str, stored: Mapping[str, Any],
-                    wanted: Mapping[str, Any]) -> None:
+def _check_identity(
+    path: str, name: str, stored: Mapping[str, Any], wanted: Mapping[str, Any]
+) -> None:
     keys = (*store.IDENTITY_ATTRS, *RUN_ATTRS, "total_rows")
-    diffs = [f"{k}: store has {stored.get(k)!r}, this run has {wanted[k]!r}"
-             for k in keys if k in wanted and stored.get(k) != wanted[k]]
+    diffs = [
+        f"{k}: store has {stored.get(k)!r}, this run has {wanted[k]!r}"
+        for k in keys
+        if k in wanted and stored.get(k) != wanted[k]
+    ]
     if diffs:
-        raise store.StoreError(f"split {name!r} of {path} was written by a different run ("
-                               + "; ".join(diffs) + "). Use another output path, or "
-                               "overwrite=True (--overwrite) to replace it.")
+        raise store.StoreError(
+            f"split {name!r} of {path} was written by a different run ("
+            + "; ".join(diffs)
+            + "). Use another output path, or "
+            "overwrite=True (--overwrite) to replace it."
+        )
 
 
 @dataclass
@@ -196,50 +237,98 @@ class SplitJob:
     attrs: dict[str, Any]
 
 
-def plan_split(source: Source, name: str, backbone: Backbone, preprocessing: str, *,
-               output_dtype: str, compute_dtype: str,
-               row_range: tuple[int, int] | None = None) -> SplitJob:
+def plan_split(
+    source: Source,
+    name: str,
+    backbone: Backbone,
+    preprocessing: str,
+    *,
+    output_dtype: str,
+    compute_dtype: str,
+    row_range: tuple[int, int] | None = None,
+) -> SplitJob:
     """The rows ``row_range`` (default: all) of ``source`` to store as group ``name``."""
     start, stop = (0, len(source)) if row_range is None else map(int, row_range)
     if not 0 <= start <= stop <= len(source):
-        raise ValueError(f"row range [{start}, {stop}) is not inside the {len(source)} rows of "
-                         f"{source.name}:{source.split}")
-    attrs = identity_attrs(source, backbone, preprocessing, output_dtype=output_dtype,
-                           compute_dtype=compute_dtype, row_start=start, row_stop=stop)
+        raise ValueError(
+            f"row range [{start}, {stop}) is not inside the {len(source)} rows of "
+            f"{source.name}:{source.split}"
+        )
+    attrs = identity_attrs(
+        source,
+        backbone,
+        preprocessing,
+        output_dtype=output_dtype,
+        compute_dtype=compute_dtype,
+        row_start=start,
+        row_stop=stop,
+    )
     return SplitJob(source, name, start, stop, {**attrs, "total_rows": stop - start})
 
 
-def run_split(job: SplitJob, extractor: Extractor, out: str, *, batch_size: int,
-              overwrite: bool = False, workers: int | None = None, prefetch: int | None = None,
-              progress: bool = True) -> store.SplitInfo:
+def run_split(
+    job: SplitJob,
+    extractor: Extractor,
+    out: str,
+    *,
+    batch_size: int,
+    overwrite: bool = False,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    progress: bool = True,
+) -> store.SplitInfo:
     """Extract ``job`` into group ``job.name`` of ``out``, resuming a partial split."""
     state = None if overwrite else _stored_state(out, job.name)
     if state is not None:
         _check_identity(out, job.name, state[1], job.attrs)
     if job.attrs["preprocessing"] != extractor.preprocessing:
-        raise ValueError(f"split planned with preprocessing {job.attrs['preprocessing']!r} but "
-                         f"the extractor runs {extractor.preprocessing!r}")
+        raise ValueError(
+            f"split planned with preprocessing {job.attrs['preprocessing']!r} but "
+            f"the extractor runs {extractor.preprocessing!r}"
+        )
     preprocess_fn = extractor.host_preprocess
     batch_size = extractor.round_batch_size(batch_size)
     dim, image_shape = _probe(job, extractor, preprocess_fn)
     attrs = {k: v for k, v in job.attrs.items() if k != "total_rows"}
-    writer = store.SplitWriter(out, job.name, dim=dim, total_rows=job.stop - job.start,
-                               num_classes=job.source.num_classes,
-                               class_names=job.source.class_names,
-                               feature_dtype=job.attrs["feature_dtype"], attrs=attrs,
-                               overwrite=overwrite)
+    writer = store.SplitWriter(
+        out,
+        job.name,
+        dim=dim,
+        total_rows=job.stop - job.start,
+        num_classes=job.source.num_classes,
+        class_names=job.source.class_names,
+        feature_dtype=job.attrs["feature_dtype"],
+        attrs=attrs,
+        overwrite=overwrite,
+    )
     first = job.start + writer.rows_written
-    bar = tqdm(total=job.stop - job.start, initial=writer.rows_written, unit="img",
-               unit_scale=True, desc=f"{job.source.name}:{job.name}", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=job.stop - job.start,
+        initial=writer.rows_written,
+        unit="img",
+        unit_scale=True,
+        desc=f"{job.source.name}:{job.name}",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     with bar:
         pending = None
-        for batch in pipeline.batches(job.source, preprocess_fn, batch_size, first, job.stop,
-                                      workers=workers, prefetch=prefetch):
+        for batch in pipeline.batches(
+            job.source,
+            preprocess_fn,
+            batch_size,
+            first,
+            job.stop,
+            workers=workers,
+            prefetch=prefetch,
+        ):
             if batch.images.shape[1:] != image_shape:
-                raise ValueError(f"rows from {batch.start} of {job.source.name}:{job.name} have "
-                                 f"shape {batch.images.shape[1:]} after preprocessing, earlier "
-                                 f"rows {image_shape}; add resize(...) to the preprocessing")
+                raise ValueError(
+                    f"rows from {batch.start} of {job.source.name}:{job.name} have "
+                    f"shape {batch.images.shape[1:]} after preprocessing, earlier "
+                    f"rows {image_shape}; add resize(...) to the preprocessing"
+                )
             features = extractor(batch.images)  # dispatched; written after the next dispatch
             if pending is not None:
                 _write(writer, *pending, bar)
@@ -266,15 +355,30 @@ def _write(writer: store.SplitWriter, batch: pipeline.Batch, features: jax.Array
     bar.update(int(mask.sum()))
 
 
-def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
-            splits: str | Sequence[str] | Mapping[str, str] = ("train", "test"),
-            batch_size: int = 256, dtype: str = "bfloat16", output_dtype: str = "float32",
-            checkpoint: str | None = None, overwrite: bool = False, data_dir: str | None = None,
-            row_range: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None, *,
-            cache_dir: str | None = None, download: bool = True, init_random: bool = False,
-            seed: int = 0, resolution: int | None = None, preprocessing: str | None = None,
-            workers: int | None = None, prefetch: int | None = None,
-            progress: bool = True, skip_complete: bool = False) -> dict[str, store.SplitInfo]:
+def extract(
+    dataset: str,
+    model: str | Backbone,
+    out: str | os.PathLike,
+    splits: str | Sequence[str] | Mapping[str, str] = ("train", "test"),
+    batch_size: int = 256,
+    dtype: str = "bfloat16",
+    output_dtype: str = "float32",
+    checkpoint: str | None = None,
+    overwrite: bool = False,
+    data_dir: str | None = None,
+    row_range: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    init_random: bool = False,
+    seed: int = 0,
+    resolution: int | None = None,
+    preprocessing: str | None = None,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    progress: bool = True,
+    skip_complete: bool = False,
+) -> dict[str, store.SplitInfo]:
     """Cache the features of ``model`` on ``dataset`` in the store ``out``; returns split infos.
 
     ``model`` is a registered backbone name (weights from ``checkpoint``, the download cache, or a
@@ -289,32 +393,61 @@ def extract(dataset: str, model: str | Backbone, out: str | os.PathLike,
         raise ValueError(f"dtype must be one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
     out = os.fspath(out)
     requests = parse_splits(splits)
-    backbone = model if isinstance(model, Backbone) else load_backbone(
-        model, checkpoint, cache_dir=cache_dir, download=download, dtype=COMPUTE_DTYPES[dtype],
-        init_random=init_random, rng_seed=seed, resolution=resolution)
-    spec = preprocess.with_decode(backbone.preprocessing if preprocessing is None
-                                  else preprocessing)  # raises on a bad spec before any data
-    jobs = [plan_split(open_source(dataset, r.spec, data_dir=data_dir, download=download),
-                       r.name, backbone, spec, output_dtype=output_dtype, compute_dtype=dtype,
-                       row_range=row_range.get(r.name) if isinstance(row_range, Mapping)
-                       else row_range) for r in requests]
+    backbone = (
+        model
+        if isinstance(model, Backbone)
+        else load_backbone(
+            model,
+            checkpoint,
+            cache_dir=cache_dir,
+            download=download,
+            dtype=COMPUTE_DTYPES[dtype],
+            init_random=init_random,
+            rng_seed=seed,
+            resolution=resolution,
+        )
+    )
+    spec = preprocess.with_decode(
+        backbone.preprocessing if preprocessing is None else preprocessing
+    )  # raises on a bad spec before any data
+    jobs = [
+        plan_split(
+            open_source(dataset, r.spec, data_dir=data_dir, download=download),
+            r.name,
+            backbone,
+            spec,
+            output_dtype=output_dtype,
+            compute_dtype=dtype,
+            row_range=row_range.get(r.name) if isinstance(row_range, Mapping) else row_range,
+        )
+        for r in requests
+    ]
     states = {} if overwrite else {j.name: _stored_state(out, j.name) for j in jobs}
     for job in jobs:
         if states.get(job.name) is not None:
             _check_identity(out, job.name, states[job.name][1], job.attrs)
     todo = [j for j in jobs if states.get(j.name) is None or states[j.name][0] != "complete"]
     if not todo and not skip_complete:
-        raise store.StoreError(f"every requested split ({', '.join(j.name for j in jobs)}) of "
-                               f"{out} is already complete; pass overwrite=True (--overwrite) "
-                               "to extract again.")
+        raise store.StoreError(
+            f"every requested split ({', '.join(j.name for j in jobs)}) of "
+            f"{out} is already complete; pass overwrite=True (--overwrite) "
+            "to extract again."
+        )
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     extractor = Extractor(backbone, spec, output_dtype=output_dtype)
     todo_names, infos = {j.name for j in todo}, {}
     for job in jobs:
         if job.name in todo_names:
-            infos[job.name] = run_split(job, extractor, out, batch_size=batch_size,
-                                        overwrite=overwrite, workers=workers, prefetch=prefetch,
-                                        progress=progress)
+            infos[job.name] = run_split(
+                job,
+                extractor,
+                out,
+                batch_size=batch_size,
+                overwrite=overwrite,
+                workers=workers,
+                prefetch=prefetch,
+                progress=progress,
+            )
         else:
             infos[job.name] = store.split_info(out, job.name)
     return infos

@@ -45,33 +45,48 @@ def default_workers() -> int:
     return max(1, min(32, cpus))
 
 
-def load_batch(source: Source, preprocess: Callable[[np.ndarray], np.ndarray], start: int,
-               stop: int, batch_size: int) -> Batch:
+def load_batch(
+    source: Source,
+    preprocess: Callable[[np.ndarray], np.ndarray],
+    start: int,
+    stop: int,
+    batch_size: int,
+) -> Batch:
     """Fetch and preprocess rows ``[start, stop)`` and pad them to ``batch_size`` rows."""
     images, labels, ids = source.get(range(start, stop))
     arrays = [np.asarray(preprocess(image)) for image in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ValueError(f"rows {start}..{stop} of {source.name}:{source.split} have different "
-                         f"shapes after preprocessing {sorted(shapes)}; add resize(...) or "
-                         "central_crop(...) to the preprocessing so all images share one size")
+        raise ValueError(
+            f"rows {start}..{stop} of {source.name}:{source.split} have different "
+            f"shapes after preprocessing {sorted(shapes)}; add resize(...) or "
+            "central_crop(...) to the preprocessing so all images share one size"
+        )
     n = stop - start
     out = np.zeros((batch_size, *arrays[0].shape), dtype=arrays[0].dtype)
     out[:n] = np.stack(arrays)
     mask = np.arange(batch_size) < n
-    return Batch(start, out, _pad(labels, batch_size, np.int32), _pad(ids, batch_size, np.int64),
-                 mask)
+    return Batch(
+        start, out, _pad(labels, batch_size, np.int32), _pad(ids, batch_size, np.int64), mask
+    )
 
 
 def _pad(values: np.ndarray, size: int, dtype) -> np.ndarray:
     out = np.zeros(size, dtype=dtype)
-    out[:len(values)] = values
+    out[: len(values)] = values
     return out
 
 
-def batches(source: Source, preprocess: Callable[[np.ndarray], np.ndarray], batch_size: int,
-            start: int = 0, stop: int | None = None, *, workers: int | None = None,
-            prefetch: int | None = None) -> Iterator[Batch]:
+def batches(
+    source: Source,
+    preprocess: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    workers: int | None = None,
+    prefetch: int | None = None,
+) -> Iterator[Batch]:
     """Batches of rows ``[start, stop)`` (default: the whole source) in row order.
 
     ``workers`` threads (default: the usable CPUs) each build whole batches; at most ``prefetch``
@@ -81,8 +96,10 @@ def batches(source: Source, preprocess: Callable[[np.ndarray], np.ndarray], batc
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= start <= stop <= len(source):
-        raise ValueError(f"row range [{start}, {stop}) is not inside the {len(source)} rows of "
-                         f"{source.name}:{source.split}")
+        raise ValueError(
+            f"row range [{start}, {stop}) is not inside the {len(source)} rows of "
+            f"{source.name}:{source.split}"
+        )
     workers = default_workers() if workers is None else max(1, workers)
     prefetch = 2 * workers if prefetch is None else max(1, prefetch)
     starts = iter(range(start, stop, batch_size))
@@ -90,8 +107,11 @@ def batches(source: Source, preprocess: Callable[[np.ndarray], np.ndarray], batc
     with ThreadPoolExecutor(workers, thread_name_prefix="preprocess") as pool:
         try:
             for s in starts:
-                pending.append(pool.submit(load_batch, source, preprocess, s,
-                                           min(s + batch_size, stop), batch_size))
+                pending.append(
+                    pool.submit(
+                        load_batch, source, preprocess, s, min(s + batch_size, stop), batch_size
+                    )
+                )
                 if len(pending) >= prefetch:
                     yield pending.popleft().result()
             while pending:

@@ -75,11 +75,18 @@ def _resize_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
         return image
     if image.dtype == np.uint8 and image.shape[-1] in (3, 4):
         return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    channels = [Image.fromarray(np.ascontiguousarray(image[:, :, c], np.float32), mode="F")
-                .resize((w, h), Image.BILINEAR) for c in range(image.shape[-1])]
+    channels = [
+        Image.fromarray(np.ascontiguousarray(image[:, :, c], np.float32), mode="F").resize(
+            (w, h), Image.BILINEAR
+        )
+        for c in range(image.shape[-1])
+    ]
     out = np.stack([np.asarray(c) for c in channels], axis=-1)
-    return out.astype(image.dtype) if image.dtype != np.uint8 else np.clip(
-        np.round(out), 0, 255).astype(np.uint8)
+    return (
+        out.astype(image.dtype)
+        if image.dtype != np.uint8
+        else np.clip(np.round(out), 0, 255).astype(np.uint8)
+    )
 
 
 def resize(h: int, w: int | None = None) -> ImageFn:
@@ -96,6 +103,7 @@ def resize_small(smaller: int) -> ImageFn:
         h, w = image.shape[:2]
         scale = smaller / min(h, w)
         return _resize_to(image, max(1, round(h * scale)), max(1, round(w * scale)))
+
     return op
 
 
@@ -106,10 +114,13 @@ def central_crop(h: int, w: int | None = None) -> ImageFn:
     def op(image: np.ndarray) -> np.ndarray:
         ih, iw = image.shape[:2]
         if ih < h or iw < w:
-            raise PreprocessError(f"central_crop({h}, {w}) of a {ih}x{iw} image: resize first "
-                                  f"(e.g. resize_small({max(h, w)})|central_crop(...))")
+            raise PreprocessError(
+                f"central_crop({h}, {w}) of a {ih}x{iw} image: resize first "
+                f"(e.g. resize_small({max(h, w)})|central_crop(...))"
+            )
         top, left = (ih - h) // 2, (iw - w) // 2
-        return image[top:top + h, left:left + w]
+        return image[top : top + h, left : left + w]
+
     return op
 
 
@@ -147,8 +158,10 @@ def _parse_op(text: str) -> Op:
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
-        raise PreprocessError(f"cannot parse preprocessing op {text!r}; write name or "
-                              "name(arg, ...), e.g. resize(224)") from None
+        raise PreprocessError(
+            f"cannot parse preprocessing op {text!r}; write name or "
+            "name(arg, ...), e.g. resize(224)"
+        ) from None
     if isinstance(node, ast.Name):
         name, args, kwargs = node.id, (), ()
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -205,4 +218,5 @@ def build(spec: str) -> ImageFn:
         for fn in fns:
             image = fn(image)
         return image
+
     return apply

@@ -13,8 +13,7 @@ from PIL import Image
 from feature_extract import datasets, pipeline, preprocess
 from feature_extract.preprocess import PreprocessError
 
-images_u8 = hnp.arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12),
-                                           st.just(3)))
+images_u8 = hnp.arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12), st.just(3)))
 
 
 @given(image=images_u8, h=st.integers(1, 16), w=st.integers(1, 16))
@@ -38,7 +37,7 @@ def test_central_crop_is_the_centred_slice(image, data):
     ch, cw = data.draw(st.integers(1, h)), data.draw(st.integers(1, w))
     top, left = (h - ch) // 2, (w - cw) // 2
     out = preprocess.build(f"central_crop({ch},{cw})")(image)
-    np.testing.assert_array_equal(out, image[top:top + ch, left:left + cw])
+    np.testing.assert_array_equal(out, image[top : top + ch, left : left + cw])
 
 
 @given(image=images_u8, lo=st.floats(-5, 5), span=st.floats(0.5, 5))
@@ -70,15 +69,18 @@ def test_composed_spec_equals_direct_composition():
     assert preprocess.with_decode("decode|resize(4)") == "decode|resize(4)"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("decode|rotate(3)", "unknown preprocessing op 'rotate'"),
-    ("resize(0)", "positive integers"),
-    ("resize(224, 3, 4)", "bad arguments"),
-    ("value_range(-1, x)", "literals"),
-    ("resize(", "cannot parse"),
-    ("decode||resize(4)", "empty op"),
-    ("value_range(1, 2, 3, 3)", "in_max != in_min"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("decode|rotate(3)", "unknown preprocessing op 'rotate'"),
+        ("resize(0)", "positive integers"),
+        ("resize(224, 3, 4)", "bad arguments"),
+        ("value_range(-1, x)", "literals"),
+        ("resize(", "cannot parse"),
+        ("decode||resize(4)", "empty op"),
+        ("value_range(1, 2, 3, 3)", "in_max != in_min"),
+    ],
+)
 def test_bad_specs_are_named(spec, message):
     with pytest.raises(PreprocessError, match=message.replace("(", r"\(")):
         preprocess.parse(spec)
@@ -103,8 +105,9 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     np.testing.assert_array_equal(yte, digits.target[idte])
     counts, totals = np.bincount(yte, minlength=10), np.bincount(digits.target, minlength=10)
     np.testing.assert_array_equal(counts, np.round(0.2 * totals))  # stratified per class
-    np.testing.assert_array_equal(np.stack(images)[..., 1],
-                                  np.round(digits.images[idte] * 255 / 16))
+    np.testing.assert_array_equal(
+        np.stack(images)[..., 1], np.round(digits.images[idte] * 255 / 16)
+    )
     # The split is pinned: these rows must stay the first test rows in every version.
     pinned = [5, 9, 12, 14, 16, 17, 19, 23, 24, 34, 38, 46, 48, 51, 56, 60, 61, 63, 69, 73]
     assert idte[:20].tolist() == pinned
@@ -121,8 +124,9 @@ def test_digits_split_slices_follow_tfds_semantics():
 
 def test_base_indices_of_tfds_split_strings():
     sizes = {"train": 100, "test": 10}
-    np.testing.assert_array_equal(datasets.base_indices("train[90%:]+train[:5]", sizes),
-                                  np.r_[90:100, 0:5])
+    np.testing.assert_array_equal(
+        datasets.base_indices("train[90%:]+train[:5]", sizes), np.r_[90:100, 0:5]
+    )
     np.testing.assert_array_equal(datasets.base_indices("test[-3:]", sizes), [7, 8, 9])
     assert datasets.base_indices("train+test", sizes) is None
 
@@ -147,8 +151,11 @@ class _Numbers(datasets.Source):
     def get(self, indices):
         self.threads.add(threading.get_ident())
         idx = np.asarray(list(indices))
-        return ([np.full((2, 2, 3), i, np.uint8) for i in idx], (idx % 3).astype(np.int32),
-                idx.astype(np.int64) * 10)
+        return (
+            [np.full((2, 2, 3), i, np.uint8) for i in idx],
+            (idx % 3).astype(np.int32),
+            idx.astype(np.int64) * 10,
+        )
 
 
 @given(n=st.integers(1, 40), batch=st.integers(1, 9), data=st.data())
@@ -156,8 +163,17 @@ def test_batches_cover_range_in_order_with_padding(n, batch, data):
     start = data.draw(st.integers(0, n))
     stop = data.draw(st.integers(start, n))
     source = _Numbers(n)
-    got = list(pipeline.batches(source, preprocess.build("value_range(0,1,0,1)"), batch, start,
-                                stop, workers=3, prefetch=2))
+    got = list(
+        pipeline.batches(
+            source,
+            preprocess.build("value_range(0,1,0,1)"),
+            batch,
+            start,
+            stop,
+            workers=3,
+            prefetch=2,
+        )
+    )
     assert len(got) == -(-(stop - start) // batch)
     rows = np.concatenate([b.images[b.mask][:, 0, 0, 0] for b in got]) if got else np.zeros(0)
     np.testing.assert_array_equal(rows, np.arange(start, stop))
@@ -196,6 +212,7 @@ def test_trailing_value_range_moves_to_the_device_unchanged():
     assert host == "decode|resize(4)"
     shipped = preprocess.build(host)(image)
     assert shipped.dtype == np.uint8
-    np.testing.assert_allclose(np.asarray(device(jnp.asarray(shipped))),
-                               preprocess.build(spec)(image), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(device(jnp.asarray(shipped))), preprocess.build(spec)(image), atol=1e-6
+    )
     assert preprocess.split_for_device("decode|resize(4)") == ("decode|resize(4)", None)

@@ -42,8 +42,16 @@ def test_mock_tfds_through_vit_matches_direct_apply(tmp_path):
     backbone = load_backbone("vit-mu16", init_random=True, dtype=jnp.float32)
     out = tmp_path / "mock.h5"
     with tfds.testing.mock_data(num_examples=10):
-        infos = extract("cifar10", backbone, out, splits="test,head=train[:50%]", batch_size=4,
-                        dtype="float32", progress=False, workers=2)
+        infos = extract(
+            "cifar10",
+            backbone,
+            out,
+            splits="test,head=train[:50%]",
+            batch_size=4,
+            dtype="float32",
+            progress=False,
+            workers=2,
+        )
         source = datasets.open_source("cifar10", "test")
         images, labels, ids = source.get(range(len(source)))
         version = str(tfds.builder("cifar10").info.version)
@@ -65,8 +73,22 @@ def test_mock_tfds_through_vit_matches_direct_apply(tmp_path):
 
 def test_digits_pixels_cli_end_to_end(tmp_path, capsys):
     out = str(tmp_path / "digits.h5")
-    assert main(["--data", "digits", "--model", "pixels", "--out", out, "--batch-size", "500",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                "digits",
+                "--model",
+                "pixels",
+                "--out",
+                out,
+                "--batch-size",
+                "500",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "1438 rows x 192" in capsys.readouterr().out
     for split in ("train", "test"):
         x, y, ids, info = _read(out, split)
@@ -81,25 +103,73 @@ def test_digits_pixels_cli_end_to_end(tmp_path, capsys):
     # Complete: the same command needs --overwrite; with it the content is rewritten identically.
     assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress"]) == 2
     assert "already complete; pass overwrite=True (--overwrite)" in capsys.readouterr().err
-    assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress",
-                 "--skip-complete"]) == 0
-    assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress",
-                 "--skip-complete", "--dtype", "float32"]) == 2  # another run: still refused
+    assert (
+        main(
+            [
+                "--data",
+                "digits",
+                "--model",
+                "pixels",
+                "--out",
+                out,
+                "--no-progress",
+                "--skip-complete",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--data",
+                "digits",
+                "--model",
+                "pixels",
+                "--out",
+                out,
+                "--no-progress",
+                "--skip-complete",
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 2
+    )  # another run: still refused
     assert "compute_dtype: store has 'bfloat16'" in capsys.readouterr().err
-    assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress",
-                 "--splits", "test", "--overwrite", "--output-dtype", "float16"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                "digits",
+                "--model",
+                "pixels",
+                "--out",
+                out,
+                "--no-progress",
+                "--splits",
+                "test",
+                "--overwrite",
+                "--output-dtype",
+                "float16",
+            ]
+        )
+        == 0
+    )
     x, _, _, info = _read(out, "test")
     assert info.feature_dtype == "float16"
     np.testing.assert_array_equal(x, _digits_pixels("test")[0].astype(np.float16))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "no-such-net"], "unknown backbone 'no-such-net'"),
-    (["--preprocessing", "resize(8)|blur(2)"], "unknown preprocessing op 'blur'"),
-    (["--splits", "train[:10]"], "write name=spec"),
-    (["--splits", "validation"], "bad split 'validation'"),
-    (["--batch-size", "0"], "batch_size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "no-such-net"], "unknown backbone 'no-such-net'"),
+        (["--preprocessing", "resize(8)|blur(2)"], "unknown preprocessing op 'blur'"),
+        (["--splits", "train[:10]"], "write name=spec"),
+        (["--splits", "validation"], "bad split 'validation'"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+    ],
+)
 def test_cli_errors_are_one_clear_line(tmp_path, capsys, argv, message):
     base = {"--data": "digits", "--model": "pixels", "--out": str(tmp_path / "f.h5")}
     for flag, value in zip(argv[::2], argv[1::2], strict=True):
@@ -121,10 +191,18 @@ def test_store_from_another_backbone_or_preprocessing_is_refused(tmp_path, capsy
     source = datasets.open_source("digits", "test")
     other = load_backbone("pixels")
     other.name = "other-pixels"
-    attrs = identity_attrs(source, other, "decode|value_range(0,1)", output_dtype="float32",
-                           compute_dtype="bfloat16", row_start=0, row_stop=len(source))
-    writer = store.SplitWriter(out, "test", dim=192, total_rows=len(source), num_classes=10,
-                               attrs=attrs)
+    attrs = identity_attrs(
+        source,
+        other,
+        "decode|value_range(0,1)",
+        output_dtype="float32",
+        compute_dtype="bfloat16",
+        row_start=0,
+        row_stop=len(source),
+    )
+    writer = store.SplitWriter(
+        out, "test", dim=192, total_rows=len(source), num_classes=10, attrs=attrs
+    )
     x, y, ids = _digits_pixels("test")
     writer.append(x[:5], y[:5], ids[:5])
     assert main([*args, "--splits", "train,test"]) == 2
@@ -137,9 +215,15 @@ def test_row_range_extracts_exactly_those_rows_with_one_compilation(tmp_path):
     out = tmp_path / "part.h5"
     backbone = load_backbone("pixels")
     extractor = Extractor(backbone)
-    job = plan_split(datasets.open_source("digits", "test"), "test", backbone,
-                     extractor.preprocessing, output_dtype="float32", compute_dtype="bfloat16",
-                     row_range=(10, 47))
+    job = plan_split(
+        datasets.open_source("digits", "test"),
+        "test",
+        backbone,
+        extractor.preprocessing,
+        output_dtype="float32",
+        compute_dtype="bfloat16",
+        row_range=(10, 47),
+    )
     run_split(job, extractor, str(out), batch_size=8, progress=False)
     assert extractor._forward._cache_size() == 1  # the padded last batch reused the function
     infos = {"test": store.split_info(out, "test")}
@@ -149,8 +233,9 @@ def test_row_range_extracts_exactly_those_rows_with_one_compilation(tmp_path):
     np.testing.assert_array_equal(y, ref_y[10:47])
     np.testing.assert_array_equal(ids, ref_ids[10:47])
     assert (infos["test"].attrs["row_start"], infos["test"].attrs["row_stop"]) == (10, 47)
-    per_split = extract("digits", "pixels", tmp_path / "per.h5", row_range={"test": (3, 5)},
-                        progress=False)
+    per_split = extract(
+        "digits", "pixels", tmp_path / "per.h5", row_range={"test": (3, 5)}, progress=False
+    )
     assert (per_split["train"].num_rows, per_split["test"].num_rows) == (1438, 2)
     with pytest.raises(ValueError, match="not inside the 359 rows"):
         extract("digits", "pixels", out, splits=["test"], row_range=(300, 400), progress=False)
@@ -158,7 +243,9 @@ def test_row_range_extracts_exactly_those_rows_with_one_compilation(tmp_path):
 
 def test_parse_splits_forms():
     assert [(r.name, r.spec) for r in parse_splits("train, val=train[90%:]")] == [
-        ("train", "train"), ("val", "train[90%:]")]
+        ("train", "train"),
+        ("val", "train[90%:]"),
+    ]
     assert [(r.name, r.spec) for r in parse_splits({"a": "test"})] == [("a", "test")]
     with pytest.raises(ValueError, match="repeat"):
         parse_splits("train,train")
@@ -171,14 +258,20 @@ def test_extractor_rounds_batch_to_device_count():
 
 
 def test_data_parallel_over_four_devices_gives_same_store(tmp_path):
-    code = ("import jax, sys; from feature_extract import extract; assert jax.device_count() == 4;"
-            "extract('digits', 'pixels', sys.argv[1], splits=['test'], batch_size=30, "
-            "progress=False)")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu"}
+    code = (
+        "import jax, sys; from feature_extract import extract; assert jax.device_count() == 4;"
+        "extract('digits', 'pixels', sys.argv[1], splits=['test'], batch_size=30, "
+        "progress=False)"
+    )
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
     out = str(tmp_path / "multi.h5")
-    subprocess.run([sys.executable, "-c", code, out], env=env, cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code, out], env=env, cwd=ROOT, check=True, capture_output=True
+    )
     x, y, ids, _ = _read(out, "test")
     ref_x, ref_y, ref_ids = _digits_pixels("test")
     np.testing.assert_allclose(x, ref_x, rtol=1e-6)
@@ -187,7 +280,9 @@ def test_data_parallel_over_four_devices_gives_same_store(tmp_path):
 
 
 def test_importing_the_store_loads_no_jax():
-    code = ("import sys, feature_extract.store, feature_extract; "
-            "heavy = [m for m in ('jax', 'flax', 'tensorflow_datasets') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        "import sys, feature_extract.store, feature_extract; "
+        "heavy = [m for m in ('jax', 'flax', 'tensorflow_datasets') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

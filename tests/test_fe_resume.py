@@ -34,23 +34,40 @@ BATCH = 100  # digits: train 1438 rows = 15 appends, test 359 rows = 4 appends
 
 
 def _args(out):
-    return ["--data", "digits", "--model", "pixels", "--out", str(out), "--batch-size",
-            str(BATCH), "--no-progress"]
+    return [
+        "--data",
+        "digits",
+        "--model",
+        "pixels",
+        "--out",
+        str(out),
+        "--batch-size",
+        str(BATCH),
+        "--no-progress",
+    ]
 
 
 def _contents(path):
     """Every dataset's bytes and every attribute of every split."""
     with h5py.File(path, "r") as f:
-        return {split: ({k: f[split][k][()].tobytes() for k in ("features", "labels", "ids")},
-                        {k: store._plain(v) for k, v in f[split].attrs.items()})
-                for split in f}
+        return {
+            split: (
+                {k: f[split][k][()].tobytes() for k in ("features", "labels", "ids")},
+                {k: store._plain(v) for k, v in f[split].attrs.items()},
+            )
+            for split in f
+        }
 
 
 @pytest.mark.parametrize("die_at_flush, broken", [(6, "train"), (17, "test")])
 def test_sigkill_then_same_command_gives_identical_store(tmp_path, die_at_flush, broken):
     killed = tmp_path / "killed.h5"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(die_at_flush), *_args(killed)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(die_at_flush), *_args(killed)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     committed = (die_at_flush - 1 - (15 if broken == "test" else 0)) * BATCH
     with h5py.File(killed, "r") as f:  # the dying batch reached the file but was not committed
