@@ -94,3 +94,34 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown method"):
         sweep.run_sweep([], methods=["no_such_method"])
     assert main(["nothing"]) == 2
+
+
+def test_speed_report_collects_ratios_and_tables():
+    from benchmarks import speed
+
+    sections = {
+        "store": {"status": "ok", "seconds": 1.0,
+                  "result": {"raw_read_gb_s": 2.0, "streamed_over_raw": 0.5}},
+        "head": {"status": "ok", "seconds": 2.0,
+                 "result": [{"what": "bf16", "private_over_nonprivate": 1.02, "ms": 3.0},
+                            {"what": "vmap", "ratio_vs_vmap": 300, "flag": True}]},
+        "opacus": {"status": "failed", "seconds": 0.1, "result": "Traceback ... opacus_over_ours"},
+        "extract": {"status": "absent", "seconds": 0.0, "result": None},
+    }
+    assert speed.ratios(sections) == [("store: streamed_over_raw", 0.5),
+                                      ("head: [bf16].private_over_nonprivate", 1.02),
+                                      ("head: [vmap].ratio_vs_vmap", 300.0)]
+    text = speed.markdown({"environment": {"device": "cpu x1", "host": "h", "time": "t",
+                                           "versions": {"jax": "0"}},
+                           "sections": sections, "ratios": speed.ratios(sections)})
+    assert "| store: streamed_over_raw | 0.5 |" in text
+    assert "| what | private_over_nonprivate | ms | ratio_vs_vmap | flag |" in text
+    assert "## opacus (failed, 0.1s)" in text and "## extract (absent, 0.0s)" in text
+
+
+def test_speed_section_absent_and_failing():
+    from benchmarks import speed
+
+    assert speed.run_section("benchmarks.no_such_module")["status"] == "absent"
+    failed = speed.run_section("benchmarks.synthetic")  # has no main(): fails, does not raise
+    assert failed["status"] == "failed" and "main" in failed["result"]
