@@ -21,41 +21,69 @@ def _timed(fn: Any, *args: Any) -> tuple[float, float]:
     return value, time.perf_counter() - start
 
 
-def measure(epsilons: list[float], delta: float, full_batch_steps: int, sampling_rate: float,
-            poisson_steps: int) -> list[dict[str, Any]]:
+def measure(
+    epsilons: list[float],
+    delta: float,
+    full_batch_steps: int,
+    sampling_rate: float,
+    poisson_steps: int,
+) -> list[dict[str, Any]]:
     """One row per (kind, epsilon): the calibrated sigma and the seconds it took."""
     from accounting import noise_multiplier_full_batch, noise_multiplier_poisson
 
     rows = []
     for eps in epsilons:
         sigma, seconds = _timed(noise_multiplier_full_batch, eps, delta, full_batch_steps)
-        rows.append({"kind": "full batch (GDP)", "epsilon": eps, "delta": delta,
-                     "steps": full_batch_steps, "sampling_rate": 1.0, "sigma": sigma,
-                     "seconds": seconds})
+        rows.append(
+            {
+                "kind": "full batch (GDP)",
+                "epsilon": eps,
+                "delta": delta,
+                "steps": full_batch_steps,
+                "sampling_rate": 1.0,
+                "sigma": sigma,
+                "seconds": seconds,
+            }
+        )
     for eps in epsilons:
-        sigma, seconds = _timed(noise_multiplier_poisson, eps, delta, sampling_rate,
-                                poisson_steps)
-        rows.append({"kind": "Poisson (PLD)", "epsilon": eps, "delta": delta,
-                     "steps": poisson_steps, "sampling_rate": sampling_rate, "sigma": sigma,
-                     "seconds": seconds})
+        sigma, seconds = _timed(noise_multiplier_poisson, eps, delta, sampling_rate, poisson_steps)
+        rows.append(
+            {
+                "kind": "Poisson (PLD)",
+                "epsilon": eps,
+                "delta": delta,
+                "steps": poisson_steps,
+                "sampling_rate": sampling_rate,
+                "sigma": sigma,
+                "seconds": seconds,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.accounting_speed",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.accounting_speed", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--epsilons", default="1,8", help="comma list (default 1,8)")
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--full-batch-steps", type=int, default=10)
     p.add_argument("--sampling-rate", type=float, default=0.01, help="Poisson q (default 0.01)")
     p.add_argument("--poisson-steps", type=int, default=100, help="default 100")
     args = p.parse_args(argv)
-    rows = measure([float(e) for e in args.epsilons.split(",")], args.delta,
-                   args.full_batch_steps, args.sampling_rate, args.poisson_steps)
+    rows = measure(
+        [float(e) for e in args.epsilons.split(",")],
+        args.delta,
+        args.full_batch_steps,
+        args.sampling_rate,
+        args.poisson_steps,
+    )
     for r in rows:
-        print(f"calibration {r['kind']}: eps={r['epsilon']:g} delta={r['delta']:g} "
-              f"T={r['steps']} q={r['sampling_rate']:g} -> sigma={r['sigma']:.4f} in "
-              f"{r['seconds']:.4f}s")
+        print(
+            f"calibration {r['kind']}: eps={r['epsilon']:g} delta={r['delta']:g} "
+            f"T={r['steps']} q={r['sampling_rate']:g} -> sigma={r['sigma']:.4f} in "
+            f"{r['seconds']:.4f}s"
+        )
     return rows
 
 

@@ -62,8 +62,9 @@ def ours_seconds(num_rows: int, dim: int, num_classes: int, repeats: int) -> flo
     return _best(lambda: step(W, b, X, y, key), repeats, jax.block_until_ready)
 
 
-def opacus_seconds(num_rows: int, dim: int, num_classes: int,
-                   repeats: int) -> tuple[float, float, str]:
+def opacus_seconds(
+    num_rows: int, dim: int, num_classes: int, repeats: int
+) -> tuple[float, float, str]:
     """``(opacus_s, torch_nonprivate_s, device)`` for one full-batch step."""
     import torch
     from opacus import PrivacyEngine
@@ -81,17 +82,21 @@ def opacus_seconds(num_rows: int, dim: int, num_classes: int,
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
+
         return step
 
     plain = torch.nn.Linear(dim, num_classes).to(device)
-    nonprivate = _best(make_step(plain, torch.optim.SGD(plain.parameters(), lr=1.0)), repeats,
-                       sync)
+    nonprivate = _best(make_step(plain, torch.optim.SGD(plain.parameters(), lr=1.0)), repeats, sync)
     model = torch.nn.Linear(dim, num_classes).to(device)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
-                                         batch_size=num_rows)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=num_rows)
     model, optimizer, _ = PrivacyEngine().make_private(
-        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), data_loader=loader,
-        noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
+        module=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+        data_loader=loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        poisson_sampling=False,
+    )
     private = _best(make_step(model, optimizer), repeats, sync)
     return private, nonprivate, device
 
@@ -104,16 +109,24 @@ def measure(num_rows: int, dim: int, num_classes: int, repeats: int) -> dict[str
 
     ours = ours_seconds(num_rows, dim, num_classes, repeats)
     theirs, torch_plain, device = opacus_seconds(num_rows, dim, num_classes, repeats)
-    return {"shape": f"{num_rows} x {dim} float32, {num_classes} classes",
-            "ours_s": ours, "ours_device": str(jax.devices()[0]),
-            "opacus_s": theirs, "torch_nonprivate_s": torch_plain, "torch_device": device,
-            "opacus_over_ours": theirs / ours, "opacus_over_torch_nonprivate": theirs / torch_plain,
-            "torch": torch.__version__, "opacus": opacus.__version__}
+    return {
+        "shape": f"{num_rows} x {dim} float32, {num_classes} classes",
+        "ours_s": ours,
+        "ours_device": str(jax.devices()[0]),
+        "opacus_s": theirs,
+        "torch_nonprivate_s": torch_plain,
+        "torch_device": device,
+        "opacus_over_ours": theirs / ours,
+        "opacus_over_torch_nonprivate": theirs / torch_plain,
+        "torch": torch.__version__,
+        "opacus": opacus.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.opacus_speed",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.opacus_speed", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--rows", type=int, default=8192, help="N (default 8192)")
     p.add_argument("--dim", type=int, default=256, help="D (default 256)")
     p.add_argument("--classes", type=int, default=100, help="K (default 100)")
@@ -123,9 +136,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(SKIPPED)
         return {"skipped": SKIPPED}
     result = measure(args.rows, args.dim, args.classes, args.repeats)
-    print(f"opacus comparison: {result['shape']}: ours {result['ours_s'] * 1e3:.2f} ms "
-          f"({result['ours_device']}), Opacus {result['opacus_s'] * 1e3:.2f} ms "
-          f"({result['torch_device']}), ratio {result['opacus_over_ours']:.1f}x")
+    print(
+        f"opacus comparison: {result['shape']}: ours {result['ours_s'] * 1e3:.2f} ms "
+        f"({result['ours_device']}), Opacus {result['opacus_s'] * 1e3:.2f} ms "
+        f"({result['torch_device']}), ratio {result['opacus_over_ours']:.1f}x"
+    )
     return result
 
 

@@ -41,22 +41,30 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
 
 def write_json(result: SweepResult, path: str) -> None:
     """Metadata, per-dataset shapes and deltas, ceilings and every row (infinity as "inf")."""
-    doc = {"meta": result.meta, "datasets": result.datasets, "ceilings": result.ceilings,
-           "rows": [{k: _plain(v) for k, v in row.items()} for row in result.rows]}
+    doc = {
+        "meta": result.meta,
+        "datasets": result.datasets,
+        "ceilings": result.ceilings,
+        "rows": [{k: _plain(v) for k, v in row.items()} for row in result.rows],
+    }
     with open(path, "w") as f:
         json.dump(doc, f, indent=1, default=_plain)
 
 
-def summarise(rows: Sequence[dict[str, Any]], metric: str = "top1"
-              ) -> dict[tuple[str, str, float], tuple[float, float, int]]:
+def summarise(
+    rows: Sequence[dict[str, Any]], metric: str = "top1"
+) -> dict[tuple[str, str, float], tuple[float, float, int]]:
     """``{(dataset, method, epsilon): (mean, std, runs)}`` over the successful seeds."""
     groups: dict[tuple[str, str, float], list[float]] = {}
     for row in rows:
         if not row.get("error"):
             groups.setdefault((row["dataset"], row["method"], row["epsilon"]), []).append(
-                float(row[metric]))
-    return {key: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
-            for key, v in groups.items()}
+                float(row[metric])
+            )
+    return {
+        key: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+        for key, v in groups.items()
+    }
 
 
 def _eps_label(eps: float) -> str:
@@ -68,28 +76,38 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
     stats = summarise(result.rows, metric)
     failed = {(r["dataset"], r["method"], r["epsilon"]) for r in result.rows if r.get("error")}
     meta = result.meta
-    lines = [f"# Test {metric} accuracy across privacy budgets", "",
-             f"Hyperparameters: {meta.get('hyperparameters', 'fixed defaults')}. Mean ± std over "
-             f"{meta.get('seeds')} noise seed(s) (ε=∞: the deterministic `nonprivate` head, one "
-             f"run). Best mean per column in bold. Device: {meta.get('device')}. "
-             f"Command: `{meta.get('command')}`.", ""]
+    lines = [
+        f"# Test {metric} accuracy across privacy budgets",
+        "",
+        f"Hyperparameters: {meta.get('hyperparameters', 'fixed defaults')}. Mean ± std over "
+        f"{meta.get('seeds')} noise seed(s) (ε=∞: the deterministic `nonprivate` head, one "
+        f"run). Best mean per column in bold. Device: {meta.get('device')}. "
+        f"Command: `{meta.get('command')}`.",
+        "",
+    ]
     for name, info in result.datasets.items():
         epsilons = sorted({r["epsilon"] for r in result.rows if r["dataset"] == name})
         methods = list(dict.fromkeys(r["method"] for r in result.rows if r["dataset"] == name))
         cells: dict[tuple[str, float], tuple[float, float, int]] = {
-            (m, e): stats[(name, m, e)] for m in methods for e in epsilons
-            if (name, m, e) in stats}
+            (m, e): stats[(name, m, e)] for m in methods for e in epsilons if (name, m, e) in stats
+        }
         if name in result.ceilings and math.inf in epsilons:
             cells[(CEILING_ROW, math.inf)] = (result.ceilings[name][metric], 0.0, 1)
             methods.append(CEILING_ROW)
-        best = {e: max((v[0] for (m, ee), v in cells.items() if ee == e), default=None)
-                for e in epsilons}
-        lines += [f"## {name}", "",
-                  f"N={info['num_train']} train, {info['num_test']} test, D={info['dim']}, "
-                  f"K={info['num_classes']}; δ={info['delta']:.3g} ({info['delta_rule']}); "
-                  f"{info['source']}.", "",
-                  "| method | hyperparameters | " + " | ".join(map(_eps_label, epsilons)) + " |",
-                  "|---|---|" + "---|" * len(epsilons)]
+        best = {
+            e: max((v[0] for (m, ee), v in cells.items() if ee == e), default=None)
+            for e in epsilons
+        }
+        lines += [
+            f"## {name}",
+            "",
+            f"N={info['num_train']} train, {info['num_test']} test, D={info['dim']}, "
+            f"K={info['num_classes']}; δ={info['delta']:.3g} ({info['delta_rule']}); "
+            f"{info['source']}.",
+            "",
+            "| method | hyperparameters | " + " | ".join(map(_eps_label, epsilons)) + " |",
+            "|---|---|" + "---|" * len(epsilons),
+        ]
         for method in methods:
             row = [method, "—" if method == CEILING_ROW else _selection(result, name, method)]
             for eps in epsilons:
@@ -125,17 +143,28 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
     for ax, name in zip(axes[0], names, strict=True):
         keys = [k for k in stats if k[0] == name]
         for method in dict.fromkeys(k[1] for k in keys):
-            points = sorted((e, *stats[(name, method, e)][:2]) for (_, m, e) in keys
-                            if m == method and not math.isinf(e))
+            points = sorted(
+                (e, *stats[(name, method, e)][:2])
+                for (_, m, e) in keys
+                if m == method and not math.isinf(e)
+            )
             if points:
                 eps, mean, std = zip(*points, strict=True)
                 ax.errorbar(eps, mean, yerr=std, marker="o", capsize=3, label=method)
         if (name, NONPRIVATE, math.inf) in stats:
-            ax.axhline(stats[(name, NONPRIVATE, math.inf)][0], color="grey", linestyle=":",
-                       label=f"{NONPRIVATE} (ε=∞)")
+            ax.axhline(
+                stats[(name, NONPRIVATE, math.inf)][0],
+                color="grey",
+                linestyle=":",
+                label=f"{NONPRIVATE} (ε=∞)",
+            )
         if name in result.ceilings:
-            ax.axhline(result.ceilings[name][metric], color="black", linestyle="--",
-                       label=f"{CEILING_ROW} (ε=∞)")
+            ax.axhline(
+                result.ceilings[name][metric],
+                color="black",
+                linestyle="--",
+                label=f"{CEILING_ROW} (ε=∞)",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("ε")
         ax.set_ylabel(f"test {metric} accuracy")
@@ -150,8 +179,10 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
 def write_all(result: SweepResult, out_dir: str) -> dict[str, str]:
     """Write the four result files into ``out_dir`` and return their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {name: os.path.join(out_dir, name) for name in
-             ("results.csv", "results.json", "table.md", "accuracy_vs_epsilon.png")}
+    paths = {
+        name: os.path.join(out_dir, name)
+        for name in ("results.csv", "results.json", "table.md", "accuracy_vs_epsilon.png")
+    }
     write_csv(result.rows, paths["results.csv"])
     write_json(result, paths["results.json"])
     with open(paths["table.md"], "w") as f:

@@ -30,9 +30,13 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-SECTIONS = {"head": "benchmarks.head_speed", "extract": "benchmarks.extract_speed",
-            "store": "benchmarks.store_speed", "accounting": "benchmarks.accounting_speed",
-            "opacus": "benchmarks.opacus_speed"}
+SECTIONS = {
+    "head": "benchmarks.head_speed",
+    "extract": "benchmarks.extract_speed",
+    "store": "benchmarks.store_speed",
+    "accounting": "benchmarks.accounting_speed",
+    "opacus": "benchmarks.opacus_speed",
+}
 
 
 def run_section(module_name: str) -> dict[str, Any]:
@@ -69,8 +73,11 @@ def ratios(sections: dict[str, dict[str, Any]]) -> list[tuple[str, float]]:
             continue
         for path, value in _items(section["result"]):
             leaf = path.rsplit(".", 1)[-1]
-            if ("ratio" in leaf or "_over_" in leaf) and isinstance(value, (int, float)) \
-                    and not isinstance(value, bool):
+            if (
+                ("ratio" in leaf or "_over_" in leaf)
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+            ):
                 out.append((f"{name}: {path}", float(value)))
     return out
 
@@ -82,14 +89,21 @@ def environment() -> dict[str, Any]:
     import numpy as np
 
     devices = jax.devices()
-    versions = {"python": platform.python_version(), "jax": jax.__version__,
-                "numpy": np.__version__, "h5py": h5py.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+    }
     for module in ("jaxlib", "dp_accounting", "flax", "torch", "opacus"):
         with contextlib.suppress(Exception):
             versions[module] = importlib.import_module(module).__version__
-    return {"device": f"{devices[0].device_kind} x{len(devices)} ({devices[0].platform})",
-            "host": f"{platform.machine()}, {os.cpu_count()} cpu(s)", "versions": versions,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "device": f"{devices[0].device_kind} x{len(devices)} ({devices[0].platform})",
+        "host": f"{platform.machine()}, {os.cpu_count()} cpu(s)",
+        "versions": versions,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def _fmt(value: Any) -> str:
@@ -108,12 +122,19 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: header, ratio table, one table per section."""
     env = report["environment"]
-    lines = ["# Speed suite", "",
-             f"Device: {env['device']}; host: {env['host']}; {env['time']}. Versions: " +
-             ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + ".",
-             "Command: `python -m benchmarks speed` (make bench-speed).", "",
-             "## Ratios (both sides measured in this run)", "", "| measurement | ratio |",
-             "|---|---|"]
+    lines = [
+        "# Speed suite",
+        "",
+        f"Device: {env['device']}; host: {env['host']}; {env['time']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + ".",
+        "Command: `python -m benchmarks speed` (make bench-speed).",
+        "",
+        "## Ratios (both sides measured in this run)",
+        "",
+        "| measurement | ratio |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {value:.3g} |" for name, value in report["ratios"]]
     for name, section in report["sections"].items():
         lines += ["", f"## {name} ({section['status']}, {section['seconds']:.1f}s)", ""]
@@ -128,8 +149,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks speed",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks speed", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--only", help=f"comma list of sections (default all: {','.join(SECTIONS)})")
     p.add_argument("--out-dir", default=os.path.join("benchmarks", "results"))
     args = p.parse_args(argv)

@@ -27,19 +27,27 @@ from typing import Any
 import numpy as np
 
 
-def write_random_store(path: str, num_rows: int, dim: int, num_classes: int,
-                       seed: int = 0) -> None:
+def write_random_store(path: str, num_rows: int, dim: int, num_classes: int, seed: int = 0) -> None:
     """A complete train split of Gaussian rows, written in 64k-row appends."""
     from feature_extract.store import SplitWriter
 
     rng = np.random.default_rng(seed)
-    writer = SplitWriter(path, "train", dim=dim, total_rows=num_rows, num_classes=num_classes,
-                         attrs={"dataset": "speed", "backbone": "random"}, overwrite=True)
+    writer = SplitWriter(
+        path,
+        "train",
+        dim=dim,
+        total_rows=num_rows,
+        num_classes=num_classes,
+        attrs={"dataset": "speed", "backbone": "random"},
+        overwrite=True,
+    )
     for start in range(0, num_rows, 65536):
         n = min(65536, num_rows - start)
-        writer.append(rng.standard_normal((n, dim), dtype=np.float32),
-                      rng.integers(0, num_classes, n, dtype=np.int32),
-                      np.arange(start, start + n, dtype=np.int64))
+        writer.append(
+            rng.standard_normal((n, dim), dtype=np.float32),
+            rng.integers(0, num_classes, n, dtype=np.int32),
+            np.arange(start, start + n, dtype=np.int64),
+        )
     writer.finish()
 
 
@@ -51,8 +59,8 @@ def raw_read_seconds(path: str, rows: int) -> float:
     with h5py.File(path, "r") as f:
         features, labels = f["train"]["features"], f["train"]["labels"]
         for lo in range(0, features.shape[0], rows):
-            features[lo:lo + rows]
-            labels[lo:lo + rows]
+            features[lo : lo + rows]
+            labels[lo : lo + rows]
     return time.perf_counter() - start
 
 
@@ -63,8 +71,9 @@ def streamed_data(path: str, num_classes: int) -> Any:
     from private_head.data import load_train_data
 
     info = split_info(path, "train")
-    config = FitConfig(epsilon=1.0, delta=1e-5, method="dp_gd",
-                       max_device_bytes=info.num_rows * info.dim * 2)
+    config = FitConfig(
+        epsilon=1.0, delta=1e-5, method="dp_gd", max_device_bytes=info.num_rows * info.dim * 2
+    )
     data = load_train_data(f"{path}:train", config=config, num_classes=num_classes)
     if data.source is None:
         raise RuntimeError("the store was loaded into memory; it should have been streamed")
@@ -101,8 +110,9 @@ def streamed_gradient_seconds(data: Any, rows: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(num_rows: int, dim: int, num_classes: int, rows: int,
-            directory: str | None = None) -> dict[str, Any]:
+def measure(
+    num_rows: int, dim: int, num_classes: int, rows: int, directory: str | None = None
+) -> dict[str, Any]:
     """Write the store, warm up, and time the three passes (best of two or three each)."""
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = os.path.join(tmp, "speed.h5")
@@ -114,17 +124,24 @@ def measure(num_rows: int, dim: int, num_classes: int, rows: int,
         streamed = min(streamed_gradient_seconds(data, rows) for _ in range(2))
         size = os.path.getsize(path)
     gigabytes = num_rows * dim * 4 / 1e9
-    return {"shape": f"{num_rows} x {dim} float32, {num_classes} classes",
-            "file_bytes": size, "chunk_rows": rows,
-            "raw_read_s": raw, "raw_read_gb_s": gigabytes / raw,
-            "streamed_read_s": read, "streamed_read_gb_s": gigabytes / read,
-            "streamed_gradient_s": streamed, "streamed_gradient_gb_s": gigabytes / streamed,
-            "streamed_over_raw": raw / streamed}
+    return {
+        "shape": f"{num_rows} x {dim} float32, {num_classes} classes",
+        "file_bytes": size,
+        "chunk_rows": rows,
+        "raw_read_s": raw,
+        "raw_read_gb_s": gigabytes / raw,
+        "streamed_read_s": read,
+        "streamed_read_gb_s": gigabytes / read,
+        "streamed_gradient_s": streamed,
+        "streamed_gradient_gb_s": gigabytes / streamed,
+        "streamed_over_raw": raw / streamed,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.store_speed",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.store_speed", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--rows", type=int, default=100_000, help="N (default 100000)")
     p.add_argument("--dim", type=int, default=256, help="D (default 256)")
     p.add_argument("--classes", type=int, default=100, help="K (default 100)")
@@ -132,10 +149,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dir", help="where to write the temporary store (default: system temp)")
     args = p.parse_args(argv)
     result = measure(args.rows, args.dim, args.classes, args.chunk_rows, args.dir)
-    print(f"store streaming: {result['shape']}: raw h5py read {result['raw_read_gb_s']:.3f} GB/s,"
-          f" streamed chunks only {result['streamed_read_gb_s']:.3f} GB/s,"
-          f" streamed clipped gradient {result['streamed_gradient_gb_s']:.3f} GB/s "
-          f"(ratio {result['streamed_over_raw']:.2f})")
+    print(
+        f"store streaming: {result['shape']}: raw h5py read {result['raw_read_gb_s']:.3f} GB/s,"
+        f" streamed chunks only {result['streamed_read_gb_s']:.3f} GB/s,"
+        f" streamed clipped gradient {result['streamed_gradient_gb_s']:.3f} GB/s "
+        f"(ratio {result['streamed_over_raw']:.2f})"
+    )
     return result
 
 

@@ -53,8 +53,13 @@ NONPRIVATE = "nonprivate"
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "single_step": {"steps": 1, "clip_norm": 1.0, "learning_rate": 1.0},
     "dp_gd": {"steps": 10, "optimizer": "sgd", "learning_rate": 10.0, "clip_norm": 1.0},
-    "dp_sgd": {"steps": 50, "batch_fraction": 0.1, "optimizer": "sgd", "learning_rate": 5.0,
-               "clip_norm": 1.0},
+    "dp_sgd": {
+        "steps": 50,
+        "batch_fraction": 0.1,
+        "optimizer": "sgd",
+        "learning_rate": 5.0,
+        "clip_norm": 1.0,
+    },
     "dp_feature_covariance": {"steps": 5},
 }
 # How each method's hyperparameters were chosen (default "fixed").
@@ -62,12 +67,32 @@ HYPERPARAMETER_SELECTION: dict[str, str] = {}
 CEILING_C = 1.0  # inverse L2 strength of the scikit-learn ceiling (its default), fixed
 
 # The default suite of `make bench`: (kind, name, scale). Sized for 2 CPU cores in < 10 minutes.
-DEFAULT_SUITE = (("digits", "digits", 1.0), ("synthetic", "cifar10-like", 0.1),
-                 ("synthetic", "anisotropic", 0.2))
+DEFAULT_SUITE = (
+    ("digits", "digits", 1.0),
+    ("synthetic", "cifar10-like", 0.1),
+    ("synthetic", "anisotropic", 0.2),
+)
 
-COLUMNS = ("dataset", "method", "epsilon", "seed", "top1", "top5", "epsilon_spent", "delta",
-           "sigma", "steps", "wall_s", "device", "hyperparameter_selection", "num_train",
-           "num_test", "dim", "num_classes", "error")
+COLUMNS = (
+    "dataset",
+    "method",
+    "epsilon",
+    "seed",
+    "top1",
+    "top5",
+    "epsilon_spent",
+    "delta",
+    "sigma",
+    "steps",
+    "wall_s",
+    "device",
+    "hyperparameter_selection",
+    "num_train",
+    "num_test",
+    "dim",
+    "num_classes",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +109,12 @@ class Dataset:
 
     @property
     def shape(self) -> dict[str, int]:
-        return {"num_train": len(self.train_y), "num_test": len(self.test_y),
-                "dim": int(self.train_x.shape[1]), "num_classes": self.num_classes}
+        return {
+            "num_train": len(self.train_y),
+            "num_test": len(self.test_y),
+            "dim": int(self.train_x.shape[1]),
+            "num_classes": self.num_classes,
+        }
 
 
 @dataclass
@@ -103,8 +132,9 @@ def default_delta(num_train: int) -> float:
     return min(1e-5, 1.0 / (2 * num_train))
 
 
-def load_store(path: str, train_split: str = "train", test_split: str = "test",
-               name: str | None = None) -> Dataset:
+def load_store(
+    path: str, train_split: str = "train", test_split: str = "test", name: str | None = None
+) -> Dataset:
     """A dataset from a feature store's train and test splits (``path`` or ``path:train``)."""
     from feature_extract.store import parse_store_path, read_split
 
@@ -112,8 +142,15 @@ def load_store(path: str, train_split: str = "train", test_split: str = "test",
     train_x, train_y, info = read_split(path, split)
     test_x, test_y, _ = read_split(path, test_split)
     label = name or os.path.splitext(os.path.basename(path))[0]
-    return Dataset(label, train_x.astype(np.float32), train_y, test_x.astype(np.float32), test_y,
-                   info.num_classes, f"store {path} ({split}/{test_split})")
+    return Dataset(
+        label,
+        train_x.astype(np.float32),
+        train_y,
+        test_x.astype(np.float32),
+        test_y,
+        info.num_classes,
+        f"store {path} ({split}/{test_split})",
+    )
 
 
 def load_digits(path: str = DEFAULT_DIGITS_STORE) -> Dataset:
@@ -121,11 +158,23 @@ def load_digits(path: str = DEFAULT_DIGITS_STORE) -> Dataset:
     if not os.path.exists(path):
         from feature_extract.__main__ import main as extract_main
 
-        code = extract_main(["--data", "digits", "--model", "pixels", "--out", path,
-                             "--no-progress", "--no-download"])
+        code = extract_main(
+            [
+                "--data",
+                "digits",
+                "--model",
+                "pixels",
+                "--out",
+                path,
+                "--no-progress",
+                "--no-download",
+            ]
+        )
         if code:
-            raise RuntimeError(f"building the digits store {path} failed (exit {code}); run "
-                               f"`make features` to see why")
+            raise RuntimeError(
+                f"building the digits store {path} failed (exit {code}); run "
+                f"`make features` to see why"
+            )
     return load_store(path, name="digits")
 
 
@@ -134,8 +183,15 @@ def load_synthetic(preset: str, scale: float = 1.0, seed: int = 0) -> Dataset:
     spec = synthetic.preset(preset, scale, seed)
     data = synthetic.generate(spec)
     name = preset if scale == 1 else f"{preset}@{scale:g}"
-    return Dataset(name, data.train_x, data.train_y, data.test_x, data.test_y,
-                   data.num_classes, f"synthetic {spec}")
+    return Dataset(
+        name,
+        data.train_x,
+        data.train_y,
+        data.test_x,
+        data.test_y,
+        data.num_classes,
+        f"synthetic {spec}",
+    )
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -145,9 +201,11 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Top-1 and top-``min(5, K)`` accuracy of class scores [N, K] (ties by class index)."""
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :min(5, scores.shape[1])]
-    return {"top1": float(np.mean(top[:, 0] == labels)),
-            "top5": float(np.mean((top == labels[:, None]).any(axis=1)))}
+    top = np.argsort(-scores, axis=1, kind="stable")[:, : min(5, scores.shape[1])]
+    return {
+        "top1": float(np.mean(top[:, 0] == labels)),
+        "top5": float(np.mean((top == labels[:, None]).any(axis=1))),
+    }
 
 
 def sklearn_ceiling(data: Dataset) -> dict[str, Any]:
@@ -161,8 +219,11 @@ def sklearn_ceiling(data: Dataset) -> dict[str, Any]:
     wall = time.perf_counter() - start
     scores = np.full((len(data.test_y), data.num_classes), -np.inf)
     scores[:, model.classes_] = model.predict_proba(_normalise(data.test_x))
-    return {**topk_accuracy(scores, data.test_y), "wall_s": wall,
-            "model": f"sklearn LogisticRegression(C={CEILING_C})"}
+    return {
+        **topk_accuracy(scores, data.test_y),
+        "wall_s": wall,
+        "model": f"sklearn LogisticRegression(C={CEILING_C})",
+    }
 
 
 def device_name() -> str:
@@ -193,8 +254,9 @@ def settings_for(method: str, num_train: int) -> dict[str, Any]:
     return settings
 
 
-def plan(methods: Sequence[str], epsilons: Sequence[float],
-         seeds: int) -> list[tuple[str, float, int]]:
+def plan(
+    methods: Sequence[str], epsilons: Sequence[float], seeds: int
+) -> list[tuple[str, float, int]]:
     """The (method, epsilon, seed) runs: private methods at finite epsilons, ``nonprivate`` at
     infinity (once, it is deterministic)."""
     runs = []
@@ -206,21 +268,37 @@ def plan(methods: Sequence[str], epsilons: Sequence[float],
     return runs
 
 
-def run_one(data: Dataset, method: str, epsilon: float, delta: float, seed: int,
-            device: str) -> dict[str, Any]:
+def run_one(
+    data: Dataset, method: str, epsilon: float, delta: float, seed: int, device: str
+) -> dict[str, Any]:
     """Train one head and evaluate it; a failure is recorded in ``error``, not raised."""
     import private_head
 
     settings = settings_for(method, len(data.train_y))
-    row: dict[str, Any] = {"dataset": data.name, "method": method, "epsilon": epsilon,
-                           "seed": seed, "device": device, "delta": delta,
-                           "hyperparameter_selection": HYPERPARAMETER_SELECTION.get(method,
-                                                                                    "fixed"),
-                           **data.shape, "steps": settings.get("steps", 1), "error": ""}
+    row: dict[str, Any] = {
+        "dataset": data.name,
+        "method": method,
+        "epsilon": epsilon,
+        "seed": seed,
+        "device": device,
+        "delta": delta,
+        "hyperparameter_selection": HYPERPARAMETER_SELECTION.get(method, "fixed"),
+        **data.shape,
+        "steps": settings.get("steps", 1),
+        "error": "",
+    }
     try:
         start = time.perf_counter()
-        head = private_head.fit(data.train_x, data.train_y, num_classes=data.num_classes,
-                                epsilon=epsilon, delta=delta, method=method, seed=seed, **settings)
+        head = private_head.fit(
+            data.train_x,
+            data.train_y,
+            num_classes=data.num_classes,
+            epsilon=epsilon,
+            delta=delta,
+            method=method,
+            seed=seed,
+            **settings,
+        )
         row["wall_s"] = time.perf_counter() - start
         row.update(head.accuracy(data.test_x, data.test_y))
     except Exception as err:  # noqa: BLE001 - a failed run is reported, the sweep goes on
@@ -235,10 +313,16 @@ def run_one(data: Dataset, method: str, epsilon: float, delta: float, seed: int,
     return row
 
 
-def run_sweep(datasets: Sequence[Dataset], *, methods: Sequence[str] | None = None,
-              epsilons: Sequence[float] = DEFAULT_EPSILONS, seeds: int = DEFAULT_SEEDS,
-              delta: float | None = None, ceiling: bool = True,
-              log: Callable[[str], None] = print) -> SweepResult:
+def run_sweep(
+    datasets: Sequence[Dataset],
+    *,
+    methods: Sequence[str] | None = None,
+    epsilons: Sequence[float] = DEFAULT_EPSILONS,
+    seeds: int = DEFAULT_SEEDS,
+    delta: float | None = None,
+    ceiling: bool = True,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
     """Run every (dataset, method, epsilon, seed) of the grid; see the module docstring."""
     import private_head
 
@@ -253,9 +337,12 @@ def run_sweep(datasets: Sequence[Dataset], *, methods: Sequence[str] | None = No
     result = SweepResult(meta=run_metadata(methods, epsilons, seeds, delta, device))
     for data in datasets:
         data_delta = default_delta(len(data.train_y)) if delta is None else delta
-        result.datasets[data.name] = {**data.shape, "delta": data_delta, "source": data.source,
-                                      "delta_rule": "min(1e-5, 1/(2N))" if delta is None
-                                      else "given"}
+        result.datasets[data.name] = {
+            **data.shape,
+            "delta": data_delta,
+            "source": data.source,
+            "delta_rule": "min(1e-5, 1/(2N))" if delta is None else "given",
+        }
         if ceiling:
             result.ceilings[data.name] = sklearn_ceiling(data)
             log(f"[{data.name}] sklearn ceiling top1={result.ceilings[data.name]['top1']:.4f}")
@@ -267,22 +354,30 @@ def run_sweep(datasets: Sequence[Dataset], *, methods: Sequence[str] | None = No
     return result
 
 
-def run_metadata(methods: Sequence[str], epsilons: Sequence[float], seeds: int,
-                 delta: float | None, device: str) -> dict[str, Any]:
+def run_metadata(
+    methods: Sequence[str], epsilons: Sequence[float], seeds: int, delta: float | None, device: str
+) -> dict[str, Any]:
     """What a reader needs to reproduce the run: grid, settings, device, versions, command."""
     import jax
     import sklearn
 
-    return {"methods": list(methods), "epsilons": [_json_number(e) for e in epsilons],
-            "seeds": seeds, "delta": "min(1e-5, 1/(2N))" if delta is None else delta,
-            "method_settings": {m: METHOD_SETTINGS.get(m, {}) for m in methods},
-            "hyperparameters": "fixed defaults (benchmarks/sweep.py METHOD_SETTINGS), not tuned "
-                               "on the test split",
-            "ceiling": f"sklearn LogisticRegression(C={CEILING_C}) on L2-normalised rows",
-            "device": device, "machine": f"{platform.machine()} {os.cpu_count()} cpu(s)",
-            "python": platform.python_version(), "jax": jax.__version__,
-            "sklearn": sklearn.__version__, "numpy": np.__version__,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "methods": list(methods),
+        "epsilons": [_json_number(e) for e in epsilons],
+        "seeds": seeds,
+        "delta": "min(1e-5, 1/(2N))" if delta is None else delta,
+        "method_settings": {m: METHOD_SETTINGS.get(m, {}) for m in methods},
+        "hyperparameters": "fixed defaults (benchmarks/sweep.py METHOD_SETTINGS), not tuned "
+        "on the test split",
+        "ceiling": f"sklearn LogisticRegression(C={CEILING_C}) on L2-normalised rows",
+        "device": device,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu(s)",
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def _json_number(x: float) -> float | str:
@@ -293,7 +388,9 @@ def default_datasets(scale: float | None = None) -> list[Dataset]:
     """The datasets of ``make bench`` (``DEFAULT_SUITE``); ``scale`` overrides synthetic scales."""
     out = []
     for kind, name, preset_scale in DEFAULT_SUITE:
-        out.append(load_digits() if kind == "digits"
-                   else load_synthetic(name, preset_scale if scale is None else scale))
+        out.append(
+            load_digits()
+            if kind == "digits"
+            else load_synthetic(name, preset_scale if scale is None else scale)
+        )
     return out
-

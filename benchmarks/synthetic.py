@@ -65,8 +65,9 @@ class SyntheticSpec:
         if not 0 < scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
         rows = lambda n: max(self.num_classes, round(n * scale))
-        return dataclasses.replace(self, num_train=rows(self.num_train),
-                                   num_test=rows(self.num_test))
+        return dataclasses.replace(
+            self, num_train=rows(self.num_train), num_test=rows(self.num_test)
+        )
 
 
 # Presets: shapes of common embedding benchmarks (ViT-B/16 width 768 on CIFAR; 1280 on ImageNet-1k,
@@ -78,8 +79,9 @@ class SyntheticSpec:
 PRESETS: dict[str, SyntheticSpec] = {
     "cifar10-like": SyntheticSpec(50_000, 10_000, 768, 10, separation=3.5, anisotropy=0.5),
     "cifar100-like": SyntheticSpec(50_000, 10_000, 768, 100, separation=4.5, anisotropy=0.5),
-    "imagenet-like": SyntheticSpec(1_281_167, 50_000, 1280, 1000, separation=5.0, anisotropy=0.5,
-                                   imbalance=0.1),
+    "imagenet-like": SyntheticSpec(
+        1_281_167, 50_000, 1280, 1000, separation=5.0, anisotropy=0.5, imbalance=0.1
+    ),
     "anisotropic": SyntheticSpec(30_000, 10_000, 64, 20, separation=1.0, anisotropy=2.0),
     "tiny": SyntheticSpec(400, 200, 8, 3, separation=3.0, anisotropy=0.5),
 }
@@ -124,8 +126,13 @@ def _labels(rng: np.random.Generator, num_rows: int, priors: np.ndarray) -> np.n
     return labels
 
 
-def _fill(rng: np.random.Generator, out: np.ndarray, labels: np.ndarray, means: np.ndarray,
-          factor: np.ndarray) -> None:
+def _fill(
+    rng: np.random.Generator,
+    out: np.ndarray,
+    labels: np.ndarray,
+    means: np.ndarray,
+    factor: np.ndarray,
+) -> None:
     """Write ``means[labels] + z @ factor`` into ``out`` chunk by chunk.
 
     ``factor = diag(sqrt(lambda)) U^T``, so each row's noise has covariance ``U diag(lambda) U^T``.
@@ -144,8 +151,9 @@ def generate(spec: SyntheticSpec) -> SyntheticData:
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     means = (spec.separation * directions).astype(np.float32)
     basis, _ = np.linalg.qr(rng.standard_normal((spec.dim, spec.dim)))
-    factor = (np.sqrt(covariance_spectrum(spec.dim, spec.anisotropy))[:, None]
-              * basis.T).astype(np.float32)
+    factor = (np.sqrt(covariance_spectrum(spec.dim, spec.anisotropy))[:, None] * basis.T).astype(
+        np.float32
+    )
     priors = class_priors(spec.num_classes, spec.imbalance)
     splits = []
     for rows in (spec.num_train, spec.num_test):
@@ -165,17 +173,26 @@ def preset(name: str, scale: float = 1.0, seed: int | None = None) -> SyntheticS
     return spec if scale == 1 else spec.scaled(scale)
 
 
-def write_store(spec: SyntheticSpec, path: str | os.PathLike, *, name: str = "synthetic",
-                overwrite: bool = False) -> str:
+def write_store(
+    spec: SyntheticSpec,
+    path: str | os.PathLike,
+    *,
+    name: str = "synthetic",
+    overwrite: bool = False,
+) -> str:
     """Write ``spec``'s train and test splits as a feature store (``feature_extract.store``)."""
     from feature_extract.store import write_split
 
     data = generate(spec)
-    attrs = {"dataset": name, "backbone": "synthetic",
-             "preprocessing": ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec).items())}
+    attrs = {
+        "dataset": name,
+        "backbone": "synthetic",
+        "preprocessing": ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(spec).items()),
+    }
     for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
-        write_split(path, split, x, y, num_classes=spec.num_classes, attrs=attrs,
-                    overwrite=overwrite)
+        write_split(
+            path, split, x, y, num_classes=spec.num_classes, attrs=attrs, overwrite=overwrite
+        )
     return os.fspath(path)
 
 

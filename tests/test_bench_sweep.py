@@ -16,8 +16,23 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = main(["sweep", "--synthetic", "tiny", "--epsilons", "1,inf", "--seeds", "1",
-                 "--methods", "single_step,nonprivate", "--name", "smoke", "--out-dir", str(out)])
+    code = main(
+        [
+            "sweep",
+            "--synthetic",
+            "tiny",
+            "--epsilons",
+            "1,inf",
+            "--seeds",
+            "1",
+            "--methods",
+            "single_step,nonprivate",
+            "--name",
+            "smoke",
+            "--out-dir",
+            str(out),
+        ]
+    )
     return code, out / "smoke"
 
 
@@ -27,8 +42,10 @@ def test_smoke_sweep_writes_files_with_columns(smoke):
     with open(run / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == sweep.COLUMNS
-    assert {(r["method"], r["epsilon"]) for r in rows} == {("single_step", "1.0"),
-                                                           ("nonprivate", "inf")}
+    assert {(r["method"], r["epsilon"]) for r in rows} == {
+        ("single_step", "1.0"),
+        ("nonprivate", "inf"),
+    }
     private = next(r for r in rows if r["method"] == "single_step")
     assert 0 < float(private["epsilon_spent"]) <= 1.0 + 1e-9
     assert float(private["delta"]) == 1e-5  # min(1e-5, 1/(2 * 400))
@@ -52,8 +69,9 @@ def test_smoke_table_rows_and_header(smoke):
     cells = [[c.strip() for c in line.split("|")[3:5]] for line in lines[1:]]
     assert cells[0][0].startswith("**") and cells[0][1] == "—"  # the only entry at epsilon 1
     best_inf = max(float(c[1].strip("*").split()[0]) for c in cells[1:])
-    assert all(c[1].startswith("**") == (float(c[1].strip("*").split()[0]) == best_inf)
-               for c in cells[1:])
+    assert all(
+        c[1].startswith("**") == (float(c[1].strip("*").split()[0]) == best_inf) for c in cells[1:]
+    )
 
 
 def test_default_delta_rule():
@@ -63,8 +81,12 @@ def test_default_delta_rule():
 
 def test_plan_runs_nonprivate_only_at_infinity():
     runs = sweep.plan(["single_step", "nonprivate"], [0.5, math.inf], seeds=3)
-    assert runs == [("single_step", 0.5, 0), ("single_step", 0.5, 1), ("single_step", 0.5, 2),
-                    ("nonprivate", math.inf, 0)]
+    assert runs == [
+        ("single_step", 0.5, 0),
+        ("single_step", 0.5, 1),
+        ("single_step", 0.5, 2),
+        ("nonprivate", math.inf, 0),
+    ]
 
 
 def test_settings_resolve_batch_fraction():
@@ -74,9 +96,10 @@ def test_settings_resolve_batch_fraction():
 
 
 def test_summary_mean_and_sample_std():
-    rows = [{"dataset": "d", "method": "m", "epsilon": 1.0, "top1": v, "error": ""}
-            for v in (0.5, 0.7, 0.9)] + [{"dataset": "d", "method": "m", "epsilon": 1.0,
-                                          "top1": None, "error": "boom"}]
+    rows = [
+        {"dataset": "d", "method": "m", "epsilon": 1.0, "top1": v, "error": ""}
+        for v in (0.5, 0.7, 0.9)
+    ] + [{"dataset": "d", "method": "m", "epsilon": 1.0, "top1": None, "error": "boom"}]
     mean, std, n = report.summarise(rows)[("d", "m", 1.0)]
     assert (n, mean) == (3, pytest.approx(0.7))
     assert std == pytest.approx(np.std([0.5, 0.7, 0.9], ddof=1))
@@ -100,20 +123,34 @@ def test_speed_report_collects_ratios_and_tables():
     from benchmarks import speed
 
     sections = {
-        "store": {"status": "ok", "seconds": 1.0,
-                  "result": {"raw_read_gb_s": 2.0, "streamed_over_raw": 0.5}},
-        "head": {"status": "ok", "seconds": 2.0,
-                 "result": [{"what": "bf16", "private_over_nonprivate": 1.02, "ms": 3.0},
-                            {"what": "vmap", "ratio_vs_vmap": 300, "flag": True}]},
+        "store": {
+            "status": "ok",
+            "seconds": 1.0,
+            "result": {"raw_read_gb_s": 2.0, "streamed_over_raw": 0.5},
+        },
+        "head": {
+            "status": "ok",
+            "seconds": 2.0,
+            "result": [
+                {"what": "bf16", "private_over_nonprivate": 1.02, "ms": 3.0},
+                {"what": "vmap", "ratio_vs_vmap": 300, "flag": True},
+            ],
+        },
         "opacus": {"status": "failed", "seconds": 0.1, "result": "Traceback ... opacus_over_ours"},
         "extract": {"status": "absent", "seconds": 0.0, "result": None},
     }
-    assert speed.ratios(sections) == [("store: streamed_over_raw", 0.5),
-                                      ("head: [bf16].private_over_nonprivate", 1.02),
-                                      ("head: [vmap].ratio_vs_vmap", 300.0)]
-    text = speed.markdown({"environment": {"device": "cpu x1", "host": "h", "time": "t",
-                                           "versions": {"jax": "0"}},
-                           "sections": sections, "ratios": speed.ratios(sections)})
+    assert speed.ratios(sections) == [
+        ("store: streamed_over_raw", 0.5),
+        ("head: [bf16].private_over_nonprivate", 1.02),
+        ("head: [vmap].ratio_vs_vmap", 300.0),
+    ]
+    text = speed.markdown(
+        {
+            "environment": {"device": "cpu x1", "host": "h", "time": "t", "versions": {"jax": "0"}},
+            "sections": sections,
+            "ratios": speed.ratios(sections),
+        }
+    )
     assert "| store: streamed_over_raw | 0.5 |" in text
     assert "| what | private_over_nonprivate | ms | ratio_vs_vmap | flag |" in text
     assert "## opacus (failed, 0.1s)" in text and "## extract (absent, 0.0s)" in text

@@ -60,7 +60,7 @@ def test_spectrum_mean_one_and_decreasing(dim, anisotropy):
     spectrum = synthetic.covariance_spectrum(dim, anisotropy)
     assert math.isclose(spectrum.mean(), 1.0, rel_tol=1e-9)
     assert np.all(np.diff(spectrum) <= 1e-12)
-    np.testing.assert_allclose(spectrum[0] / spectrum[-1], dim ** anisotropy, rtol=1e-9)
+    np.testing.assert_allclose(spectrum[0] / spectrum[-1], dim**anisotropy, rtol=1e-9)
 
 
 def test_within_class_covariance_matches_spectrum():
