@@ -18,15 +18,13 @@ from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
 from private_head.audit import (
-    audit_mechanism,
+    audit_method,
     best_threshold,
     clopper_pearson,
     epsilon_lower_bound,
     gaussian_shift_epsilon_bound,
-    method_release,
     orthogonal_canary,
 )
-from private_head.config import FitConfig
 from private_head.kernel import clipped_gradient_sum
 
 
@@ -134,16 +132,11 @@ def neighbours():
     return orthogonal_canary(x, rng.integers(0, 2, size=15), 2, CLIP)
 
 
-def _config(method: str) -> FitConfig:
-    return FitConfig(epsilon=EPSILON, delta=DELTA, method=method, steps=3 if method == "dp_gd"
-                     else 1, clip_norm=CLIP, learning_rate=0.5)
-
-
-
-def _audit(method: str, neighbours, runs: int = RUNS):
-    release = method_release(method, _config(method), 2)
-    return audit_mechanism(release, neighbours, epsilon_claimed=EPSILON, delta=DELTA, runs=runs,
-                           seed=7)
+def _audit(method: str, runs: int = RUNS):
+    """The user-facing audit of the registered method (its own calibration, clipping, noise)."""
+    steps = 3 if method == "dp_gd" else 1
+    return audit_method(method, epsilon=EPSILON, delta=DELTA, runs=runs, seed=7, num_rows=15,
+                        dim=4, clip_norm=CLIP, steps=steps, learning_rate=0.5)
 
 
 def test_canary_is_orthogonal_and_its_clipped_gradient_has_norm_c(neighbours):
@@ -176,26 +169,26 @@ def test_canary_must_be_orthogonal_and_worst_case():
 
 
 @pytest.mark.parametrize("method", ["single_step", "dp_gd"])
-def test_audit_of_the_real_mechanism_stays_below_the_claimed_epsilon(method, neighbours):
-    result = _audit(method, neighbours)
+def test_audit_of_the_real_mechanism_stays_below_the_claimed_epsilon(method):
+    result = _audit(method)
     assert result.consistent and result.epsilon_lower_bound <= EPSILON
     # Not a vacuous pass: the audit has power close to the ideal Gaussian release of the budget.
     assert result.epsilon_lower_bound > 0.5
 
 
 @pytest.mark.parametrize("method", ["single_step", "dp_gd"])
-def test_audit_flags_half_the_noise(method, neighbours, monkeypatch):
+def test_audit_flags_half_the_noise(method, monkeypatch):
     """The ledger is charged honestly, but the noise drawn has half the std."""
     module = importlib.import_module(f"private_head.{_MODULES[method]}")
     honest = module.gaussian_noise_like
     monkeypatch.setattr(module, "gaussian_noise_like",
                         lambda key, tree, std: honest(key, tree, std / 2))
-    result = _audit(method, neighbours)
+    result = _audit(method)
     assert not result.consistent and result.epsilon_lower_bound > EPSILON
 
 
 @pytest.mark.parametrize("method", ["single_step", "dp_gd"])
-def test_audit_flags_skipped_clipping(method, neighbours, monkeypatch):
+def test_audit_flags_skipped_clipping(method, monkeypatch):
     """The noise is calibrated for C, but the canary's gradient (norm 0.71 = 7C) is not clipped."""
     name, position = {"single_step": ("zero_init_class_sums", 3),
                       "dp_gd": ("clipped_gradient_sum", 4)}[method]
@@ -207,5 +200,5 @@ def test_audit_flags_skipped_clipping(method, neighbours, monkeypatch):
         return honest(*args[:position], math.inf, *args[position + 1:], **kwargs)
 
     monkeypatch.setattr(module, name, unclipped)
-    result = _audit(method, neighbours, runs=5_000)
+    result = _audit(method, runs=5_000)
     assert not result.consistent and result.epsilon_lower_bound > EPSILON
