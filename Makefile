@@ -12,7 +12,7 @@ OUT ?= features/$(DATA)-$(MODEL).h5
 FEATURES ?= $(OUT)
 EPS ?= 4
 DELTA ?=
-METHOD ?= single_step
+METHOD ?=
 STEPS ?=
 PYTEST_ARGS ?=
 
@@ -34,10 +34,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 features: $(STAMP)
-	$(PY) -m feature_extract --data $(DATA) --model $(MODEL) --out $(OUT)
+	$(PY) -m feature_extract --data $(DATA) --model $(MODEL) --out $(OUT) --skip-complete
 
 probe: $(STAMP)
-	$(PY) -m private_head --features $(FEATURES) --epsilon $(EPS) --method $(METHOD) \
+	$(PY) -m private_head --features $(FEATURES) --epsilon $(EPS) $(if $(METHOD),--method $(METHOD)) \
 		$(if $(DELTA),--delta $(DELTA)) $(if $(STEPS),--steps $(STEPS))
 
 bench: $(STAMP)
