@@ -77,12 +77,14 @@ def test_store_refuses_labels_outside_the_label_space(tmp_path_factory, label):
 
 
 @pytest.mark.xfail(strict=True, reason="BUG feature_extract/store.py write_split: labels are cast "
-                   "with astype(int32) before check_labels, so 0.5 and 1.7 become 0 and 1 silently")
-def test_store_refuses_fractional_labels(tmp_path):
+                   "with astype(int32) before check_labels, so fractional labels 0.5, 1.7 become "
+                   "0, 1 and an int64 label 2**32 + 1 wraps to 1, all silently")
+@pytest.mark.parametrize("labels", [np.linspace(0.0, 1.9, N),
+                                    np.array([0, 1, 2, 2**32 + 1, 0, 1, 2, 0], np.int64)])
+def test_store_refuses_fractional_and_wrapping_labels(tmp_path, labels):
     x, _ = _rows()
-    y = np.linspace(0.0, 1.9, N)  # fractional labels
-    with pytest.raises(ValueError, match="integer"):
-        store.write_split(tmp_path / "f.h5", "train", x, y, num_classes=K)
+    with pytest.raises(ValueError, match="integer|label space"):
+        store.write_split(tmp_path / "f.h5", "train", x, labels, num_classes=K)
 
 
 def test_store_refuses_files_that_are_not_stores(tmp_path):
