@@ -207,11 +207,15 @@ def write_split(path: str | os.PathLike, split: str, features: np.ndarray, label
     if class_names and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
     dtype = "float16" if features.dtype == np.float16 else "float32"
+    check_labels(labels, num_classes)  # before any cast: 1.7 or 2**32 + 1 must not become a label
+    with np.errstate(over="ignore"):
+        stored = features.astype(dtype)
+    check_finite(stored, what=f"features (as {dtype})")
     ids = np.arange(features.shape[0], dtype=np.int64) if ids is None else np.asarray(ids)
     writer = SplitWriter(path, split, dim=features.shape[1], total_rows=features.shape[0],
                          num_classes=num_classes, class_names=class_names, feature_dtype=dtype,
                          attrs=attrs, overwrite=overwrite)
-    writer.append(features.astype(dtype), labels.astype(np.int32), ids.astype(np.int64))
+    writer.append(stored, labels.astype(np.int32), ids.astype(np.int64))
     writer.finish()
     return split_info(path, split)
 
