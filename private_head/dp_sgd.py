@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from accounting import BudgetExceededError, epsilon_from_mu, noise_multiplier_poisson, poisson_event
+from accounting import BudgetExceededError, noise_multiplier_poisson, poisson_event
 from private_head.config import FitConfig
 from private_head.data import TrainData
 from private_head.full_batch import gradient_sums, noisy_update
@@ -77,32 +77,36 @@ def sampled_gradient_sum(W, b, X, y, include, clip_norm, chunk: int, *, loss: st
     return sums
 
 
+RELEASE = "dp_sgd: Poisson-sampled clipped gradient sums"
+
+
 def calibrate(ledger: Any, config: FitConfig, rate: float) -> float:
     """Record the Poisson-sampled steps in the ledger and return their noise multiplier sigma.
 
     With an empty ledger sigma = ``noise_multiplier_poisson(epsilon, delta, q, T)`` (with the
-    ledger's PLD discretisation, so that the ledger accepts it). After earlier
-    (Gaussian) releases the search starts from the epsilon of the mu left and raises sigma by 2%
-    until the ledger (PLD composition of everything) accepts the event.
+    ledger's PLD discretisation, so that the ledger accepts it). After earlier releases that
+    sigma is a lower bound; sigma is then raised until ``ledger.epsilon_after_event`` (the PLD
+    composition with everything already spent) fits the budget, and bisected to 0.1%.
     """
-    epsilon = config.epsilon
-    if ledger.releases:
-        if ledger.remaining_mu is None or not ledger.remaining_mu > 0:
-            raise BudgetExceededError("no Gaussian budget is left for dp_sgd")
-        epsilon = epsilon_from_mu(ledger.remaining_mu, config.delta)
+    steps = config.steps
     sigma = noise_multiplier_poisson(
-        epsilon, config.delta, rate, config.steps,
+        config.epsilon, config.delta, rate, steps,
         value_discretization_interval=ledger.value_discretization_interval)
-    for _ in range(60):
-        try:
-            ledger.record_event("dp_sgd: Poisson-sampled clipped gradient sums",
-                                poisson_event(sigma, rate, config.steps))
-            return sigma
-        except BudgetExceededError:
-            if not ledger.releases:
-                raise
-            sigma *= 1.02
-    raise BudgetExceededError("dp_sgd could not fit its steps into the budget left")
+    if ledger.releases:
+        def fits(s: float) -> bool:
+            return ledger.epsilon_after_event(poisson_event(s, rate, steps)) <= config.epsilon
+
+        low, high = sigma, sigma
+        while not fits(high):
+            low, high = high, high * 1.5
+            if high > 1e4 * sigma:
+                raise BudgetExceededError("no privacy budget is left for dp_sgd")
+        while high - low > 1e-3 * high:
+            mid = 0.5 * (low + high)
+            low, high = (low, mid) if fits(mid) else (mid, high)
+        sigma = high
+    ledger.record_event(RELEASE, poisson_event(sigma, rate, steps))
+    return sigma
 
 
 def _options(config: FitConfig, num_rows: int) -> tuple[int, int]:

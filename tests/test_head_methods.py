@@ -11,7 +11,13 @@ from sklearn.linear_model import LogisticRegression
 from accounting import BudgetExceededError, PrivacyLedger, noise_multiplier_poisson
 from private_head.config import FitConfig
 from private_head.data import preprocess
-from private_head.dp_sgd import max_batch_size, poisson_sample, sampled_gradient_sum
+from private_head.dp_sgd import (
+    RELEASE,
+    calibrate,
+    max_batch_size,
+    poisson_sample,
+    sampled_gradient_sum,
+)
 from private_head.kernel import clipped_gradient_sum
 from private_head.methods import get_method
 
@@ -159,3 +165,16 @@ def test_dp_sgd_records_pld_event_and_learns():
         fit("dp_sgd", X, y)
     with pytest.raises(ValueError, match="does not understand"):
         fit("dp_sgd", X, y, method_options={"batch_size": 10, "bacth": 3})
+
+
+def test_dp_sgd_calibration_after_an_earlier_release():
+    cfg = FitConfig(epsilon=4.0, delta=DELTA, method="dp_sgd", steps=2,
+                    method_options={"batch_size": 100})
+    alone = PrivacyLedger(4.0, DELTA, value_discretization_interval=PLD_INTERVAL)
+    sigma_alone = calibrate(alone, cfg, 0.2)
+    ledger = PrivacyLedger(4.0, DELTA, value_discretization_interval=PLD_INTERVAL)
+    ledger.record_gaussian("center_mean", sensitivity=1.0, noise_std=2.0)
+    sigma = calibrate(ledger, cfg, 0.2)
+    assert sigma > sigma_alone
+    assert 4.0 * 0.97 < ledger.epsilon_spent <= 4.0 * (1 + 1e-9)  # spends (almost) all, no more
+    assert [r.name for r in ledger.releases] == ["center_mean", RELEASE]
