@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from feature_extract import multihost
 from feature_extract.extraction import COMPUTE_DTYPES
 
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never download datasets or weights")
     p.add_argument("--workers", type=int, help="decoding threads (default: usable CPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    multihost.add_arguments(p)
     return p
 
 
@@ -70,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or f"features/{args.data}-{args.model}.h5"
     try:
-        infos = extract(
+        # Several processes: each extracts its share into a shard, process 0 assembles OUT.
+        run = multihost.extract_sharded if multihost.initialize_from_args(args) else extract
+        infos = run(
             args.data,
             args.model,
             out,

@@ -148,10 +148,12 @@ class TrainData:
     feature_norm: float
     source: ChunkSource | None = None
     preprocessing: Preprocessing | None = None
+    total_rows: int | None = None  # global N when the rows are this process's share (distributed)
 
     @property
     def num_rows(self) -> int:
-        return int(self.labels.shape[0])
+        """N, the public row count (over all processes when each holds a share)."""
+        return int(self.labels.shape[0]) if self.total_rows is None else self.total_rows
 
     @property
     def dim(self) -> int:
@@ -173,7 +175,7 @@ class TrainData:
         if rows < 1:
             raise ValueError(f"rows per chunk must be >= 1, got {rows}")
         if self.features is not None:
-            for start in range(0, self.num_rows, rows):
+            for start in range(0, int(self.labels.shape[0]), rows):
                 yield self.features[start:start + rows], self.labels[start:start + rows]
             return
         start = 0
@@ -335,6 +337,11 @@ def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num
     at once. A store's labels are its own; passing ``labels`` with a store path is an error.
     """
     num_classes = check_num_classes(num_classes)
+    if jax.process_count() > 1:  # several processes: each loads only its share of the rows
+        from private_head.distributed import load_process_rows
+
+        return load_process_rows(features, labels, config=config, num_classes=num_classes,
+                                 public_mean=public_mean, split=split)
     limit = config.max_device_bytes
     if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
         if labels is not None:

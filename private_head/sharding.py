@@ -71,4 +71,10 @@ def device_rows(features: jax.Array, labels: jax.Array) -> Rows:
     mesh = data_mesh()
     if mesh is None:
         return Rows(jnp.asarray(features), jnp.asarray(labels), None)
-    return shard_rows(np.asarray(features), np.asarray(labels), mesh)
+    local_rows = None
+    if jax.process_count() > 1:  # this process's share; every process pads to the largest
+        from jax.experimental import multihost_utils
+
+        counts = multihost_utils.process_allgather(np.int64(np.shape(labels)[0]))
+        local_rows = int(np.max(counts))
+    return shard_rows(np.asarray(features), np.asarray(labels), mesh, local_rows=local_rows)

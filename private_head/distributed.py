@@ -1,0 +1,87 @@
+"""Training with several JAX processes (hosts): each process holds only its share of the rows.
+
+Under ``jax.distributed`` (started by ``feature_extract.multihost.initialize``, e.g. from the
+CLI's ``--coordinator/--num-processes/--process-id``) ``fit`` runs the same call on every process:
+
+- process i of P loads only its contiguous rows ``[floor(i N/P), floor((i+1) N/P))`` of the
+  store split (or of the array every process passes) and validates and preprocesses them;
+- ``sharding.shard_rows`` makes them one global row-sharded array over the mesh of all devices
+  of all processes (every process pads to the same local size with mask 0), so the jitted clipped
+  sums contract over all N rows and XLA reduces them across processes;
+- the noise key is the same on every process (the given seed, or process 0's OS draw broadcast
+  by ``api.noise_seed``) and the noise is added to the replicated sum, so it enters once;
+- N, the divisor, is the global row count.
+
+The result equals the one-process result for the same seed (up to float summation order).
+Methods other than ``single_step`` and ``dp_gd``, a private mean (``center="private"``) and
+streaming from the store (a share above ``max_device_bytes``) are refused with several processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from feature_extract import store
+from feature_extract.multihost import process_rows
+
+MULTIPROCESS_METHODS = ("single_step", "dp_gd")
+
+
+def share(num_rows: int) -> tuple[int, int]:
+    """This process's contiguous rows ``[start, stop)`` of ``num_rows``."""
+    return process_rows(num_rows, jax.process_index(), jax.process_count())
+
+
+
+def check_supported(config: Any) -> None:
+    """Refuse what does not (yet) run across processes, before any data is read."""
+    problems = []
+    if config.method not in MULTIPROCESS_METHODS:
+        problems.append(f"method {config.method!r} (supported: {', '.join(MULTIPROCESS_METHODS)})")
+    if config.center == "private":
+        problems.append("center='private' (use a public mean or none)")
+    if problems:
+        raise ValueError(f"with {jax.process_count()} JAX processes, fit does not support "
+                         + " and ".join(problems) + "; run it in one process instead")
+
+
+def load_process_rows(features: Any, labels: Any, *, config: Any, num_classes: int,
+                      public_mean: Any, split: str) -> Any:
+    """TrainData holding this process's share of the rows, with ``total_rows`` = global N.
+
+    ``features`` is a store spec (only the share is read from disk) or an array that every
+    process passes whole (each keeps its share).
+    """
+    from private_head.data import preprocess
+
+    check_supported(config)
+    if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
+        if labels is not None:
+            raise ValueError("labels come from the store; do not pass labels with a store path")
+        path, split = store.parse_store_path(str(features), split)
+        with store.SplitReader(path, split) as reader:
+            if reader.info.num_classes != num_classes:
+                raise ValueError(f"num_classes={num_classes} but the store {path}:{split} "
+                                 f"declares {reader.info.num_classes} classes")
+            total = reader.info.num_rows
+            start, stop = share(total)
+            x, y = reader.read(start, stop)
+    else:
+        x, y = np.asarray(features), None if labels is None else np.asarray(labels)
+        total = x.shape[0] if x.ndim else 0
+        start, stop = share(total)
+        x, y = x[start:stop], None if y is None or y.shape != (total,) else y[start:stop]
+    if total < jax.process_count():
+        raise ValueError(f"{total} rows cannot be split over {jax.process_count()} processes")
+    limit = config.max_device_bytes
+    if limit is not None and x.nbytes > limit:
+        raise ValueError(f"this process's {x.shape[0]} rows ({x.nbytes} bytes) exceed "
+                         f"max_device_bytes={limit}; streaming is not supported with several "
+                         "processes: use more processes or raise max_device_bytes")
+    data = preprocess(x, labels if y is None else y, config, num_classes=num_classes,
+                      public_mean=public_mean)
+    return dataclasses.replace(data, total_rows=total)
