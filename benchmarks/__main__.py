@@ -85,6 +85,10 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ceiling", action="store_true", help="skip the scikit-learn ceiling")
     p.add_argument("--name", help="run name: results go to OUT_DIR/NAME (default from data)")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help=f"default {DEFAULT_OUT_DIR}")
+    p.add_argument(
+        "--jax-cache",
+        help="persistent XLA compilation cache (default OUT_DIR/.jax_cache; 'none' disables)",
+    )
     return p
 
 
@@ -94,6 +98,8 @@ def run_sweep_cli(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
     start = time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
+    cache = args.jax_cache or os.path.join(args.out_dir, ".jax_cache")
+    sweep.use_compilation_cache(None if cache == "none" else cache)
     try:
         datasets = [sweep.load_store(path, test_split=args.test_split) for path in args.features]
         datasets += [sweep.load_digits(args.digits_store) for _ in args.data]

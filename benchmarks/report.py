@@ -79,7 +79,9 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
     lines = [
         f"# Test {metric} accuracy across privacy budgets",
         "",
-        f"Hyperparameters: {meta.get('hyperparameters', 'fixed defaults')}. Mean ± std over "
+        f"Hyperparameters: {meta.get('hyperparameters', 'fixed defaults')}; a row whose "
+        "hyperparameters column says `private` chose among candidates by an accounted private "
+        "selection on the training rows, charged to the same ε. Mean ± std over "
         f"{meta.get('seeds')} noise seed(s) (ε=∞: the deterministic `nonprivate` head, one "
         f"run). Best mean per column in bold. Device: {meta.get('device')}. "
         f"Command: `{meta.get('command')}`.",

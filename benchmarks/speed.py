@@ -119,6 +119,25 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(r, dict) for r in value)
+
+
+def _result_lines(result: Any) -> list[str]:
+    """A section's result as markdown: a dict's scalars as one row, each list of dicts as a table;
+    anything else (a traceback) verbatim."""
+    if _is_rows(result):
+        return _table(result)
+    if isinstance(result, dict):
+        scalars = {k: v for k, v in result.items() if not _is_rows(v)}
+        lines = _table([scalars]) if scalars else []
+        for value in result.values():
+            if _is_rows(value):
+                lines += ["", *_table(value)]
+        return lines
+    return [] if result is None else ["```", str(result), "```"]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: header, ratio table, one table per section."""
     env = report["environment"]
@@ -138,13 +157,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"| {name} | {value:.3g} |" for name, value in report["ratios"]]
     for name, section in report["sections"].items():
         lines += ["", f"## {name} ({section['status']}, {section['seconds']:.1f}s)", ""]
-        result = section["result"]
-        if isinstance(result, dict):
-            result = [result]
-        if isinstance(result, list) and result and all(isinstance(r, dict) for r in result):
-            lines += _table(result)
-        elif result is not None:
-            lines += ["```", str(result), "```"]
+        lines += _result_lines(section["result"])
     return "\n".join(lines) + "\n"
 
 

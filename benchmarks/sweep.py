@@ -10,9 +10,10 @@ trains ``private_head.fit(method=m, epsilon=e, delta=delta, seed=s)`` for every 
 - ``delta`` defaults to ``min(1e-5, 1 / (2 N))`` with N the training rows; tables and JSON state it.
 - Hyperparameters are the fixed defaults of ``METHOD_SETTINGS`` below: nothing is tuned on the
   test split. A method without an entry runs with ``fit``'s defaults. The column
-  ``hyperparameter_selection`` says ``fixed`` (chosen before seeing any data), ``private`` (chosen
-  by an accounted private selection inside the method, e.g. ``private_head.select``), or
-  ``public`` (chosen on public data).
+  ``hyperparameter_selection`` says ``fixed`` (chosen before seeing any data) or ``private``
+  (the ``SELECTIONS`` pseudo-methods: chosen by ``private_head.select``, an accounted private
+  selection on a validation part of the training rows, charged to the same budget); ``public``
+  is reserved for choices made on public data.
 - The data are fixed per dataset; seeds vary only the privacy noise (seeded runs: reproducible).
   Every row records the epsilon and delta the ledger reports as spent, the noise multiplier(s),
   the steps and the wall time of ``fit`` (which includes JIT compilation the first time a shape
@@ -62,8 +63,20 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     },
     "dp_feature_covariance": {"steps": 5},
 }
-# How each method's hyperparameters were chosen (default "fixed").
-HYPERPARAMETER_SELECTION: dict[str, str] = {}
+# Accounted private hyperparameter selection (issue 6), run as pseudo-methods of the sweep: each
+# trains the candidates (fit keywords) on the training part and picks one by report-noisy-max on
+# a validation part of the private training rows (``private_head.select``), the whole cost in one
+# ledger. Its rows say hyperparameter_selection "private". Not in the default method list (it
+# trains every candidate at every epsilon and seed); ask for it with --methods.
+SELECTIONS: dict[str, dict[str, Any]] = {
+    "dp_gd+select_lr": {
+        "candidates": [
+            {"method": "dp_gd", "steps": 10, "optimizer": "sgd", "learning_rate": lr}
+            for lr in (1.0, 10.0, 100.0)
+        ],
+        "mechanism": "noisy_max",
+    },
+}
 CEILING_C = 1.0  # inverse L2 strength of the scikit-learn ceiling (its default), fixed
 
 # The default suite of `make bench`: (kind, name, scale). Sized for 2 CPU cores in < 10 minutes.
@@ -282,22 +295,23 @@ def run_one(
         "seed": seed,
         "device": device,
         "delta": delta,
-        "hyperparameter_selection": HYPERPARAMETER_SELECTION.get(method, "fixed"),
+        "hyperparameter_selection": "private" if method in SELECTIONS else "fixed",
         **data.shape,
         "steps": settings.get("steps", 1),
         "error": "",
     }
     try:
         start = time.perf_counter()
-        head = private_head.fit(
+        train = private_head.select if method in SELECTIONS else private_head.fit
+        options = SELECTIONS.get(method, {"method": method, **settings})
+        head = train(
             data.train_x,
             data.train_y,
             num_classes=data.num_classes,
             epsilon=epsilon,
             delta=delta,
-            method=method,
             seed=seed,
-            **settings,
+            **options,
         )
         row["wall_s"] = time.perf_counter() - start
         row.update(head.accuracy(data.test_x, data.test_y))
@@ -313,6 +327,21 @@ def run_one(
     return row
 
 
+def use_compilation_cache(path: str | None) -> None:
+    """Keep XLA executables in JAX's persistent cache at ``path`` (None: leave JAX's setting).
+
+    Methods jit their loops per call, so without the cache every ``fit`` compiles again; with it,
+    a repeated (method, shape) costs tracing only (about 10x faster on CPU for these sweeps).
+    """
+    import jax
+
+    if path is None or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def run_sweep(
     datasets: Sequence[Dataset],
     *,
@@ -326,8 +355,9 @@ def run_sweep(
     """Run every (dataset, method, epsilon, seed) of the grid; see the module docstring."""
     import private_head
 
-    known = private_head.available_methods()
-    methods = list(known if methods is None else methods)
+    registered = private_head.available_methods()
+    known = registered + (list(SELECTIONS) if hasattr(private_head, "select") else [])
+    methods = list(registered if methods is None else methods)
     unknown = sorted(set(methods) - set(known))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; registered: {', '.join(known)}")
@@ -366,7 +396,7 @@ def run_metadata(
         "epsilons": [_json_number(e) for e in epsilons],
         "seeds": seeds,
         "delta": "min(1e-5, 1/(2N))" if delta is None else delta,
-        "method_settings": {m: METHOD_SETTINGS.get(m, {}) for m in methods},
+        "method_settings": {m: SELECTIONS.get(m, METHOD_SETTINGS.get(m, {})) for m in methods},
         "hyperparameters": "fixed defaults (benchmarks/sweep.py METHOD_SETTINGS), not tuned "
         "on the test split",
         "ceiling": f"sklearn LogisticRegression(C={CEILING_C}) on L2-normalised rows",

@@ -162,3 +162,9 @@ def test_speed_section_absent_and_failing():
     assert speed.run_section("benchmarks.no_such_module")["status"] == "absent"
     failed = speed.run_section("benchmarks.synthetic")  # has no main(): fails, does not raise
     assert failed["status"] == "failed" and "main" in failed["result"]
+
+
+def test_selection_pseudo_methods_are_accepted_and_marked_private():
+    empty = sweep.run_sweep([], methods=list(sweep.SELECTIONS), log=lambda _: None)
+    assert empty.meta["method_settings"]["dp_gd+select_lr"]["mechanism"] == "noisy_max"
+    assert empty.rows == []
