@@ -5,7 +5,10 @@
 prints the accuracy and the privacy report and writes the head (``.npz``) and a JSON result next to
 the features (or in ``--out-dir``): ``<store>.<method>.eps<epsilon>.{npz,json}``. ``--epsilon inf``
 trains the ``nonprivate`` ceiling. Without ``--delta`` the budget uses ``delta = min(1e-5, 1/(2N))``
-for N training rows. Bad input ends with a one-line message and exit status 2.
+for N training rows. Bad input ends with a one-line message and exit status 2. With several
+processes (``--coordinator HOST:PORT --num-processes P --process-id I``, the ``JAX_*`` environment
+variables, or ``--distributed``) each process trains on its share of the rows and process 0
+writes the outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from feature_extract import store
+import jax
+
+from feature_extract import multihost, store
 from private_head.api import fit
 from private_head.config import LOSSES, OPTIMIZERS
 from private_head.head import PrivateHead
@@ -63,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--out-dir", help="where the head and JSON go (default: next to the features)")
+    multihost.add_arguments(p)
     return p
 
 
@@ -126,6 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                delta=delta, method=method, steps=args.steps, clip_norm=args.clip_norm,
                learning_rate=args.learning_rate, optimizer=args.optimizer, seed=args.seed,
                **options)
+    if jax.process_index() != 0:  # several processes: the head is the same; process 0 writes it
+        return {"privacy": head.privacy}
     stem = output_stem(path, method, args.epsilon, args.out_dir)
     if os.path.dirname(stem):
         os.makedirs(os.path.dirname(stem), exist_ok=True)
@@ -170,10 +178,12 @@ def summary(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        multihost.initialize_from_args(args)
         result = run(args)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(summary(result))
+    if "head_file" in result:
+        print(summary(result))
     return 0
 

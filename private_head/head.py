@@ -99,18 +99,29 @@ class PrivateHead:
                 "arrays_sha256": arrays_sha256(self._arrays())}
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the head to ``path`` (``.npz`` or ``.h5``); returns the path."""
+        """Write the head to ``path`` (``.npz`` or ``.h5``); returns the path.
+
+        Atomic: the file is written under a temporary name in the same folder and renamed, so a
+        run killed while saving leaves the previous file (or none), never a half-written head.
+        """
         path = os.fspath(path)
         text = json.dumps(self.report(), sort_keys=True)
-        if path.endswith(".npz"):
-            np.savez(path, report=np.array(text), **self._arrays())
-        elif path.endswith((".h5", ".hdf5")):
-            with h5py.File(path, "w") as f:
-                for name, array in self._arrays().items():
-                    f.create_dataset(name, data=array)
-                f.attrs["report"] = text
-        else:
+        if not path.endswith((".npz", ".h5", ".hdf5")):
             raise ValueError(f"a head file must end in .npz or .h5, got {path!r}")
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}{os.path.splitext(path)[1]}")
+        try:
+            if path.endswith(".npz"):
+                np.savez(tmp, report=np.array(text), **self._arrays())
+            else:
+                with h5py.File(tmp, "w") as f:
+                    for key, array in self._arrays().items():
+                        f.create_dataset(key, data=array)
+                    f.attrs["report"] = text
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         return path
 
 
