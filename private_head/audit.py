@@ -90,8 +90,8 @@ class AuditResult:
     """Outcome of ``audit_mechanism``.
 
     ``epsilon_lower_bound`` holds with probability >= 1 - ``alpha``; ``fpr`` and ``fnr`` are the
-    empirical error rates of the test ``orientation * statistic > threshold`` on the evaluation
-    runs (``runs`` per world).
+    empirical error rates of the test ``orientation * statistic > threshold`` on the ``runs``
+    evaluation runs per world (the calibration runs are not counted).
     """
 
     epsilon_lower_bound: float
@@ -266,39 +266,58 @@ def best_threshold(stat0: np.ndarray, stat1: np.ndarray, delta: float, alpha: fl
     return float(thresholds[best]), float(eps[best])
 
 
+def _split_runs(runs: int, calibration_fraction: float) -> tuple[int, int]:
+    if not 0 < calibration_fraction < 1:
+        raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
+    calibration = int(round(runs * calibration_fraction))
+    if calibration < 1 or calibration >= runs:
+        raise ValueError(f"runs={runs} is too few to split into calibration and evaluation runs")
+    return calibration, runs - calibration
+
+
+def _bound_on_fresh_runs(cal0: np.ndarray, cal1: np.ndarray, ev0: np.ndarray, ev1: np.ndarray,
+                         delta: float, alpha: float) -> tuple[float, float, int, int, int]:
+    """Orientation and threshold from the calibration runs, the bound from the evaluation runs.
+
+    Returns ``(bound, threshold, orientation, false positives, false negatives)``.
+    """
+    # The canary may move the statistic either way (e.g. weights = -lr * gradient).
+    (t_up, eps_up), (t_down, eps_down) = (best_threshold(cal0, cal1, delta, alpha),
+                                          best_threshold(-cal0, -cal1, delta, alpha))
+    sign, threshold = (1, t_up) if eps_up >= eps_down else (-1, t_down)
+    fp, fn = _counts(sign * ev0, sign * ev1, np.array([threshold]))
+    fp, fn = int(fp[0]), int(fn[0])
+    return epsilon_lower_bound(fp, fn, ev0.size, delta, alpha), threshold, sign, fp, fn
+
+
 def audit_mechanism(release_fn: ReleaseFn, neighbours: Neighbours, *, epsilon_claimed: float,
-                    delta: float, runs: int = 50_000, seed: int | None = 0,
+                    delta: float, runs: int = 100_000, seed: int | None = 0,
                     statistic: Callable[[Any], jax.Array] | None = None, alpha: float = 0.05,
-                    batch: int = 8192) -> AuditResult:
+                    calibration_fraction: float = 0.2, batch: int = 8192) -> AuditResult:
     """Audit ``release_fn(dataset, key) -> release`` on ``neighbours`` (module docstring).
 
-    Runs the mechanism ``2 * runs`` times on each dataset: the first ``runs`` pick the orientation
-    and threshold of the test ``+-statistic(release) > t`` (default statistic: projection on
-    ``neighbours.direction``), the other ``runs`` count its false positives and negatives, and
-    ``epsilon_lower_bound`` turns them into a bound that holds with probability >= 1 - alpha.
-    The noise keys come from ``numpy.random.default_rng(seed)``: the fixed default makes an audit
-    reproducible; ``seed=None`` draws fresh OS entropy.
+    Runs the mechanism ``runs`` times on each dataset. The first ``calibration_fraction`` of the
+    runs pick the orientation and threshold of the test ``+-statistic(release) > t`` (default
+    statistic: projection on ``neighbours.direction``); the other runs count its false positives
+    and negatives, and ``epsilon_lower_bound`` turns them into a bound that holds with probability
+    >= 1 - alpha. A small calibration share picks a moderate threshold, which the many evaluation
+    runs then measure precisely. The noise keys come from ``numpy.random.default_rng(seed)``: the
+    fixed default makes an audit reproducible; ``seed=None`` draws fresh OS entropy.
     """
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
+    n_cal, n_ev = _split_runs(runs, calibration_fraction)
     statistic = statistic or projection_statistic(neighbours.direction)
     rng = np.random.default_rng(seed)
     sample = statistics_sampler(release_fn, neighbours, statistic, batch)
-    cal0, cal1 = sample(rng, runs)
-    # Orientation: the canary may move the statistic either way (e.g. weights = -lr * gradient).
-    (t_up, eps_up), (t_down, eps_down) = (best_threshold(cal0, cal1, delta, alpha),
-                                          best_threshold(-cal0, -cal1, delta, alpha))
-    sign, threshold = (1.0, t_up) if eps_up >= eps_down else (-1.0, t_down)
-    ev0, ev1 = (sign * stats for stats in sample(rng, runs))
-    fp, fn = _counts(ev0, ev1, np.array([threshold]))
-    eps = epsilon_lower_bound(int(fp[0]), int(fn[0]), runs, delta, alpha)
+    cal0, cal1 = sample(rng, n_cal)
+    ev0, ev1 = sample(rng, n_ev)
+    eps, threshold, sign, fp, fn = _bound_on_fresh_runs(cal0, cal1, ev0, ev1, delta, alpha)
     return AuditResult(epsilon_lower_bound=eps, epsilon_claimed=float(epsilon_claimed),
-                       delta=float(delta), fpr=int(fp[0]) / runs, fnr=int(fn[0]) / runs,
-                       threshold=threshold, orientation=int(sign), runs=runs, alpha=alpha)
+                       delta=float(delta), fpr=fp / n_ev, fnr=fn / n_ev, threshold=threshold,
+                       orientation=sign, runs=n_ev, alpha=alpha)
 
 
 def audit_method(method: str = "single_step", *, epsilon: float, delta: float,
-                 runs: int = 50_000, seed: int | None = 0, num_rows: int = 15, dim: int = 4,
+                 runs: int = 100_000, seed: int | None = 0, num_rows: int = 15, dim: int = 4,
                  num_classes: int = 2, clip_norm: float = 0.1, alpha: float = 0.05,
                  **options: Any) -> AuditResult:
     """Audit a registered training method at (epsilon, delta) on synthetic worst-case neighbours.
@@ -322,20 +341,20 @@ def audit_method(method: str = "single_step", *, epsilon: float, delta: float,
 
 
 def gaussian_shift_epsilon_bound(mu: float, runs: int, delta: float, alpha: float = 0.05,
-                                 seed: int = 0) -> float:
-    """The audit's bound on the ideal mu-GDP release N(0,1) vs N(mu,1) with ``runs`` per world.
+                                 seed: int | None = 0, calibration_fraction: float = 0.2) -> float:
+    """The audit's bound on the ideal mu-GDP release N(0,1) vs N(mu,1), ``runs`` per world.
 
-    What a perfect implementation of a mechanism with GDP parameter mu can show at this sample
-    size: a reference for how tight an audit of the real code is.
+    The same procedure as ``audit_mechanism`` on exact Gaussian samples: what a perfect
+    implementation of a mechanism with GDP parameter mu can show at this sample size, the
+    reference for how tight an audit of the real code is.
     """
     if not (mu >= 0 and math.isfinite(mu)):
         raise ValueError(f"mu must be finite and >= 0, got {mu}")
+    n_cal, n_ev = _split_runs(runs, calibration_fraction)
     rng = np.random.default_rng(seed)
-    cal0, cal1 = rng.standard_normal(runs), rng.standard_normal(runs) + mu
-    t, _ = best_threshold(cal0, cal1, delta, alpha)
-    ev0, ev1 = rng.standard_normal(runs), rng.standard_normal(runs) + mu
-    fp, fn = _counts(ev0, ev1, np.array([t]))
-    return epsilon_lower_bound(int(fp[0]), int(fn[0]), runs, delta, alpha)
+    cal0, cal1 = rng.standard_normal(n_cal), rng.standard_normal(n_cal) + mu
+    ev0, ev1 = rng.standard_normal(n_ev), rng.standard_normal(n_ev) + mu
+    return _bound_on_fresh_runs(cal0, cal1, ev0, ev1, delta, alpha)[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,13 +366,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=50_000, help="runs per world and phase")
+    parser.add_argument("--runs", type=int, default=100_000, help="runs per world")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from accounting import mu_from_epsilon
 
-    print(f"method={args.method} steps={args.steps} delta={args.delta} runs={args.runs} "
-          f"(per world, calibration and evaluation each); bound holds with 95% confidence")
+    print(f"method={args.method} steps={args.steps} delta={args.delta} runs={args.runs} per world "
+          "(20% calibration, 80% evaluation); each bound holds with 95% confidence")
     print("epsilon_claimed  epsilon_lower_bound  ideal_gaussian_bound  fpr      fnr")
     for eps in args.epsilon:
         result = audit_method(args.method, epsilon=eps, delta=args.delta, runs=args.runs,
