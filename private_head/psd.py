@@ -6,7 +6,8 @@ charge the ledger before adding the noise drawn here.
 
 - ``gram_and_class_sums``: ``G = X~^T X~`` and ``S = X~^T Y`` (Y one-hot, so column k of S is the
   sum of the class-k rows), with ``X~ = [X, 1]`` when a constant feature is appended. Accumulated
-  in float32 over ``data.iter_chunks`` when the rows are streamed from a store.
+  in float32 (half-precision rows are multiplied with float32 accumulation) over
+  ``data.iter_chunks`` when the rows are streamed from a store.
 - ``symmetric_gaussian_noise``: ``E = U + triu(U, 1)^T`` where U's upper triangle (diagonal
   included) is iid ``N(0, std^2)``: a symmetric matrix with ``D(D+1)/2`` independent entries.
 - ``psd_project``: ``V diag(max(lambda, 0)) V^T`` for the eigendecomposition ``V diag(lambda) V^T``.
@@ -32,10 +33,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _with_constant(x: jax.Array, append_one: bool) -> jax.Array:
-    """Rows as float32, with a trailing constant-1 column when ``append_one``."""
-    x = x.astype(jnp.float32)
+    """Rows in their own dtype, with a trailing constant-1 column when ``append_one``."""
     if append_one:
-        x = jnp.concatenate([x, jnp.ones((x.shape[0], 1), jnp.float32)], axis=1)
+        x = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
     return x
 
 
@@ -55,8 +55,9 @@ def _accumulate(data: TrainData, stats: Callable, chunk_rows: int):
 @partial(jax.jit, static_argnames=("append_one", "num_classes"))
 def _gram_stats(x, y, *, append_one: bool, num_classes: int):
     x = _with_constant(x, append_one)
-    gram = jnp.matmul(x.T, x, precision=_HIGHEST)
-    return gram, jax.ops.segment_sum(x, y, num_segments=num_classes).T
+    gram = jnp.matmul(x.T, x, precision=_HIGHEST, preferred_element_type=jnp.float32)
+    sums = jax.ops.segment_sum(x.astype(jnp.float32), y, num_segments=num_classes)
+    return gram, sums.T
 
 
 @partial(jax.jit, static_argnames=("num_classes",))

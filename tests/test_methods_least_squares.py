@@ -18,6 +18,7 @@ from private_head.data import ChunkSource, Preprocessing, TrainData
 from private_head.least_squares import least_squares_head
 from private_head.least_squares import train as ls_train
 from private_head.psd import (
+    gram_and_class_sums,
     psd_inverse_sqrt,
     psd_project,
     psd_ridge_solve,
@@ -77,7 +78,7 @@ def test_symmetric_noise_has_iid_upper_triangle_of_the_given_std():
 
 
 @settings(max_examples=15)
-@given(st.integers(2, 5), st.integers(0, 2**31 - 1))
+@given(st.sampled_from([2, 5]), st.integers(0, 2**31 - 1))
 def test_psd_projection_is_the_nearest_psd_matrix(dim, seed):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((dim, dim))
@@ -146,3 +147,16 @@ def test_least_squares_beats_the_single_step_on_anisotropic_features_at_epsilon_
             for m in ("single_step", "dp_least_squares")}
     assert accs["dp_least_squares"] > 0.9, accs
     assert accs["dp_least_squares"] > accs["single_step"] + 0.4, accs
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_rows_are_accumulated_in_float32(dtype):
+    rng = np.random.default_rng(4)
+    x, y = _rows(rng, 3000, 4, 3)
+    half = jnp.asarray(x, dtype)
+    gram, sums = gram_and_class_sums(TrainData(half, jnp.asarray(y), 3, 1.0), append_one=True)
+    exact = np.hstack([np.asarray(half, np.float64), np.ones((3000, 1))])
+    assert gram.dtype == jnp.float32 and sums.dtype == jnp.float32
+    # products of half-precision values are exact in float32; only the f32 sums round
+    np.testing.assert_allclose(np.asarray(gram), exact.T @ exact, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(sums), exact.T @ np.eye(3)[y], rtol=1e-5, atol=1e-3)
