@@ -252,7 +252,35 @@ def _open_group(f: h5py.File, path: str, split: str) -> h5py.Group:
     if any(n != rows for n in shapes.values()):
         raise StoreError(f"split {split!r} of {path} is inconsistent: rows_written={rows} but "
                          f"dataset lengths {shapes}; the file is damaged, extract it again.")
+    _check_virtual_sources(path, group)
     return group
+
+
+def _check_virtual_sources(path: str, group: h5py.Group) -> None:
+    """Refuse a virtual dataset (a store assembled from shard files) whose source is missing,
+    shorter than mapped, or incomplete: HDF5 would silently read fill values there."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for name in ("features", "labels", "ids"):
+        if not group[name].is_virtual:
+            continue
+        for source in group[name].virtual_sources():
+            if source.file_name == ".":
+                continue
+            shard = os.path.join(folder, source.file_name)  # relative to the virtual file
+            try:
+                with h5py.File(shard, "r") as f:
+                    have, complete = f[source.dset_name].shape[0], \
+                        f[source.dset_name].parent.attrs.get("complete", False)
+            except (OSError, KeyError) as err:
+                raise StoreError(f"{path} is assembled from shard files, and {shard} "
+                                 f"({source.dset_name}) cannot be read: {err}. Keep the shards "
+                                 "next to it, or extract them again.") from err
+            low, high = source.vspace.get_select_bounds()
+            need = high[0] - low[0] + 1
+            if have < need or not complete:
+                raise StoreError(f"shard {shard} of {path} has {have} rows of "
+                                 f"{source.dset_name} (complete: {bool(complete)}) where the "
+                                 f"assembled store maps {need}; extract the shards again.")
 
 
 def split_info(path: str | os.PathLike, split: str) -> SplitInfo:
