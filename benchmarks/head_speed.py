@@ -4,7 +4,8 @@ For each shape (CIFAR-like 50k x 768, K = 10; ImageNet-like 1.28M x 1280, K = 10
 (float32, bfloat16), one run times, after a warm-up compile, the median over ``--repeats`` of:
 
     nonprivate     autodiff gradient of the mean cross-entropy + an SGD update
-    private        kernel.clipped_gradient_sum + N(0, (sigma C)^2) noise + the same update
+    private        kernel.clipped_gradient_sum + N(0, (sigma C)^2) noise + the same update (row
+                   norms ||x_i||^2 computed once per run, as dp_gd's loop does)
     zero_init      kernel.zero_init_class_sums + noise (the single_step path, no forward matmul)
     vmap_reference per-example gradients by vmap(grad), clipped and summed (in row blocks to bound
                    memory; timed on ``--ref-rows`` rows and scaled linearly to N when fewer)
@@ -28,6 +29,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from private_head.kernel import (
+    clipped_gradient_sum,
+    gaussian_noise_like,
+    row_sq_norms,
+    zero_init_class_sums,
+)
 
 SHAPES = {"cifar-like": (50_000, 768, 10), "imagenet-like": (1_281_167, 1280, 1000)}
 CPU_ROWS = 4096
@@ -53,10 +61,8 @@ def nonprivate_step(W, b, X, y):
 
 
 @jax.jit
-def private_step(W, b, X, y, key):
-    from private_head.kernel import clipped_gradient_sum, gaussian_noise_like
-
-    sums = clipped_gradient_sum(W, b, X, y, CLIP)
+def private_step(W, b, X, y, sq_norms, key):
+    sums = clipped_gradient_sum(W, b, X, y, CLIP, sq_norms=sq_norms)
     noise = gaussian_noise_like(key, sums, SIGMA * CLIP)
     n = X.shape[0]
     return W - LR * (sums[0] + noise[0]) / n, b - LR * (sums[1] + noise[1]) / n
@@ -64,8 +70,6 @@ def private_step(W, b, X, y, key):
 
 @functools.partial(jax.jit, static_argnames="num_classes")
 def zero_init_step(X, y, key, num_classes):
-    from private_head.kernel import gaussian_noise_like, zero_init_class_sums
-
     gW, _ = zero_init_class_sums(X, y, num_classes, CLIP)
     return -LR * (gW + gaussian_noise_like(key, gW, SIGMA * CLIP)) / X.shape[0]
 
@@ -111,7 +115,8 @@ def measure(name: str, n: int, d: int, k: int, dtype: str, repeats: int,
     row = {"what": f"{name} {dtype}", "shape": name, "dtype": dtype, "rows": n, "dim": d,
            "classes": k}
     row["nonprivate_s"] = _median_seconds(lambda: nonprivate_step(W, b, X, y), repeats)
-    row["private_s"] = _median_seconds(lambda: private_step(W, b, X, y, rng), repeats)
+    sq_norms = jax.block_until_ready(row_sq_norms(X))  # once per run, as in dp_gd's loop
+    row["private_s"] = _median_seconds(lambda: private_step(W, b, X, y, sq_norms, rng), repeats)
     row["zero_init_s"] = _median_seconds(lambda: zero_init_step(X, y, rng, k), repeats)
     m = min(n, ref_rows)
     block = max(1, min(m, (256 << 20) // (4 * d * k)))  # ~256 MiB of per-example gradients

@@ -23,7 +23,7 @@ import optax
 
 from private_head.config import FitConfig
 from private_head.data import TrainData
-from private_head.kernel import clipped_gradient_sum, gaussian_noise_like
+from private_head.kernel import clipped_gradient_sum, gaussian_noise_like, row_sq_norms
 from private_head.methods import register_method
 from private_head.noise import charge_full_batch
 from private_head.optimizers import head_bias, init_params, make_optimizer
@@ -33,10 +33,11 @@ from private_head.streaming import chunk_rows, streamed_sum
 Params = dict[str, jax.Array]
 
 
-def gradient_sums(params: Params, bias: jax.Array, X, y, mask, config: FitConfig) -> Params:
+def gradient_sums(params: Params, bias: jax.Array, X, y, mask, config: FitConfig,
+                  sq_norms: jax.Array | None = None) -> Params:
     """The clipped gradient sums for the trained parameters (``"b"`` only when it is trained)."""
     gW, gb = clipped_gradient_sum(params["W"], bias, X, y, config.clip_norm, loss=config.loss,
-                                  train_bias=config.train_bias, mask=mask)
+                                  train_bias=config.train_bias, mask=mask, sq_norms=sq_norms)
     return {"W": gW, "b": gb} if "b" in params else {"W": gW}
 
 
@@ -57,9 +58,12 @@ def _in_memory(data: TrainData, config: FitConfig, key: jax.Array, noise_std: fl
 
     @jax.jit
     def run(params, X, y, mask, key, noise_std):
+        sq_norms = row_sq_norms(X)  # once for all T steps
+
         def step(carry, t):
             params, opt_state = carry
-            sums = gradient_sums(params, head_bias(params, K, config), X, y, mask, config)
+            sums = gradient_sums(params, head_bias(params, K, config), X, y, mask, config,
+                                 sq_norms)
             return noisy_update(opt, params, opt_state, sums, jax.random.fold_in(key, t),
                                 noise_std, N), None
 

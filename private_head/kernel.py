@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 
 LOSSES = ("softmax", "sigmoid")
+# Up to this many classes the zero-init class sums are a one-hot matmul, above it a scatter-add.
+ONE_HOT_MAX_CLASSES = 128
 
 
 def clip_slack(dtype: jnp.dtype) -> float:
@@ -32,6 +34,11 @@ def clip_slack(dtype: jnp.dtype) -> float:
     if dtype == jnp.float32:
         return 1.0
     return 1.0 - 2.0 * float(jnp.finfo(dtype).eps)
+
+
+def row_sq_norms(X: jax.Array) -> jax.Array:
+    """``||x_i||^2`` in float32 [N]."""
+    return jnp.sum(jnp.square(X.astype(jnp.float32)), axis=1)
 
 
 def _probabilities(z: jax.Array, loss: str) -> jax.Array:
@@ -55,20 +62,22 @@ def _clip_factors(sq_x: jax.Array, sq_e: jax.Array, clip_norm: float, train_bias
 @functools.partial(jax.jit, static_argnames=("loss", "train_bias"))
 def clipped_gradient_sum(W: jax.Array, b: jax.Array, X: jax.Array, y: jax.Array,
                          clip_norm: float | jax.Array, *, loss: str = "softmax",
-                         train_bias: bool = True,
-                         mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                         train_bias: bool = True, mask: jax.Array | None = None,
+                         sq_norms: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Sum over rows of per-example gradients clipped to L2 norm ``clip_norm``.
 
     ``gW = X^T (c * E)`` [D, K] and ``gb = sum_i c_i e_i`` [K] (zeros when ``train_bias`` is False:
     the bias is then neither part of the gradient norm nor released). ``mask`` (0/1 or bool [N])
-    removes padded rows. Both results are float32; the matmuls run in ``X.dtype`` with float32
-    accumulation. Every row's contribution has norm <= ``clip_norm``, so the sum has sensitivity C.
+    removes padded rows. ``sq_norms`` (``row_sq_norms(X)``, optional) saves a pass over X when the
+    same rows serve several steps. Both results are float32; the matmuls run in ``X.dtype`` with
+    float32 accumulation. Every row's contribution has norm <= ``clip_norm``: the sum has
+    sensitivity C.
     """
     compute = X.dtype
     C = clip_norm * clip_slack(compute)
     z = jnp.dot(X, W.astype(compute), preferred_element_type=jnp.float32) + b.astype(jnp.float32)
     E = _probabilities(z, loss) - jax.nn.one_hot(y, W.shape[1], dtype=jnp.float32)
-    sq_x = jnp.sum(jnp.square(X.astype(jnp.float32)), axis=1)
+    sq_x = row_sq_norms(X) if sq_norms is None else sq_norms
     c = _clip_factors(sq_x, jnp.sum(E * E, axis=1), C, train_bias, mask)
     cE = c[:, None] * E
     gW = jnp.dot(X.T, cE.astype(compute), preferred_element_type=jnp.float32)
@@ -91,17 +100,20 @@ def zero_init_class_sums(X: jax.Array, y: jax.Array, num_classes: int,
 
     At W = 0 every example predicts the same ``p0``, so ``e_i = p0 - onehot(y_i)`` depends only on
     the label and ``||e_i||^2 = ||p0||^2 - 2 p0[y_i] + 1``. With ``s_k = sum_{y_i = k} c_i x_i``
-    (class sums, one pass over X) and ``s = sum_k s_k``:
+    (class sums, one pass over X: a one-hot matmul for few classes, a scatter-add for many) and
+    ``s = sum_k s_k``:
 
         gW = s p0^T - S,     gb = (sum_i c_i) p0 - (sum_{y_i = k} c_i)_k.
     """
     C = clip_norm * clip_slack(X.dtype)
     p0 = initial_probabilities(num_classes, loss, bias0)
     sq_e = jnp.sum(p0 * p0) - 2.0 * p0 + 1.0  # [K], ||p0 - onehot(k)||^2
-    sq_x = jnp.sum(jnp.square(X.astype(jnp.float32)), axis=1)
-    c = _clip_factors(sq_x, sq_e[y], C, train_bias, mask)
-    # The clipped factor multiplies X in float32 so that no rounding can lift a row above C.
-    S = jax.ops.segment_sum(c[:, None] * X.astype(jnp.float32), y, num_segments=num_classes)
+    c = _clip_factors(row_sq_norms(X), sq_e[y], C, train_bias, mask)
+    if num_classes <= ONE_HOT_MAX_CLASSES:  # S^T = (c * onehot(y))^T X: one memory-bound matmul
+        M = (jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * c[:, None]).astype(X.dtype)
+        S = jnp.dot(M.T, X, preferred_element_type=jnp.float32)
+    else:  # a scatter-add of the scaled rows: X read once, no N x D x K work
+        S = jax.ops.segment_sum(c[:, None] * X.astype(jnp.float32), y, num_segments=num_classes)
     gW = jnp.sum(S, axis=0)[:, None] * p0[None, :] - S.T
     if not train_bias:
         return gW, jnp.zeros(num_classes, jnp.float32)

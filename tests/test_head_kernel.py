@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from private_head.kernel import clipped_gradient_sum, gaussian_noise_like, zero_init_class_sums
+from private_head.kernel import (
+    ONE_HOT_MAX_CLASSES,
+    clipped_gradient_sum,
+    gaussian_noise_like,
+    zero_init_class_sums,
+)
 
 N, D, K = 48, 6, 5
 
@@ -125,6 +130,27 @@ def test_zero_init_path_equals_general_kernel_at_zero(loss, bias0, train_bias):
         assert rel_err(got, want) < 1e-5
         ref = per_example_reference(zeros, b0, X, y, 0.8, loss=loss, train_bias=train_bias, mask=m)
         assert rel_err(got, ref) < 1e-5
+
+
+def test_zero_init_low_precision_contributions_within_clip_norm():
+    W, b, X, y = problem(9, scale=4.0, n=16)
+    Xb = jnp.asarray(X).astype(jnp.bfloat16)
+    masks = jnp.eye(16, dtype=jnp.float32)
+    gW, gb = jax.lax.map(lambda m: zero_init_class_sums(Xb, y, K, 0.7, train_bias=True, mask=m),
+                         masks)
+    norms = np.sqrt(np.sum(np.square(gW, dtype=np.float64), axis=(1, 2))
+                    + np.sum(np.square(gb, dtype=np.float64), axis=1))
+    assert np.all(norms <= 0.7) and np.all(norms > 0.6)
+
+
+def test_zero_init_scatter_path_for_many_classes():
+    k = ONE_HOT_MAX_CLASSES + 2
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(40, 3)).astype(np.float32) * 2
+    y = rng.integers(0, k, 40).astype(np.int32)
+    want = per_example_reference(np.zeros((3, k)), np.zeros(k), X, y, 0.5, train_bias=True)
+    got = zero_init_class_sums(X, y, k, 0.5, train_bias=True)
+    assert rel_err(got, want) < 1e-5
 
 
 def test_noise_std_is_sigma_times_clip_norm():
