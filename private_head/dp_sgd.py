@@ -11,9 +11,11 @@ dp-accounting's PLD accountant (add-or-remove-one); the event is recorded before
 
 Fixed compiled shapes: the sampled indices are processed in chunks of ``B_max`` rows (padded, with a
 mask), ``B_max = ceil(qN + 6 sqrt(qN(1 - q)))`` by default, so one chunk holds the whole sample
-except with probability about 1e-9 (a 6-sigma binomial tail). A larger sample is NOT truncated
-(truncation would change the mechanism the accounting describes): the loop takes as many chunks as
-the sample needs. Streamed rows use the whole-data pass with the sample as a row mask.
+except in a 6-standard-deviation binomial tail (about 1e-9 for large qN; heavier when qN is a few
+rows, where it only costs time). A larger sample is NOT truncated (truncation would change the
+mechanism the accounting describes): the loop takes as many chunks as the sample needs, so the
+step's running time (never its output) depends on whether the sample overflowed one chunk.
+Streamed rows use the whole-data pass with the sample as a row mask.
 Options: ``batch_size`` (required, 1 <= batch_size <= N), ``max_batch_size`` (B_max override).
 """
 
