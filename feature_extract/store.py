@@ -20,6 +20,7 @@ This module imports nothing heavier than numpy and h5py: ``private_head`` reads 
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ FEATURE_DTYPES = ("float16", "float32")
 IDENTITY_ATTRS = ("backbone", "checkpoint_sha256", "dataset", "dataset_version", "preprocessing",
                   "feature_dtype", "num_classes")
 _CHUNK_BYTES = 1 << 20
+_METADATA_BYTES = 1 << 16  # headroom for the B-tree and attribute updates of one append
 
 
 class StoreError(ValueError):
@@ -175,6 +177,7 @@ class SplitWriter:
         start, stop = self.rows_written, self.rows_written + n
         with h5py.File(self.path, "a") as f:
             group = f[self.split]
+            _check_space(self.path, group, start, stop)
             for name, rows in (("features", features), ("labels", labels), ("ids", ids)):
                 group[name].resize(stop, axis=0)
                 group[name][start:stop] = rows
@@ -189,6 +192,34 @@ class SplitWriter:
                              f"{self.total_rows} rows written")
         with h5py.File(self.path, "a") as f:
             f[self.split].attrs["complete"] = True
+
+
+def _check_space(path: str, group: h5py.Group, start: int, stop: int) -> None:
+    """Refuse an append that the disk or the file-size limit (RLIMIT_FSIZE) cannot hold.
+
+    HDF5 does not fail cleanly when a write runs out of space (h5py crashes in ``flush``), so the
+    room is checked first: the chunks the rows [start, stop) newly touch, per dataset, plus
+    metadata headroom (a rewritten chunk keeps its size and place). Nothing is written on refusal.
+    """
+    need = _METADATA_BYTES
+    for name in ("features", "labels", "ids"):
+        ds = group[name]
+        rows = ds.chunks[0]
+        chunk_bytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize + 4
+        need += (-(-stop // rows) - (-(-start // rows))) * chunk_bytes
+    size = os.path.getsize(path)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    free = stat.f_bavail * stat.f_frsize
+    if limit != resource.RLIM_INFINITY and size + need > limit:
+        why = f"the file-size limit (ulimit -f) is {limit} bytes and the file has {size}"
+    elif need > free:
+        why = f"the disk has {free} bytes free"
+    else:
+        return
+    raise StoreError(f"no room to append rows {start}:{stop} to {path}: about {need} more bytes "
+                     f"are needed and {why}. The {start} rows written so far are kept; free "
+                     "some space and run the same command again to resume.")
 
 
 def write_split(path: str | os.PathLike, split: str, features: np.ndarray, labels: np.ndarray, *,

@@ -1,0 +1,175 @@
+"""Fault injection: each fault gives a clear error or a clean resume, never a silently wrong result.
+
+- SIGKILL during an out-of-core training run (mid-stream, and while the head file is saved): no
+  half-written head exists, and the same command run again gives the uninterrupted run's head.
+- Disk full during extraction (a file-size limit, RLIMIT_FSIZE, in the extraction subprocess): a
+  clear error before anything is written, and the same command without the limit resumes to the
+  store an uninterrupted run writes.
+- Flipped bytes in a store's features: the fletcher32 checksum turns into a StoreError wherever the
+  rows are read (fit in memory, streamed fit, the CLI, an assembled multi-host store). The reader
+  itself is covered by tests/test_fe_store.py.
+
+SIGKILL during extraction is covered by tests/test_fe_resume.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import private_head
+from feature_extract import multihost, store
+from feature_extract.__main__ import main as extract_main
+from private_head.cli import main as head_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+
+# Runs the private_head CLI and SIGKILLs itself at a chosen point: the N-th read of training rows
+# from the store ("read N"), or after the head's temporary file is written, before its rename
+# ("save 0").
+KILLER = """
+import os, signal, sys
+where, count = sys.argv[1], int(sys.argv[2])
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if where == "read":
+    from feature_extract import store
+    read, calls = store.SplitReader.read, [0]
+    def read_then_die(self, *args):
+        calls[0] += 1
+        if calls[0] == count:
+            die()
+        return read(self, *args)
+    store.SplitReader.read = read_then_die
+else:
+    os.replace = lambda *args: die()
+from private_head.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _store(path, rows=300, dim=24, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, rows)
+    features = rng.normal(size=(rows, dim)) + 3 * np.eye(classes, dim)[labels]
+    for split in ("train", "test"):
+        store.write_split(path, split, features.astype(np.float32), labels, num_classes=classes)
+    return path
+
+
+def _head_args(path, out_dir):
+    # 300 x 24 float32 rows are 28.8 kB: a 4 kB budget streams them (validation: 15 reads of 20
+    # rows, then 30 reads of 10 rows per step; read 55 is in the second step).
+    return ["--features", str(path), "--epsilon", "2", "--method", "dp_gd", "--steps", "3",
+            "--seed", "5", "--max-device-bytes", "4000", "--out-dir", str(out_dir)]
+
+
+def _heads(folder):
+    return sorted(n for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith("."))
+
+
+@pytest.mark.parametrize("where, count", [("read", 55), ("save", 0)])
+def test_sigkill_during_streamed_training_leaves_no_head_and_reruns_identically(
+        tmp_path, where, count):
+    path = _store(tmp_path / "f.h5")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER, where, str(count),
+                           *_head_args(path, killed)], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not os.path.isdir(killed) or _heads(killed) == []  # nothing that looks like a head
+    if where == "save":  # only the hidden temporary file was written, never the head's name
+        assert [n for n in os.listdir(killed) if n.startswith(".")] != []
+
+    assert head_main(_head_args(path, reference)) == 0  # uninterrupted
+    assert head_main(_head_args(path, killed)) == 0  # the same command again
+    (name,) = _heads(reference)
+    assert _heads(killed) == [name]
+    want, got = private_head.load(reference / name), private_head.load(killed / name)
+    assert want.privacy["seeded"] and np.abs(want.weights).max() > 0
+    np.testing.assert_array_equal(got.weights, want.weights)
+    np.testing.assert_array_equal(got.bias, want.bias)
+    assert got.privacy == want.privacy
+
+
+LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from feature_extract.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _extract_args(out):
+    return ["--data", "digits", "--model", "pixels", "--out", str(out), "--splits",
+            "train,test=test[:50]", "--batch-size", "100", "--no-progress"]
+
+
+def _contents(path):
+    with h5py.File(path, "r") as f:
+        return {split: ({k: f[split][k][()].tobytes() for k in ("features", "labels", "ids")},
+                        {k: store._plain(v) for k, v in f[split].attrs.items()})
+                for split in f}
+
+
+def test_disk_full_during_extraction_is_a_clear_error_then_resumes(tmp_path):
+    # digits train: 1438 rows x 192 float32 in chunks of 1365 rows (1.05 MB each). A 1.5 MB limit
+    # holds the first chunk; the batch that needs the second one is refused before any write.
+    out = tmp_path / "full.h5"
+    proc = subprocess.run([sys.executable, "-c", LIMITED, "1500000", *_extract_args(out)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no room to append rows 1300:1400" in proc.stderr
+    assert "file-size limit" in proc.stderr and "run the same command again" in proc.stderr
+    with pytest.raises(store.IncompleteSplitError):
+        store.split_info(out, "train")
+    assert extract_main(_extract_args(out)) == 0  # no limit: resumes at row 1300
+    reference = tmp_path / "reference.h5"
+    assert extract_main(_extract_args(reference)) == 0
+    assert _contents(out) == _contents(reference)
+
+
+def _flip_feature_byte(path, split="train"):
+    with h5py.File(path, "r") as f:
+        chunk = f[f"{split}/features"].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(chunk.byte_offset + chunk.size // 3)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x10]))
+
+
+def test_flipped_bytes_stop_training_with_a_store_error(tmp_path, capsys):
+    path = _store(tmp_path / "f.h5")
+    _flip_feature_byte(path)
+    options = {"num_classes": 4, "epsilon": 2.0, "delta": 1e-5, "seed": 1}
+    for budget in (None, 4000):  # in memory, and streamed in chunks (read on a thread)
+        with pytest.raises(store.StoreError, match="checksum.*corrupt"):
+            private_head.fit(f"{path}:train", max_device_bytes=budget, **options)
+    assert head_main(_head_args(path, tmp_path / "out")) == 2
+    assert "checksum" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out") or _heads(tmp_path / "out") == []
+
+
+def test_flipped_bytes_in_a_shard_are_caught_through_the_assembled_store(tmp_path):
+    shards = [str(tmp_path / f"s{i}.h5") for i in range(2)]
+    for i, shard in enumerate(shards):
+        rng = np.random.default_rng(i)
+        store.write_split(shard, "train", rng.normal(size=(50, 8)), rng.integers(0, 3, 50),
+                          num_classes=3, ids=np.arange(50 * i, 50 * i + 50),
+                          attrs={"row_start": 50 * i, "row_stop": 50 * i + 50})
+    multihost.assemble(tmp_path / "all.h5", shards)
+    _flip_feature_byte(shards[1])
+    with store.SplitReader(tmp_path / "all.h5", "train") as reader:
+        reader.read(0, 50)  # the intact shard still reads
+        with pytest.raises(store.StoreError, match="checksum"):
+            reader.read(0, 100)
