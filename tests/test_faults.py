@@ -75,28 +75,36 @@ def _heads(folder):
     return sorted(n for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith("."))
 
 
-@pytest.mark.parametrize("where, count", [("read", 55), ("save", 0)])
-def test_sigkill_during_streamed_training_leaves_no_head_and_reruns_identically(
-        tmp_path, where, count):
+def test_sigkill_during_streamed_training_leaves_no_head_and_reruns_identically(tmp_path):
     path = _store(tmp_path / "f.h5")
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLER, where, str(count),
-                           *_head_args(path, killed)], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert not os.path.isdir(killed) or _heads(killed) == []  # nothing that looks like a head
-    if where == "save":  # only the hidden temporary file was written, never the head's name
-        assert [n for n in os.listdir(killed) if n.startswith(".")] != []
-
-    assert head_main(_head_args(path, reference)) == 0  # uninterrupted
-    assert head_main(_head_args(path, killed)) == 0  # the same command again
+    kills = {"read": 55, "save": 0}  # both killed runs go on while the reference trains here
+    procs = {where: subprocess.Popen([sys.executable, "-c", KILLER, where, str(count),
+                                      *_head_args(path, tmp_path / where)],
+                                     cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+             for where, count in kills.items()}
+    try:
+        reference = tmp_path / "reference"
+        assert head_main(_head_args(path, reference)) == 0  # uninterrupted
+        errors = {where: proc.communicate(timeout=300)[1] for where, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
     (name,) = _heads(reference)
-    assert _heads(killed) == [name]
-    want, got = private_head.load(reference / name), private_head.load(killed / name)
+    want = private_head.load(reference / name)
     assert want.privacy["seeded"] and np.abs(want.weights).max() > 0
-    np.testing.assert_array_equal(got.weights, want.weights)
-    np.testing.assert_array_equal(got.bias, want.bias)
-    assert got.privacy == want.privacy
+    for where, proc in procs.items():
+        assert proc.returncode == -signal.SIGKILL, errors[where][-2000:]
+        killed = tmp_path / where
+        assert not os.path.isdir(killed) or _heads(killed) == []  # nothing that looks like a head
+        if where == "save":  # only the hidden temporary file was written, never the head's name
+            assert [n for n in os.listdir(killed) if n.startswith(".")] != []
+        assert head_main(_head_args(path, killed)) == 0  # the same command again
+        assert _heads(killed) == [name]
+        got = private_head.load(killed / name)
+        np.testing.assert_array_equal(got.weights, want.weights)
+        np.testing.assert_array_equal(got.bias, want.bias)
+        assert got.privacy == want.privacy
 
 
 LIMITED = """
@@ -124,17 +132,21 @@ def _contents(path):
 def test_disk_full_during_extraction_is_a_clear_error_then_resumes(tmp_path):
     # digits train: 1438 rows x 192 float32 in chunks of 1365 rows (1.05 MB each). A 1.5 MB limit
     # holds the first chunk; the batch that needs the second one is refused before any write.
-    out = tmp_path / "full.h5"
-    proc = subprocess.run([sys.executable, "-c", LIMITED, "1500000", *_extract_args(out)],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "no room to append rows 1300:1400" in proc.stderr
-    assert "file-size limit" in proc.stderr and "run the same command again" in proc.stderr
+    out, reference = tmp_path / "full.h5", tmp_path / "reference.h5"
+    proc = subprocess.Popen([sys.executable, "-c", LIMITED, "1500000", *_extract_args(out)],
+                            cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        assert extract_main(_extract_args(reference)) == 0  # meanwhile, uninterrupted
+        stderr = proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, stderr[-2000:]
+    assert "no room to append rows 1300:1400" in stderr
+    assert "file-size limit" in stderr and "run the same command again" in stderr
     with pytest.raises(store.IncompleteSplitError):
         store.split_info(out, "train")
     assert extract_main(_extract_args(out)) == 0  # no limit: resumes at row 1300
-    reference = tmp_path / "reference.h5"
-    assert extract_main(_extract_args(reference)) == 0
     assert _contents(out) == _contents(reference)
 
 

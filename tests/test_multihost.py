@@ -62,7 +62,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two_processes(out: str) -> None:
+def _start_two_processes(out: str) -> list[subprocess.Popen]:
     port = _free_port()
     code = f"SPLITS = {SPLITS!r}\nFITS = {FITS!r}\n" + WORKER
     procs = []
@@ -75,7 +75,22 @@ def _run_two_processes(out: str) -> None:
         procs.append(subprocess.Popen([sys.executable, "-c", code, out, str(index), str(port)],
                                       env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
-    try:
+    return procs
+
+
+def test_two_processes_equal_one(tmp_path):
+    import private_head
+
+    out = str(tmp_path / "multi" / "digits.h5")
+    os.makedirs(os.path.dirname(out))
+    procs = _start_two_processes(out)
+    try:  # the one-process reference runs here meanwhile
+        single = str(tmp_path / "single.h5")
+        extract("digits", "pixels", single, SPLITS, batch_size=64, progress=False)
+        refs = {method: private_head.fit(single + ":train", num_classes=10, epsilon=2.0,
+                                         delta=1e-5, method=method, steps=steps,
+                                         learning_rate=0.5, seed=11)
+                for method, steps in FITS}
         logs = [p.communicate(timeout=300)[0] for p in procs]
     finally:
         for p in procs:
@@ -83,14 +98,6 @@ def _run_two_processes(out: str) -> None:
                 p.kill()
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
-
-
-def test_two_processes_equal_one(tmp_path):
-    out = str(tmp_path / "multi" / "digits.h5")
-    os.makedirs(os.path.dirname(out))
-    _run_two_processes(out)
-    single = str(tmp_path / "single.h5")
-    extract("digits", "pixels", single, SPLITS, batch_size=64, progress=False)
 
     # The assembled file is virtual over two shard files, and reads like the one-process store.
     shards = [multihost.shard_path(out, i, 2) for i in range(2)]
@@ -108,12 +115,9 @@ def test_two_processes_equal_one(tmp_path):
             # a chunk read across the shard boundary
             np.testing.assert_array_equal(multi.read(100, 140)[0], one.read(100, 140)[0])
 
-    import private_head
-
     heads = [json.loads(Path(f"{out}.heads-{i}.json").read_text()) for i in range(2)]
-    for method, steps in FITS:
-        ref = private_head.fit(single + ":train", num_classes=10, epsilon=2.0, delta=1e-5,
-                               method=method, steps=steps, learning_rate=0.5, seed=11)
+    for method, _ in FITS:
+        ref = refs[method]
         assert np.abs(ref.weights).max() > 1e-4  # a non-trivial head
         for got in heads:  # both processes hold the same head, equal to one process's
             np.testing.assert_allclose(np.array(got[method][0]), ref.weights, rtol=0, atol=1e-6)
