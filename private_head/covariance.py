@@ -43,8 +43,7 @@ from private_head.least_squares import default_ridge, gram_sensitivity
 from private_head.methods import register_method
 from private_head.psd import (
     DEFAULT_CHUNK_ROWS,
-    gram_and_class_sums,
-    psd_project,
+    gram,
     read_options,
     symmetric_gaussian_noise,
 )
@@ -69,9 +68,10 @@ class _TransformedSource:
 
 def whitening(noisy_gram: jax.Array, num_rows: int, ridge: float,
               feature_norm: float) -> jax.Array:
-    """``A = a (psd_project(G~) / N + ridge I)^{-1/2}`` with ``a = r / sqrt(trace(P M))``."""
-    m = psd_project(noisy_gram) / num_rows
-    evals, evecs = jnp.linalg.eigh(m)
+    """``A = a (psd_project(G~) / N + ridge I)^{-1/2}`` with ``a = r / sqrt(trace(P M))``:
+    one eigendecomposition ``G~ / N = V diag(lambda) V^T``, ``M = V diag(max(lambda, 0)) V^T``."""
+    m = noisy_gram.astype(jnp.float32) / num_rows
+    evals, evecs = jnp.linalg.eigh(0.5 * (m + m.T))
     evals = jnp.maximum(evals, 0.0)
     inv = 1.0 / (evals + ridge)
     scale = feature_norm / jnp.sqrt(jnp.maximum(jnp.sum(evals * inv), 1e-30))
@@ -118,7 +118,7 @@ def train(data: TrainData, config: Any, ledger: Any,
     ledger.record_gaussian("dp_feature_covariance/gram", sensitivity=sensitivity,
                            noise_std=gram_std)
     key_gram, key_gd = jax.random.split(key)
-    gram, _ = gram_and_class_sums(data, chunk_rows=int(opts["chunk_rows"]))
-    noisy = gram + symmetric_gaussian_noise(key_gram, data.dim, gram_std)
+    noisy = gram(data, chunk_rows=int(opts["chunk_rows"]))
+    noisy = noisy + symmetric_gaussian_noise(key_gram, data.dim, gram_std)
     transform = whitening(noisy, data.num_rows, float(ridge), data.feature_norm)
     return preconditioned_gd(data, config, ledger, key_gd, transform)

@@ -8,6 +8,7 @@ charge the ledger before adding the noise drawn here.
   sum of the class-k rows), with ``X~ = [X, 1]`` when a constant feature is appended. Accumulated
   in float32 (half-precision rows are multiplied with float32 accumulation) over
   ``data.iter_chunks`` when the rows are streamed from a store.
+- ``gram``: ``X^T X`` alone; ``class_sums_and_counts``: ``(S^T, class counts)``.
 - ``symmetric_gaussian_noise``: ``E = U + triu(U, 1)^T`` where U's upper triangle (diagonal
   included) is iid ``N(0, std^2)``: a symmetric matrix with ``D(D+1)/2`` independent entries.
 - ``psd_project``: ``V diag(max(lambda, 0)) V^T`` for the eigendecomposition ``V diag(lambda) V^T``.
@@ -72,6 +73,17 @@ def gram_and_class_sums(data: TrainData, *, append_one: bool = False,
     """``(X~^T X~ [D', D'], X~^T Y [D', K])`` in float32; ``D' = D + append_one``."""
     stats = partial(_gram_stats, append_one=append_one, num_classes=data.num_classes)
     return _accumulate(data, stats, chunk_rows)
+
+
+@jax.jit
+def _gram_only(x, y):
+    del y
+    return jnp.matmul(x.T, x, precision=_HIGHEST, preferred_element_type=jnp.float32)
+
+
+def gram(data: TrainData, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> jax.Array:
+    """``X^T X [D, D]`` in float32."""
+    return _accumulate(data, _gram_only, chunk_rows)
 
 
 def class_sums_and_counts(data: TrainData, *,
