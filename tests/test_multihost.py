@@ -46,6 +46,8 @@ for method, steps in FITS:
     head = private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5,
                             method=method, steps=steps, learning_rate=0.5, seed=11)
     heads[method] = [head.weights.tolist(), head.bias.tolist(), head.privacy["num_rows"]]
+head = private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5)
+heads["unseeded"] = [head.weights.tolist(), head.privacy["seeded"]]
 try:
     private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5,
                      method="dp_prototypes", seed=1)
@@ -123,6 +125,9 @@ def test_two_processes_equal_one(tmp_path):
             np.testing.assert_allclose(np.array(got[method][0]), ref.weights, rtol=0, atol=1e-6)
             np.testing.assert_allclose(np.array(got[method][1]), ref.bias, rtol=0, atol=1e-6)
             assert got[method][2] == 240
+    # Without a seed, process 0's OS draw is broadcast: both processes add the same noise.
+    assert heads[0]["unseeded"] == heads[1]["unseeded"] and heads[0]["unseeded"][1] is False
+    assert not np.allclose(heads[0]["unseeded"][0], heads[0]["single_step"][0], atol=1e-6)
     assert "dp_prototypes" in heads[0]["refused"] and "one process" in heads[0]["refused"]
 
 
