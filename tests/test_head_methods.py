@@ -18,7 +18,7 @@ from private_head.dp_sgd import (
     poisson_sample,
     sampled_gradient_sum,
 )
-from private_head.kernel import clipped_gradient_sum
+from private_head.kernel import clipped_gradient_sum, zero_init_class_sums
 from private_head.methods import get_method
 
 K, D, N, DELTA = 4, 8, 600, 1e-5
@@ -178,3 +178,19 @@ def test_dp_sgd_calibration_after_an_earlier_release():
     assert sigma > sigma_alone
     assert 4.0 * 0.97 < ledger.epsilon_spent <= 4.0 * (1 + 1e-9)  # spends (almost) all, no more
     assert [r.name for r in ledger.releases] == ["center_mean", RELEASE]
+
+
+def test_single_step_adds_noise_of_std_sigma_c_to_the_sum():
+    rng = np.random.default_rng(11)
+    k, d, n = 40, 100, 50
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = rng.integers(0, k, n).astype(np.int32)
+    config = FitConfig(epsilon=2.0, delta=DELTA, clip_norm=0.7, learning_rate=0.5)
+    data = preprocess(X, y, config, num_classes=k)
+    ledger = PrivacyLedger(2.0, DELTA)
+    sigma = 1.0 / ledger.remaining_mu
+    W, _ = get_method("single_step")(data, config, ledger, jax.random.key(2))
+    G, _ = zero_init_class_sums(data.features, data.labels, k, 0.7)
+    noise = np.ravel(-n * np.asarray(W) / 0.5 - np.asarray(G)).astype(np.float64)
+    assert abs(np.std(noise) / (sigma * 0.7) - 1) < 5 * math.sqrt(0.5 / noise.size)
+    assert abs(np.mean(noise)) < 5 * sigma * 0.7 / math.sqrt(noise.size)
