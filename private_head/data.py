@@ -80,17 +80,18 @@ class ChunkSource:
 
     ``iter_raw`` / ``iter_chunks`` read chunk i+1 on a background thread while the caller works on
     chunk i; ``chunk_rows`` is the default chunk length (sized to the device budget).
-    ``preprocessing`` is None until ``load_train_data`` has fixed it (``with_``).
+    ``preprocessing`` is None until ``load_train_data`` has fixed it (``with_``). ``rows=(start,
+    stop)`` keeps only those rows of a store split (a process's share, ``distributed``).
     """
 
     def __init__(self, *, array: np.ndarray | None = None, labels: np.ndarray | None = None,
                  path: str | None = None, split: str | None = None,
                  preprocessing: Preprocessing | None = None,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS):
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, rows: tuple[int, int] | None = None):
         if (array is None) == (path is None):
             raise ValueError("ChunkSource needs exactly one of array= (with labels=) or path=")
         self.array, self.labels, self.path, self.split = array, labels, path, split
-        self.preprocessing, self.chunk_rows = preprocessing, chunk_rows
+        self.preprocessing, self.chunk_rows, self.rows = preprocessing, chunk_rows, rows
         if array is not None:
             self.num_rows, self.dim = array.shape
             self.dtype = np.dtype(array.dtype)
@@ -98,19 +99,23 @@ class ChunkSource:
             info = store.split_info(path, split)
             self.num_rows, self.dim = info.num_rows, info.dim
             self.dtype = np.dtype(info.feature_dtype)
+            if rows is not None:
+                self.num_rows = rows[1] - rows[0]
 
     def with_(self, preprocessing: Preprocessing) -> ChunkSource:
         """The same rows under ``preprocessing``."""
         return ChunkSource(array=self.array, labels=self.labels, path=self.path, split=self.split,
-                           preprocessing=preprocessing, chunk_rows=self.chunk_rows)
+                           preprocessing=preprocessing, chunk_rows=self.chunk_rows,
+                           rows=self.rows)
 
     @contextmanager
     def _reader(self) -> Iterator[Callable[[int, int], tuple[np.ndarray, np.ndarray]]]:
         if self.array is not None:
             yield lambda start, stop: (self.array[start:stop], self.labels[start:stop])
             return
+        offset, end = self.rows if self.rows is not None else (0, self.num_rows)
         with store.SplitReader(self.path, self.split) as reader:
-            yield reader.read
+            yield lambda start, stop: reader.read(offset + start, min(offset + stop, end))
 
     def iter_raw(self, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(start, raw rows, labels)`` in row order; the next chunk is read on a thread."""

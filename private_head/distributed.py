@@ -13,8 +13,10 @@ CLI's ``--coordinator/--num-processes/--process-id``) ``fit`` runs the same call
 - N, the divisor, is the global row count.
 
 The result equals the one-process result for the same seed (up to float summation order).
-Methods other than ``single_step`` and ``dp_gd``, a private mean (``center="private"``) and
-streaming from the store (a share above ``max_device_bytes``) are refused with several processes.
+A share above ``max_device_bytes`` is streamed from the store in chunks and the streamed sums are
+added over processes (``sum_over_processes``) before the noise. Methods other than
+``single_step`` and ``dp_gd`` and a private mean (``center="private"``) are refused with several
+processes.
 """
 
 from __future__ import annotations
@@ -49,39 +51,61 @@ def check_supported(config: Any) -> None:
                          + " and ".join(problems) + "; run it in one process instead")
 
 
+def sum_over_processes(tree: Any) -> Any:
+    """``sum_p tree_p``: each process's partial sums added over all processes (an XLA all-gather
+    collective, then a sum in process order, so every process holds the same result)."""
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(tree)
+    return jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.sum(a, axis=0)), gathered)
+
+
 def load_process_rows(features: Any, labels: Any, *, config: Any, num_classes: int,
                       public_mean: Any, split: str) -> Any:
     """TrainData holding this process's share of the rows, with ``total_rows`` = global N.
 
-    ``features`` is a store spec (only the share is read from disk) or an array that every
-    process passes whole (each keeps its share).
+    ``features`` is a store spec (only the share is read from disk; streamed in chunks when it
+    exceeds ``config.max_device_bytes``) or an array that every process passes whole (each keeps
+    its share).
     """
-    from private_head.data import preprocess
+    from private_head import data as train_data
 
     check_supported(config)
+    limit = config.max_device_bytes
     if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
         if labels is not None:
             raise ValueError("labels come from the store; do not pass labels with a store path")
         path, split = store.parse_store_path(str(features), split)
+        info = store.split_info(path, split)
+        if info.num_classes != num_classes:
+            raise ValueError(f"num_classes={num_classes} but the store {path}:{split} "
+                             f"declares {info.num_classes} classes")
+        total = _check_rows(info.num_rows)
+        start, stop = share(total)
+        itemsize = np.dtype(info.feature_dtype).itemsize
+        if limit is not None and (stop - start) * info.dim * itemsize > limit:
+            source = train_data.ChunkSource(path=path, split=split, rows=(start, stop),
+                                            chunk_rows=train_data._chunk_rows(limit, info.dim))
+            data = train_data._stream(source, config, num_classes, public_mean, None, None)
+            return dataclasses.replace(data, total_rows=total)
         with store.SplitReader(path, split) as reader:
-            if reader.info.num_classes != num_classes:
-                raise ValueError(f"num_classes={num_classes} but the store {path}:{split} "
-                                 f"declares {reader.info.num_classes} classes")
-            total = reader.info.num_rows
-            start, stop = share(total)
             x, y = reader.read(start, stop)
     else:
         x, y = np.asarray(features), None if labels is None else np.asarray(labels)
-        total = x.shape[0] if x.ndim else 0
+        total = _check_rows(x.shape[0] if x.ndim else 0)
         start, stop = share(total)
         x, y = x[start:stop], None if y is None or y.shape != (total,) else y[start:stop]
-    if total < jax.process_count():
-        raise ValueError(f"{total} rows cannot be split over {jax.process_count()} processes")
-    limit = config.max_device_bytes
-    if limit is not None and x.nbytes > limit:
-        raise ValueError(f"this process's {x.shape[0]} rows ({x.nbytes} bytes) exceed "
-                         f"max_device_bytes={limit}; streaming is not supported with several "
-                         "processes: use more processes or raise max_device_bytes")
-    data = preprocess(x, labels if y is None else y, config, num_classes=num_classes,
-                      public_mean=public_mean)
+        if limit is not None and x.nbytes > limit:
+            raise ValueError(f"this process's {x.shape[0]} rows ({x.nbytes} bytes) exceed "
+                             f"max_device_bytes={limit}; with several processes only a store "
+                             "path streams: write the features to a store")
+    data = train_data.preprocess(x, labels if y is None else y, config, num_classes=num_classes,
+                                 public_mean=public_mean)
     return dataclasses.replace(data, total_rows=total)
+
+
+def _check_rows(total: int) -> int:
+    if total < jax.process_count():
+        raise ValueError(f"{total} rows cannot be split over {jax.process_count()} processes; "
+                         "every process needs at least one row")
+    return total

@@ -60,4 +60,8 @@ def streamed_sum(data: TrainData, fn: ChunkFn, rows: int, *,
         part = fn(X, y, mask)
         total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
         start += n
+    if jax.process_count() > 1:  # several processes each streamed their share: add the shares
+        from private_head.distributed import sum_over_processes
+
+        total = sum_over_processes(total)
     return total

@@ -46,6 +46,9 @@ for method, steps in FITS:
     head = private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5,
                             method=method, steps=steps, learning_rate=0.5, seed=11)
     heads[method] = [head.weights.tolist(), head.bias.tolist(), head.privacy["num_rows"]]
+head = private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5, method="dp_gd",
+                        steps=3, learning_rate=0.5, seed=11, max_device_bytes=20_000)
+heads["dp_gd_streamed"] = [head.weights.tolist(), head.bias.tolist(), head.privacy["num_rows"]]
 head = private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5)
 heads["unseeded"] = [head.weights.tolist(), head.privacy["seeded"]]
 try:
@@ -118,8 +121,8 @@ def test_two_processes_equal_one(tmp_path):
             np.testing.assert_array_equal(multi.read(100, 140)[0], one.read(100, 140)[0])
 
     heads = [json.loads(Path(f"{out}.heads-{i}.json").read_text()) for i in range(2)]
-    for method, _ in FITS:
-        ref = refs[method]
+    # dp_gd_streamed: each process streams its 120 rows from the store in chunks (max_device_bytes)
+    for method, ref in (*refs.items(), ("dp_gd_streamed", refs["dp_gd"])):
         assert np.abs(ref.weights).max() > 1e-4  # a non-trivial head
         for got in heads:  # both processes hold the same head, equal to one process's
             np.testing.assert_allclose(np.array(got[method][0]), ref.weights, rtol=0, atol=1e-6)
