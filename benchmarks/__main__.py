@@ -79,8 +79,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seeds",
         type=int,
-        default=sweep.DEFAULT_SEEDS,
-        help=f"noise seeds per (method, epsilon) (default {sweep.DEFAULT_SEEDS})",
+        help=f"noise seeds per (method, epsilon) (default {sweep.DEFAULT_SEEDS}; "
+        f"{sweep.DEFAULT_SUITE_SEEDS} for the default suite)",
     )
     p.add_argument("--no-ceiling", action="store_true", help="skip the scikit-learn ceiling")
     p.add_argument("--name", help="run name: results go to OUT_DIR/NAME (default from data)")
@@ -105,15 +105,17 @@ def run_sweep_cli(argv: list[str]) -> int:
         datasets += [sweep.load_digits(args.digits_store) for _ in args.data]
         datasets += [sweep.load_synthetic(name, args.scale or 1.0) for name in args.synthetic]
         name = args.name
+        seeds = args.seeds or sweep.DEFAULT_SEEDS
         if not datasets:
             datasets = sweep.default_datasets(args.scale)
             name = name or "default"
+            seeds = args.seeds or sweep.DEFAULT_SUITE_SEEDS
         name = name or "+".join(d.name for d in datasets)
         result = sweep.run_sweep(
             datasets,
             methods=methods,
             epsilons=args.epsilons,
-            seeds=args.seeds,
+            seeds=seeds,
             delta=args.delta,
             ceiling=not args.no_ceiling,
             log=lambda line: print(line, flush=True),
