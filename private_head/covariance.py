@@ -8,9 +8,12 @@ Following Mehta et al. 2023, with rows preprocessed to ``||x_i|| <= r`` and
 2. Post-processing of ``G~`` only (no further privacy cost): ``M = psd_project(G~) / N`` (N public),
    the preconditioner ``P = (M + lambda I)^{-1}`` with ``lambda = ridge_scale * s * sqrt(D) / N``
    (``s = r^2 / mu_cov``, the Gram noise std: the noise's spectral norm is about ``2 s sqrt(D)``) or
-   the option ``ridge`` (in units of M), and ``A = a P^{1/2}`` scaled by
-   ``a = r / sqrt(trace(P M))`` so that the transformed rows ``x' = A x`` have mean squared norm
-   about ``r^2`` (as estimated from the released ``M``).
+   the option ``ridge`` (in units of M), and ``A = a P^{1/2}`` with ``a^2 = trace(M) /
+   trace(P M)``: ``A^2`` has mean eigenvalue 1 under the spectrum of ``M``, so the transformed rows
+   keep about their mean squared norm. When the noise dominates ``M`` (or ``lambda`` is large) A
+   tends to the identity and DP-FC to plain ``dp_gd``; when the data dominates it whitens.
+   (Scaling by ``r^2 / trace(P M)`` instead shrinks the rows by the noise's share of ``trace(M)``:
+   on the cifar10-like preset at scale 0.2 (10k x 768), epsilon 1, top-1 fell from 0.79 to 0.49.)
 3. ``dp_gd`` (``config.steps`` = T, ``config.optimizer``, ``learning_rate``, ``clip_norm`` C) on
    the rows ``x' = A x`` with whatever budget is left: per-example gradients are clipped to C in the
    transformed space, each step releases a sum of sensitivity C, ``sigma = sqrt(T) / mu_rest`` with
@@ -66,15 +69,14 @@ class _TransformedSource:
                              precision=jax.lax.Precision.HIGHEST)
 
 
-def whitening(noisy_gram: jax.Array, num_rows: int, ridge: float,
-              feature_norm: float) -> jax.Array:
-    """``A = a (psd_project(G~) / N + ridge I)^{-1/2}`` with ``a = r / sqrt(trace(P M))``:
+def whitening(noisy_gram: jax.Array, num_rows: int, ridge: float) -> jax.Array:
+    """``A = a (M + ridge I)^{-1/2}``, ``M = psd_project(G~) / N``, ``a^2 = tr(M) / tr(P M)``:
     one eigendecomposition ``G~ / N = V diag(lambda) V^T``, ``M = V diag(max(lambda, 0)) V^T``."""
     m = noisy_gram.astype(jnp.float32) / num_rows
     evals, evecs = jnp.linalg.eigh(0.5 * (m + m.T))
     evals = jnp.maximum(evals, 0.0)
     inv = 1.0 / (evals + ridge)
-    scale = feature_norm / jnp.sqrt(jnp.maximum(jnp.sum(evals * inv), 1e-30))
+    scale = jnp.sqrt(jnp.sum(evals) / jnp.maximum(jnp.sum(evals * inv), 1e-30))
     return scale * jnp.matmul(evecs * jnp.sqrt(inv), evecs.T, precision=jax.lax.Precision.HIGHEST)
 
 
@@ -120,5 +122,5 @@ def train(data: TrainData, config: Any, ledger: Any,
     key_gram, key_gd = jax.random.split(key)
     noisy = gram(data, chunk_rows=int(opts["chunk_rows"]))
     noisy = noisy + symmetric_gaussian_noise(key_gram, data.dim, gram_std)
-    transform = whitening(noisy, data.num_rows, float(ridge), data.feature_norm)
+    transform = whitening(noisy, data.num_rows, float(ridge))
     return preconditioned_gd(data, config, ledger, key_gd, transform)

@@ -29,10 +29,10 @@ def _anisotropic(rng, n, d, k, separation=1.0):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
 
 
-def _numpy_whitening(gram, n, ridge, r):
+def _numpy_whitening(gram, n, ridge):
     evals, evecs = np.linalg.eigh(gram / n)
     evals = np.maximum(evals, 0)
-    scale = r / math.sqrt(np.sum(evals / (evals + ridge)))
+    scale = math.sqrt(evals.sum() / np.sum(evals / (evals + ridge)))
     return scale * (evecs / np.sqrt(evals + ridge)) @ evecs.T
 
 
@@ -57,8 +57,8 @@ def test_noise_free_method_is_numpy_preconditioned_gd():
     x, y = _anisotropic(rng, 400, 6, 3)
     gram = x.T.astype(np.float64) @ x
     ridge, r = 1e-3, 1.0
-    a = np.asarray(whitening(jnp.asarray(gram, jnp.float32), 400, ridge, r), np.float64)
-    a_ref = _numpy_whitening(gram, 400, ridge, r)
+    a = np.asarray(whitening(jnp.asarray(gram, jnp.float32), 400, ridge), np.float64)
+    a_ref = _numpy_whitening(gram, 400, ridge)
     np.testing.assert_allclose(a, a_ref, rtol=2e-3, atol=1e-3 * np.abs(a_ref).max())
     config = FitConfig(epsilon=1.0, delta=1e-5, method="dp_gd", steps=5, learning_rate=2.0,
                        clip_norm=0.5)
