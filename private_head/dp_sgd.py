@@ -32,7 +32,7 @@ from private_head.config import FitConfig
 from private_head.data import TrainData
 from private_head.full_batch import gradient_sums, noisy_update
 from private_head.kernel import clipped_gradient_sum
-from private_head.methods import register_method
+from private_head.methods import read_options, register_method
 from private_head.optimizers import head_bias, init_params, make_optimizer
 from private_head.sharding import device_rows
 from private_head.streaming import chunk_rows, streamed_sum
@@ -112,15 +112,12 @@ def calibrate(ledger: Any, config: FitConfig, rate: float) -> float:
 
 
 def _options(config: FitConfig, num_rows: int) -> tuple[int, int]:
-    unknown = set(config.method_options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"dp_sgd does not understand option(s) {sorted(unknown)}; "
-                         f"known: {OPTIONS}")
-    batch = config.method_options.get("batch_size")
+    options = read_options(config, dict.fromkeys(OPTIONS), "dp_sgd")
+    batch = options["batch_size"]
     if batch is None or not 1 <= batch <= num_rows:
         raise ValueError(f"dp_sgd needs batch_size (the expected batch size) in [1, N={num_rows}], "
                          f"got {batch!r}")
-    chunk = (config.method_options.get("max_batch_size")
+    chunk = (options["max_batch_size"]
              or max_batch_size(num_rows, batch / num_rows))
     if int(chunk) != chunk or chunk < 1:
         raise ValueError(f"max_batch_size must be a positive integer, got {chunk!r}")

@@ -24,7 +24,7 @@ import optax
 from private_head.config import FitConfig
 from private_head.data import TrainData
 from private_head.kernel import clipped_gradient_sum, gaussian_noise_like, row_sq_norms
-from private_head.methods import register_method
+from private_head.methods import read_options, register_method
 from private_head.noise import charge_full_batch
 from private_head.optimizers import head_bias, init_params, make_optimizer
 from private_head.sharding import device_rows
@@ -93,6 +93,7 @@ def _streamed(data: TrainData, config: FitConfig, key: jax.Array, noise_std: flo
 def train(data: TrainData, config: FitConfig, ledger: Any,
           key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """T noisy full-batch steps (module docstring); returns ``(W [D, K], b [K])``."""
+    read_options(config, {}, "dp_gd")
     noise_std = charge_full_batch(ledger, "dp_gd: clipped gradient sums", config.clip_norm,
                                   config.steps)
     run = _streamed if data.features is None else _in_memory

@@ -55,6 +55,17 @@ def _load_method_modules() -> None:
     _loaded = True
 
 
+def read_options(config: Any, defaults: dict[str, Any], method: str) -> dict[str, Any]:
+    """``defaults`` updated with ``config.method_options``; an option the method does not know is an
+    error (a typo such as ``lerning_rate=0.1`` must not train silently with the default)."""
+    given = dict(config.method_options)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        accepts = f"it accepts {sorted(defaults)}" if defaults else "it takes no method options"
+        raise ValueError(f"method {method!r} does not understand option(s) {unknown}; {accepts}")
+    return {**defaults, **given}
+
+
 def available_methods() -> list[str]:
     """Names of every registered method."""
     _load_method_modules()

@@ -22,7 +22,7 @@ import optax
 
 from private_head.config import FitConfig
 from private_head.data import TrainData
-from private_head.methods import register_method
+from private_head.methods import read_options, register_method
 
 Params = tuple[jax.Array, jax.Array]
 
@@ -133,10 +133,7 @@ def _converge(data: TrainData, config: FitConfig, params: Params) -> Params:
 def train(data: TrainData, config: FitConfig, ledger: Any, key: jax.Array) -> Params:
     """Fit the head without privacy (module docstring); ``ledger`` and ``key`` are unused."""
     del ledger, key
-    unknown = set(config.method_options) - {"max_steps", "tol"}
-    if unknown:
-        raise ValueError(f"nonprivate does not know the option(s) {sorted(unknown)}; it takes "
-                         "max_steps and tol")
+    read_options(config, {"max_steps": None, "tol": None}, "nonprivate")
     params = (jnp.zeros((data.dim, data.num_classes), jnp.float32),
               jnp.full((data.num_classes,), config.initial_bias(data.num_classes), jnp.float32))
     if config.steps == 1:

@@ -21,7 +21,7 @@ import jax
 from private_head.config import FitConfig
 from private_head.data import TrainData
 from private_head.kernel import gaussian_noise_like, zero_init_class_sums
-from private_head.methods import register_method
+from private_head.methods import read_options, register_method
 from private_head.noise import charge_full_batch
 from private_head.sharding import device_rows
 from private_head.streaming import chunk_rows, streamed_sum
@@ -46,6 +46,7 @@ def class_sums(data: TrainData, config: FitConfig) -> dict[str, jax.Array]:
 def train(data: TrainData, config: FitConfig, ledger: Any,
           key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One noisy step from zero (module docstring); returns ``(W [D, K], b [K])``."""
+    read_options(config, {}, "single_step")
     noise_std = charge_full_batch(ledger, "single_step: clipped gradient sum", config.clip_norm, 1)
     sums = class_sums(data, config)
     noise = gaussian_noise_like(jax.random.fold_in(key, 0), sums, noise_std)

@@ -412,16 +412,7 @@ def test_fit_from_store_refuses_wrong_label_space_and_incomplete_splits(tmp_path
     assert np.all(np.isfinite(_fit(f"{path}:train", None).weights))
 
 
-_IGNORES_UNKNOWN_OPTIONS = pytest.mark.xfail(
-    strict=True, reason="BUG private_head/single_step.py and full_batch.py: unknown options land "
-    "in config.method_options and are ignored, so a typo such as lerning_rate=0.1 trains silently "
-    "with the default learning rate (FitConfig: 'that method validates them')")
-
-
-@pytest.mark.parametrize("method", [
-    pytest.param("single_step", marks=_IGNORES_UNKNOWN_OPTIONS),
-    pytest.param("dp_gd", marks=_IGNORES_UNKNOWN_OPTIONS),
-    "dp_least_squares", "dp_prototypes"])
+@pytest.mark.parametrize("method", ["single_step", "dp_gd", "dp_least_squares", "dp_prototypes"])
 def test_fit_refuses_options_the_method_does_not_know(method):
     x, y = _rows()
     with pytest.raises(ValueError, match="lerning_rate"):
