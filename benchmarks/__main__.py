@@ -5,6 +5,7 @@ python -m benchmarks sweep --data digits --seeds 3
 python -m benchmarks sweep --features features/cifar10-vit.h5 --epsilons 1,4,inf
 python -m benchmarks sweep --synthetic imagenet-like --scale 0.05 --methods single_step,dp_gd
 python -m benchmarks speed                                 # make bench-speed
+python -m benchmarks report benchmarks/results/default     # rebuild table.md + plot from JSON
 """
 
 from __future__ import annotations
@@ -139,9 +140,16 @@ def run_sweep_cli(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"] and len(argv) == 2:  # rebuild table.md and the plot of a run
+        from benchmarks import report
+
+        result = report.read_json(os.path.join(argv[1], "results.json"))
+        print("wrote " + ", ".join(report.write_all(result, argv[1]).values()))
+        return 0
     if not argv or argv[0] not in ("sweep", "speed"):
         print(
-            "usage: python -m benchmarks {sweep,speed} [options]  (--help after a command)",
+            "usage: python -m benchmarks {sweep,speed} [options]  (--help after a command)\n"
+            "       python -m benchmarks report RUN_DIR  (rewrite a run's files from results.json)",
             file=sys.stderr,
         )
         return 2

@@ -138,6 +138,7 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     stats = summarise(result.rows, metric)
     names = list(result.datasets)
@@ -168,6 +169,10 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
                 label=f"{CEILING_ROW} (ε=∞)",
             )
         ax.set_xscale("log")
+        finite = sorted({k[2] for k in keys if not math.isinf(k[2])})
+        if finite:
+            ax.set_xticks(finite, [f"{e:g}" for e in finite])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ε")
         ax.set_ylabel(f"test {metric} accuracy")
         ax.set_title(f"{name} (δ={result.datasets[name]['delta']:.2g})")
@@ -176,6 +181,20 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def read_json(path: str) -> SweepResult:
+    """The ``SweepResult`` saved by ``write_json`` (infinite values restored)."""
+    with open(path) as f:
+        doc = json.load(f)
+    rows = [
+        {
+            k: math.inf if v == "inf" and k in ("epsilon", "epsilon_spent") else v
+            for k, v in row.items()
+        }
+        for row in doc["rows"]
+    ]
+    return SweepResult(rows, doc["ceilings"], doc["datasets"], doc["meta"])
 
 
 def write_all(result: SweepResult, out_dir: str) -> dict[str, str]:

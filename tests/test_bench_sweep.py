@@ -168,3 +168,17 @@ def test_selection_pseudo_methods_are_accepted_and_marked_private():
     empty = sweep.run_sweep([], methods=list(sweep.SELECTIONS), log=lambda _: None)
     assert empty.meta["method_settings"]["dp_gd+select_lr"]["mechanism"] == "noisy_max"
     assert empty.rows == []
+
+
+def test_report_command_rebuilds_files_from_json(smoke, tmp_path):
+    import shutil
+
+    _, run = smoke
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "table.md").unlink()
+    (copy / "accuracy_vs_epsilon.png").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert (copy / "table.md").read_text() == (run / "table.md").read_text()
+    assert (copy / "results.csv").read_text() == (run / "results.csv").read_text()
+    assert (copy / "accuracy_vs_epsilon.png").read_bytes()[:8] == PNG_MAGIC
