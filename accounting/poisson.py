@@ -6,6 +6,12 @@ privacy loss distribution of PoissonSampled(q, Gaussian(sigma)) over `steps` ste
 add-or-remove-one adjacency, with pessimistic discretisation (an upper bound on epsilon whose
 slack is about `value_discretization_interval` per composition level). RDP is available only
 as a cross-check, never as the accountant, and never with replace-one adjacency.
+
+Noise multipliers below ``MIN_NOISE_MULTIPLIER`` are outside what the PLD grid can hold (its size
+grows like 1/sigma^2: sigma = 1e-3 asks for tens of GiB). Every such run is far beyond a meaningful
+budget (one step at q = 1e-4 and sigma = 0.2 is already epsilon ~ 27 at delta 1e-5), so
+``epsilon_poisson`` refuses them and ``noise_multiplier_poisson`` never returns less: when a larger
+epsilon would allow less noise it returns the floor, which spends less than the budget.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from accounting.gdp import noise_multiplier_full_batch
 
 ADJACENCY = NeighboringRelation.ADD_OR_REMOVE_ONE
 DEFAULT_DISCRETIZATION = 1e-4
+MIN_NOISE_MULTIPLIER = 0.2
 
 
 def poisson_event(
@@ -72,6 +79,13 @@ def epsilon_poisson(
     delta = check_delta(delta)
     if sigma == 0:
         return math.inf
+    if sigma < MIN_NOISE_MULTIPLIER:
+        raise ValueError(
+            f"noise_multiplier={sigma} is below {MIN_NOISE_MULTIPLIER}, where the PLD accountant "
+            "would need an impractically large grid; such noise gives epsilon far above any "
+            "meaningful budget. Use a noise multiplier >= "
+            f"{MIN_NOISE_MULTIPLIER} (or a full-batch method, accounted exactly)"
+        )
     event = poisson_event(sigma, q, steps)
     eps = float(pld_accountant(value_discretization_interval).compose(event).get_epsilon(delta))
     if cross_check_rdp:
@@ -100,7 +114,8 @@ def noise_multiplier_poisson(
     Brent's method on the PLD epsilon, in two passes: a coarse one (discretisation up to 10x
     coarser, cheap) starting at the full-batch sigma (subsampling only helps), then one at the
     requested discretisation bracketed within a few percent of the coarse answer. epsilon = inf
-    gives 0.
+    gives 0. Never below ``MIN_NOISE_MULTIPLIER``: when the floor already meets the target, the
+    floor is returned (its epsilon is below the target).
     """
     epsilon = check_epsilon(epsilon)
     delta = check_delta(delta)
@@ -120,24 +135,31 @@ def noise_multiplier_poisson(
             gap,
             start,
             decreasing=True,
-            x_min=1e-6,
+            x_min=MIN_NOISE_MULTIPLIER,
             x_max=max(1e4, 16 * start),
             rtol=rtol,
             factor=factor,
             impossible=(
                 f"no finite noise multiplier reaches epsilon={epsilon} (delta={delta}, "
                 f"sampling_rate={q}, steps={steps}) under PLD with value_discretization_interval="
-                f"{interval}: the discretisation slack alone exceeds the target, or sigma would "
-                "be below 1e-6; use a smaller interval or a larger epsilon"
+                f"{interval}: the discretisation slack alone exceeds the target; use a smaller "
+                "interval or a larger epsilon"
             ),
         )
 
-    start = noise_multiplier_full_batch(epsilon, delta, steps)
+    start = max(noise_multiplier_full_batch(epsilon, delta, steps), MIN_NOISE_MULTIPLIER)
     coarse_interval = max(
         value_discretization_interval, min(10 * value_discretization_interval, epsilon / 20)
     )
     try:
         start, factor = solve(coarse_interval, start, 2.0, 1e-3), 1.02
-    except ValueError:  # the coarse grid's slack alone exceeds the target: search at full grid
+    except ValueError:  # the coarse grid's slack exceeds the target, or the floor is reached
         factor = 2.0
-    return solve(value_discretization_interval, start, factor, 1e-6)
+    try:
+        return solve(value_discretization_interval, start, factor, 1e-6)
+    except ValueError:
+        at_floor = epsilon_poisson(MIN_NOISE_MULTIPLIER, q, steps, delta,
+                                   value_discretization_interval=value_discretization_interval)
+        if at_floor <= epsilon:  # less noise would do, but the floor is the least we account
+            return MIN_NOISE_MULTIPLIER
+        raise

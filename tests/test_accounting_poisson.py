@@ -133,3 +133,14 @@ def test_noise_multiplier_poisson_monotone_in_every_argument(eps, q, steps):
 def test_bad_input_is_a_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_noise_below_the_pld_floor_is_refused_and_calibration_stops_at_the_floor():
+    from accounting.poisson import MIN_NOISE_MULTIPLIER
+
+    with pytest.raises(ValueError, match="below 0.2"):
+        epsilon_poisson(1e-3, 0.5, 10, 1e-5)
+    # epsilon 1000 would allow less noise than the floor: the floor is returned, and it fits
+    sigma = noise_multiplier_poisson(1000.0, 1e-5, 1e-3, 1, value_discretization_interval=1e-2)
+    assert sigma == MIN_NOISE_MULTIPLIER
+    assert epsilon_poisson(sigma, 1e-3, 1, 1e-5, value_discretization_interval=1e-2) <= 1000.0
