@@ -1,4 +1,5 @@
-# Users: `make test`, `make features`, `make probe EPS=4`, `make bench`, `make bench-speed`.
+# Users: `make test`, `make features`, `make probe EPS=4`, `make bench`, `make bench-speed`,
+# `make audit EPS=2 [METHOD=dp_gd STEPS=3]`.
 # The virtual environment is created on first use and reinstalled only when pyproject.toml changes.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,7 +17,7 @@ METHOD ?=
 STEPS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint features probe bench bench-speed clean
+.PHONY: venv test lint features probe bench bench-speed audit clean
 
 venv: $(STAMP)
 
@@ -45,6 +46,10 @@ bench: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(PY) -m benchmarks speed
+
+audit: $(STAMP)
+	$(PY) -m private_head.audit --method $(or $(METHOD),single_step) --epsilon $(EPS) \
+		$(if $(STEPS),--steps $(STEPS)) --delta $(or $(DELTA),1e-5)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
