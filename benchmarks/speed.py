@@ -8,7 +8,8 @@ Sections, each a module with ``main(argv) -> result`` run with its own defaults 
     accounting  benchmarks.accounting_speed  sigma calibration time, full batch and Poisson
     opacus      benchmarks.opacus_speed   Opacus DP step vs ours (needs the compare extra)
 
-A missing module is reported as absent; a failing one as failed (the others still run). Ratios are
+A missing module is reported as absent, one that returns ``{"skipped": why}`` as skipped, a failing
+one as failed (the others still run). Ratios are
 collected from every section's results (keys containing ``ratio`` or ``_over_``), so each ratio
 is between two times measured in the same run on the same device. The report (device, versions,
 ratios, absolute figures) is printed and saved as ``benchmarks/results/speed-<UTC time>.json``
@@ -46,7 +47,7 @@ def run_section(module_name: str) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         result = importlib.import_module(module_name).main([])
-        status = "ok"
+        status = "skipped" if isinstance(result, dict) and "skipped" in result else "ok"
     except Exception:  # noqa: BLE001 - one failing section must not hide the others
         result, status = traceback.format_exc(limit=3), "failed"
     return {"status": status, "seconds": time.perf_counter() - start, "result": result}

@@ -157,9 +157,11 @@ def test_speed_report_collects_ratios_and_tables():
 
 
 def test_speed_section_absent_and_failing():
-    from benchmarks import speed
+    from benchmarks import opacus_speed, speed
 
     assert speed.run_section("benchmarks.no_such_module")["status"] == "absent"
+    if not opacus_speed.available():
+        assert speed.run_section("benchmarks.opacus_speed")["status"] == "skipped"
     failed = speed.run_section("benchmarks.synthetic")  # has no main(): fails, does not raise
     assert failed["status"] == "failed" and "main" in failed["result"]
 
