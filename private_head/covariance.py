@@ -32,6 +32,7 @@ Default ``covariance_fraction = 0.25``. Options (``config.method_options``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -43,11 +44,10 @@ import numpy as np
 from private_head.data import TrainData
 from private_head.full_batch import train as dp_gd_train
 from private_head.least_squares import default_ridge, gram_sensitivity
-from private_head.methods import register_method
+from private_head.methods import read_options, register_method
 from private_head.psd import (
     DEFAULT_CHUNK_ROWS,
     gram,
-    read_options,
     symmetric_gaussian_noise,
 )
 
@@ -95,6 +95,7 @@ def transformed_data(data: TrainData, transform: jax.Array) -> TrainData:
 def preconditioned_gd(data: TrainData, config: Any, ledger: Any, key: jax.Array,
                       transform: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``dp_gd`` on ``A x`` (charged by ``dp_gd`` to ``ledger``), mapped back: ``(A W', b')``."""
+    config = dataclasses.replace(config, method_options={})  # DP-FC's options are not dp_gd's
     w_prime, bias = dp_gd_train(transformed_data(data, transform), config, ledger, key)
     return jnp.matmul(transform, w_prime, precision=jax.lax.Precision.HIGHEST), bias
 

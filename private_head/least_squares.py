@@ -34,12 +34,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from private_head.methods import register_method
+from private_head.methods import read_options, register_method
 from private_head.psd import (
     DEFAULT_CHUNK_ROWS,
     gram_and_class_sums,
     psd_ridge_solve,
-    read_options,
     symmetric_gaussian_noise,
 )
 

@@ -32,8 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from private_head.methods import register_method
-from private_head.psd import DEFAULT_CHUNK_ROWS, class_sums_and_counts, read_options
+from private_head.methods import read_options, register_method
+from private_head.psd import DEFAULT_CHUNK_ROWS, class_sums_and_counts
 
 METRICS = ("cosine", "euclidean")
 DEFAULTS = {"metric": "cosine", "count_fraction": 0.1, "count_floor": 1.0,

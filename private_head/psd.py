@@ -14,14 +14,13 @@ charge the ledger before adding the noise drawn here.
 - ``psd_project``: ``V diag(max(lambda, 0)) V^T`` for the eigendecomposition ``V diag(lambda) V^T``.
 - ``psd_ridge_solve``: ``(psd_project(G) + ridge I)^{-1} B`` through the same eigendecomposition.
 - ``psd_inverse_sqrt``: ``(psd_project(G) + ridge I)^{-1/2}``.
-- ``read_options``: a method's options with their defaults (shared by the methods here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -129,12 +128,3 @@ def psd_inverse_sqrt(gram: jax.Array, ridge: float) -> jax.Array:
     scale = jax.lax.rsqrt(jnp.maximum(evals, 0.0) + ridge)
     return jnp.matmul(evecs * scale, evecs.T, precision=_HIGHEST)
 
-
-def read_options(config: Any, defaults: dict[str, Any], method: str) -> dict[str, Any]:
-    """``defaults`` updated with ``config.method_options``; an unknown option is an error."""
-    given = dict(config.method_options)
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"method {method!r} does not understand option(s) {unknown}; "
-                         f"it accepts {sorted(defaults)}")
-    return {**defaults, **given}
