@@ -39,27 +39,27 @@ def _data(x, y, k, r=1.0):
 @pytest.mark.parametrize("append_one", [False, True])
 def test_noise_free_solution_is_numpy_ridge(append_one):
     rng = np.random.default_rng(0)
-    x, y = _rows(rng, 300, 6, 4, r=2.0)
+    x, y = _rows(rng, 200, 5, 3, r=2.0)
     ridge = 0.7
-    w, b = least_squares_head(_data(x, y, 4, 2.0), jax.random.key(0), gram_noise_std=0.0,
+    w, b = least_squares_head(_data(x, y, 3, 2.0), jax.random.key(0), gram_noise_std=0.0,
                               sums_noise_std=0.0, ridge=ridge, append_one=append_one)
-    xt = np.hstack([x, np.ones((300, 1), np.float32)]) if append_one else x
-    onehot = np.eye(4)[y]
+    xt = np.hstack([x, np.ones((200, 1), np.float32)]) if append_one else x
+    onehot = np.eye(3)[y]
     ref = np.linalg.solve(xt.T.astype(np.float64) @ xt + ridge * np.eye(xt.shape[1]),
                           xt.T.astype(np.float64) @ onehot)
-    np.testing.assert_allclose(np.asarray(w), ref[:6], rtol=2e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(b), ref[6] if append_one else np.zeros(4), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(w), ref[:5], rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(b), ref[5] if append_one else np.zeros(3), atol=1e-5)
 
 
 def test_streamed_rows_give_the_in_memory_solution():
     rng = np.random.default_rng(1)
-    x, y = _rows(rng, 250, 5, 3)
+    x, y = _rows(rng, 200, 5, 3)
     pre = Preprocessing(normalize=True, feature_norm=1.0)
     streamed = TrainData(None, jnp.asarray(y), 3, 1.0,
                          source=ChunkSource(array=x, labels=y, preprocessing=pre))
     kwargs = dict(gram_noise_std=0.3, sums_noise_std=0.2, ridge=2.0, append_one=True)
     w1, b1 = least_squares_head(_data(x, y, 3), jax.random.key(3), **kwargs)
-    w2, b2 = least_squares_head(streamed, jax.random.key(3), chunk_rows=64, **kwargs)
+    w2, b2 = least_squares_head(streamed, jax.random.key(3), chunk_rows=100, **kwargs)
     np.testing.assert_allclose(np.asarray(w1), np.asarray(w2), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(b1), np.asarray(b2), rtol=1e-4, atol=1e-6)
 
