@@ -21,12 +21,13 @@ _NEGLIGIBLE = 1e-4
 
 
 def full_batch_noise_multiplier(ledger: Any, steps: int) -> float:
-    """``sigma = sqrt(T) / ledger.remaining_mu``; a clear error when nothing (GDP) is left."""
+    """``sigma = sqrt(T) / ledger.remaining_mu`` (0 on an unlimited ledger); a clear error when
+    nothing (GDP) is left."""
     mu_left = ledger.remaining_mu
     if mu_left is None:
         raise ValueError("the ledger already holds a non-Gaussian release, so its remaining "
                          "budget is not a GDP mu; full-batch methods need a Gaussian-only ledger")
-    if not mu_left > _NEGLIGIBLE * ledger.mu_budget:
+    if not (math.isinf(mu_left) or mu_left > _NEGLIGIBLE * ledger.mu_budget):
         raise BudgetExceededError(f"no privacy budget is left (epsilon spent "
                                   f"{ledger.epsilon_spent:.6g} of {ledger.epsilon:.6g})")
     return math.sqrt(steps) / (mu_left * _MARGIN)

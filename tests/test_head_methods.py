@@ -194,3 +194,13 @@ def test_single_step_adds_noise_of_std_sigma_c_to_the_sum():
     noise = np.ravel(-n * np.asarray(W) / 0.5 - np.asarray(G)).astype(np.float64)
     assert abs(np.std(noise) / (sigma * 0.7) - 1) < 5 * math.sqrt(0.5 / noise.size)
     assert abs(np.mean(noise)) < 5 * sigma * 0.7 / math.sqrt(noise.size)
+
+
+def test_full_batch_noise_on_an_unlimited_ledger_is_zero_and_a_spent_one_refuses():
+    from private_head.noise import full_batch_noise_multiplier
+
+    assert full_batch_noise_multiplier(PrivacyLedger(math.inf, 1e-5), 4) == 0.0
+    spent = PrivacyLedger(1.0, 1e-5)
+    spent.record_gaussian("all", sensitivity=1.0, noise_std=1.0 / spent.remaining_mu)
+    with pytest.raises(BudgetExceededError, match="no privacy budget is left"):
+        full_batch_noise_multiplier(spent, 1)
