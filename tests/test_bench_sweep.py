@@ -31,6 +31,8 @@ def smoke(tmp_path_factory):
             "smoke",
             "--out-dir",
             str(out),
+            "--jax-cache",
+            "none",  # leave JAX's global cache setting alone in this test process
         ]
     )
     return code, out / "smoke"
