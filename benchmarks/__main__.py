@@ -99,8 +99,6 @@ def run_sweep_cli(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
     start = time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
-    cache = args.jax_cache or os.path.join(args.out_dir, ".jax_cache")
-    sweep.use_compilation_cache(None if cache == "none" else cache)
     try:
         datasets = [sweep.load_store(path, test_split=args.test_split) for path in args.features]
         datasets += [sweep.load_digits(args.digits_store) for _ in args.data]
@@ -112,6 +110,8 @@ def run_sweep_cli(argv: list[str]) -> int:
             name = name or "default"
             seeds = args.seeds or sweep.DEFAULT_SUITE_SEEDS
         name = name or "+".join(d.name for d in datasets)
+        cache = args.jax_cache or os.path.join(args.out_dir, ".jax_cache")
+        sweep.use_compilation_cache(None if cache == "none" else cache)
         result = sweep.run_sweep(
             datasets,
             methods=methods,

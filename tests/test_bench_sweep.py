@@ -114,7 +114,8 @@ def test_topk_accuracy_against_direct_count():
 
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
-    assert main(["sweep", "--features", str(tmp_path / "missing.h5")]) == 2
+    missing = str(tmp_path / "missing.h5")
+    assert main(["sweep", "--features", missing, "--jax-cache", "none"]) == 2
     assert "no feature store" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown method"):
         sweep.run_sweep([], methods=["no_such_method"])
