@@ -16,6 +16,7 @@ epsilon would allow less noise it returns the floor, which spends less than the 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -28,6 +29,7 @@ from accounting._checks import (
     check_delta,
     check_epsilon,
     check_nonnegative,
+    check_positive_finite,
     check_sampling_rate,
     check_steps,
 )
@@ -123,6 +125,15 @@ def noise_multiplier_poisson(
     steps = check_steps(steps)
     if math.isinf(epsilon):
         return 0.0
+    interval = check_positive_finite("value_discretization_interval", value_discretization_interval)
+    return _calibrate(epsilon, delta, q, steps, interval)
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate(epsilon: float, delta: float, q: float, steps: int,
+               value_discretization_interval: float) -> float:
+    """``noise_multiplier_poisson`` on checked arguments, memoised (a calibration costs seconds
+    of PLD work and sweeps repeat the same one for every seed)."""
 
     def solve(interval: float, start: float, factor: float, rtol: float) -> float:
         def gap(sigma: float) -> float:
