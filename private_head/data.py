@@ -332,6 +332,20 @@ def _chunk_rows(limit: int, dim: int) -> int:
     return max(1, min(DEFAULT_CHUNK_ROWS, limit // (2 * 4 * dim)))
 
 
+def open_store_split(spec: Any, labels: Any, num_classes: int,
+                     split: str) -> tuple[str, str, store.SplitInfo]:
+    """``(path, split, info)`` of a store spec ``"file.h5[:split]"``, checked against the public
+    label space; a store brings its own labels, so passing ``labels`` too is an error."""
+    if labels is not None:
+        raise ValueError("labels come from the store; do not pass labels with a store path")
+    path, split = store.parse_store_path(str(spec), split)
+    info = store.split_info(path, split)
+    if info.num_classes != num_classes:
+        raise ValueError(f"num_classes={num_classes} but the store {path}:{split} declares "
+                         f"{info.num_classes} classes")
+    return path, split, info
+
+
 def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num_classes: int,
                     public_mean: Any = None, ledger: Any = None, key: jax.Array | None = None,
                     split: str = "train") -> TrainData:
@@ -349,13 +363,7 @@ def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num
                                  public_mean=public_mean, split=split)
     limit = config.max_device_bytes
     if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
-        if labels is not None:
-            raise ValueError("labels come from the store; do not pass labels with a store path")
-        path, split = store.parse_store_path(str(features), split)
-        info = store.split_info(path, split)
-        if info.num_classes != num_classes:
-            raise ValueError(f"num_classes={num_classes} but the store {path}:{split} declares "
-                             f"{info.num_classes} classes")
+        path, split, info = open_store_split(features, labels, num_classes, split)
         if info.num_rows == 0:
             raise ValueError(f"split {split!r} of {path} is empty; need at least one row")
         itemsize = np.dtype(info.feature_dtype).itemsize

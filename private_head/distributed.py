@@ -73,13 +73,7 @@ def load_process_rows(features: Any, labels: Any, *, config: Any, num_classes: i
     check_supported(config)
     limit = config.max_device_bytes
     if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
-        if labels is not None:
-            raise ValueError("labels come from the store; do not pass labels with a store path")
-        path, split = store.parse_store_path(str(features), split)
-        info = store.split_info(path, split)
-        if info.num_classes != num_classes:
-            raise ValueError(f"num_classes={num_classes} but the store {path}:{split} "
-                             f"declares {info.num_classes} classes")
+        path, split, info = train_data.open_store_split(features, labels, num_classes, split)
         total = _check_rows(info.num_rows)
         start, stop = share(total)
         itemsize = np.dtype(info.feature_dtype).itemsize
