@@ -21,19 +21,22 @@ Options: ``batch_size`` (required, 1 <= batch_size <= N), ``max_batch_size`` (B_
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from accounting import BudgetExceededError, noise_multiplier_poisson, poisson_event
+from private_head import full_batch
 from private_head.config import FitConfig
 from private_head.data import TrainData
-from private_head.full_batch import gradient_sums, noisy_update
+from private_head.full_batch import gradient_sums, noisy_step, noisy_update
 from private_head.kernel import clipped_gradient_sum
 from private_head.methods import read_options, register_method
-from private_head.optimizers import head_bias, init_params, make_optimizer
+from private_head.optimizers import LoopSettings, head_bias, init_params, make_optimizer
 from private_head.sharding import device_rows
 from private_head.streaming import chunk_rows, streamed_sum
 
@@ -124,49 +127,61 @@ def _options(config: FitConfig, num_rows: int) -> tuple[int, int]:
     return batch, int(chunk)
 
 
-def _in_memory(data, config, key_sample, key_noise, noise_std, batch, chunk):
+def kernels() -> tuple[Callable, ...]:
+    """The kernels the compiled loop traces, as a static cache key (see ``full_batch.kernels``)."""
+    return (clipped_gradient_sum, *full_batch.kernels())
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("settings", "num_rows", "batch", "chunk", "kernels"))
+def run_in_memory(params, X, y, mask, key_sample, key_noise, noise_std, *, settings: LoopSettings,
+                  num_rows: int, batch: int, chunk: int, kernels: tuple[Callable, ...]):
+    """All T sampled steps as one ``lax.scan``, compiled once per settings/shapes."""
+    del kernels  # a cache key only
+    opt = make_optimizer(settings)
+    K, N, total = settings.num_classes, num_rows, int(X.shape[0])
+
+    def step(carry, t):
+        params, opt_state = carry
+        include = poisson_sample(key_sample, t, N, batch / N)
+        if mask is not None:  # the same sample, placed on the real rows of the padded layout
+            real = jnp.nonzero(mask > 0, size=N, fill_value=total - 1)[0]
+            include = jnp.zeros(total, bool).at[real].set(include)
+        gW, gb = sampled_gradient_sum(params["W"], head_bias(params, K, settings), X, y,
+                                      include, settings.clip_norm, chunk, loss=settings.loss,
+                                      train_bias=settings.train_bias)
+        sums = {"W": gW, "b": gb} if "b" in params else {"W": gW}
+        return noisy_update(opt, params, opt_state, sums, jax.random.fold_in(key_noise, t),
+                            noise_std, batch), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(settings.steps))
+    return params
+
+
+def _in_memory(data, settings, key_sample, key_noise, noise_std, batch, chunk):
     rows = device_rows(data.features, data.labels)
-    opt = make_optimizer(config)
-    K, N, total = data.num_classes, data.num_rows, int(rows.X.shape[0])
-
-    @jax.jit
-    def run(params, X, y, mask, key_sample, key_noise, noise_std):
-        def step(carry, t):
-            params, opt_state = carry
-            include = poisson_sample(key_sample, t, N, batch / N)
-            if mask is not None:  # the same sample, placed on the real rows of the padded layout
-                real = jnp.nonzero(mask > 0, size=N, fill_value=total - 1)[0]
-                include = jnp.zeros(total, bool).at[real].set(include)
-            gW, gb = sampled_gradient_sum(params["W"], head_bias(params, K, config), X, y,
-                                          include, config.clip_norm, chunk, loss=config.loss,
-                                          train_bias=config.train_bias)
-            sums = {"W": gW, "b": gb} if "b" in params else {"W": gW}
-            return noisy_update(opt, params, opt_state, sums, jax.random.fold_in(key_noise, t),
-                                noise_std, batch), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)),
-                                      jnp.arange(config.steps))
-        return params
-
-    params = init_params(data.dim, K, config)
-    return run(params, rows.X, rows.y, rows.mask, key_sample, key_noise, noise_std)
+    params = init_params(data.dim, data.num_classes, settings)
+    return run_in_memory(params, rows.X, rows.y, rows.mask, key_sample, key_noise, noise_std,
+                         settings=settings, num_rows=data.num_rows, batch=batch, chunk=chunk,
+                         kernels=kernels())
 
 
-def _streamed(data, config, key_sample, key_noise, noise_std, batch):
-    opt = make_optimizer(config)
-    params = init_params(data.dim, data.num_classes, config)
-    opt_state = opt.init(params)
-    update = jax.jit(lambda p, s, g, k, std: noisy_update(opt, p, s, g, k, std, batch))
-    sample = jax.jit(poisson_sample, static_argnums=2)
-    rows = chunk_rows(data, config.max_device_bytes)
-    for t in range(config.steps):
-        bias = head_bias(params, data.num_classes, config)
-        include = sample(key_sample, t, data.num_rows, batch / data.num_rows)
+_sample = jax.jit(poisson_sample, static_argnums=2)
+
+
+def _streamed(data, settings, key_sample, key_noise, noise_std, batch, max_device_bytes):
+    params = init_params(data.dim, data.num_classes, settings)
+    opt_state = make_optimizer(settings).init(params)
+    rows = chunk_rows(data, max_device_bytes)
+    for t in range(settings.steps):
+        bias = head_bias(params, data.num_classes, settings)
+        include = _sample(key_sample, t, data.num_rows, batch / data.num_rows)
         sums = streamed_sum(
-            data, lambda X, y, m, p=params, b=bias: gradient_sums(p, b, X, y, m, config), rows,
+            data, lambda X, y, m, p=params, b=bias: gradient_sums(p, b, X, y, m, settings), rows,
             row_weights=include)
-        params, opt_state = update(params, opt_state, sums, jax.random.fold_in(key_noise, t),
-                                   noise_std)
+        params, opt_state = noisy_step(params, opt_state, sums, jax.random.fold_in(key_noise, t),
+                                       noise_std, settings=settings, num_rows=batch,
+                                       kernels=full_batch.kernels())
     return params
 
 
@@ -178,10 +193,12 @@ def train(data: TrainData, config: FitConfig, ledger: Any,
     sigma = calibrate(ledger, config, batch / data.num_rows)
     noise_std = sigma * config.clip_norm
     key_sample, key_noise = jax.random.split(key)
+    settings = LoopSettings.of(config, data.num_classes)
     if data.features is None:
-        params = _streamed(data, config, key_sample, key_noise, noise_std, batch)
+        params = _streamed(data, settings, key_sample, key_noise, noise_std, batch,
+                           config.max_device_bytes)
     else:
-        params = _in_memory(data, config, key_sample, key_noise, noise_std, batch, chunk)
+        params = _in_memory(data, settings, key_sample, key_noise, noise_std, batch, chunk)
     return params["W"], head_bias(params, data.num_classes, config)
 
 

@@ -111,6 +111,22 @@ def test_dp_gd_each_optimizer_improves_over_zero(optimizer):
     assert math.isclose(release.noise_std, math.sqrt(5) / mu, rel_tol=1e-9)
 
 
+def test_dp_gd_fits_with_other_seeds_and_epsilons_reuse_one_compiled_loop():
+    from private_head import full_batch
+
+    X, y = blobs(5)
+    full_batch.run_in_memory.clear_cache()
+    W0, b0, *_ = fit("dp_gd", X, y, epsilon=8.0, seed=0, steps=3, train_bias=True)
+    W1, *_ = fit("dp_gd", X, y, epsilon=2.0, seed=1, steps=3, train_bias=True)
+    assert full_batch.run_in_memory._cache_size() == 1  # noise std and key are traced
+    assert not np.allclose(W0, W1)  # the second fit really drew other (larger) noise
+    W2, b2, *_ = fit("dp_gd", X, y, epsilon=8.0, seed=0, steps=3, train_bias=True)
+    np.testing.assert_array_equal(W2, W0)  # the reused loop gives the same head bit for bit
+    np.testing.assert_array_equal(b2, b0)
+    fit("dp_gd", X, y, epsilon=8.0, seed=0, steps=2, train_bias=True)
+    assert full_batch.run_in_memory._cache_size() == 2  # other static settings: another loop
+
+
 def test_dp_gd_sigmoid_loss_with_fixed_bias():
     X, y = blobs(4)
     W, b, _, Xp = fit("dp_gd", X, y, epsilon=20.0, steps=3, loss="sigmoid", learning_rate=3.0)
