@@ -130,8 +130,9 @@ def noise_multiplier_poisson(
 
 
 @functools.lru_cache(maxsize=256)
-def _calibrate(epsilon: float, delta: float, q: float, steps: int,
-               value_discretization_interval: float) -> float:
+def _calibrate(
+    epsilon: float, delta: float, q: float, steps: int, value_discretization_interval: float
+) -> float:
     """``noise_multiplier_poisson`` on checked arguments, memoised (a calibration costs seconds
     of PLD work and sweeps repeat the same one for every seed)."""
 
@@ -169,8 +170,13 @@ def _calibrate(epsilon: float, delta: float, q: float, steps: int,
     try:
         return solve(value_discretization_interval, start, factor, 1e-6)
     except ValueError:
-        at_floor = epsilon_poisson(MIN_NOISE_MULTIPLIER, q, steps, delta,
-                                   value_discretization_interval=value_discretization_interval)
+        at_floor = epsilon_poisson(
+            MIN_NOISE_MULTIPLIER,
+            q,
+            steps,
+            delta,
+            value_discretization_interval=value_discretization_interval,
+        )
         if at_floor <= epsilon:  # less noise would do, but the floor is the least we account
             return MIN_NOISE_MULTIPLIER
         raise

@@ -105,15 +105,22 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, n: int, d: int, k: int, dtype: str, repeats: int,
-            ref_rows: int) -> dict[str, Any]:
+def measure(
+    name: str, n: int, d: int, k: int, dtype: str, repeats: int, ref_rows: int
+) -> dict[str, Any]:
     """One shape and dtype: seconds per step of every variant and their ratios."""
     X, y = _data(n, d, k, dtype)
     rng = jax.random.key(1)
     W = 0.01 * jax.random.normal(rng, (d, k), jnp.float32)  # away from zero: a general step
     b = jnp.zeros(k, jnp.float32)
-    row = {"what": f"{name} {dtype}", "shape": name, "dtype": dtype, "rows": n, "dim": d,
-           "classes": k}
+    row = {
+        "what": f"{name} {dtype}",
+        "shape": name,
+        "dtype": dtype,
+        "rows": n,
+        "dim": d,
+        "classes": k,
+    }
     row["nonprivate_s"] = _median_seconds(lambda: nonprivate_step(W, b, X, y), repeats)
     sq_norms = jax.block_until_ready(row_sq_norms(X))  # once per run, as in dp_gd's loop
     row["private_s"] = _median_seconds(lambda: private_step(W, b, X, y, sq_norms, rng), repeats)
@@ -121,8 +128,9 @@ def measure(name: str, n: int, d: int, k: int, dtype: str, repeats: int,
     m = min(n, ref_rows)
     block = max(1, min(m, (256 << 20) // (4 * d * k)))  # ~256 MiB of per-example gradients
     m = m // block * block
-    ref = _median_seconds(lambda: vmap_reference_sum(W, b, X[:m], y[:m], block),
-                          max(1, repeats // 2))
+    ref = _median_seconds(
+        lambda: vmap_reference_sum(W, b, X[:m], y[:m], block), max(1, repeats // 2)
+    )
     row["vmap_reference_rows_timed"] = m
     row["vmap_reference_s"] = ref * n / m
     row["private_over_nonprivate"] = row["private_s"] / row["nonprivate_s"]
@@ -132,17 +140,31 @@ def measure(name: str, n: int, d: int, k: int, dtype: str, repeats: int,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.head_speed",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.head_speed", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--shapes", default=",".join(SHAPES), help="comma list of " + ", ".join(SHAPES))
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma list (default both)")
-    p.add_argument("--scale", type=float, default=None,
-                   help=f"multiply N (default 1 on an accelerator, {CPU_ROWS} rows on CPU)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help=f"multiply N (default 1 on an accelerator, {CPU_ROWS} rows on CPU)",
+    )
     p.add_argument("--repeats", type=int, default=None, help="default 10 (accelerator), 3 (CPU)")
-    p.add_argument("--ref-rows", type=int, default=None,
-                   help="rows the vmap reference is timed on (default all; 512 on CPU)")
-    p.add_argument("--out", nargs="?", const=DEFAULT_OUT, default=None,
-                   help=f"write the JSON result (default path {DEFAULT_OUT})")
+    p.add_argument(
+        "--ref-rows",
+        type=int,
+        default=None,
+        help="rows the vmap reference is timed on (default all; 512 on CPU)",
+    )
+    p.add_argument(
+        "--out",
+        nargs="?",
+        const=DEFAULT_OUT,
+        default=None,
+        help=f"write the JSON result (default path {DEFAULT_OUT})",
+    )
     args = p.parse_args(argv)
     device = jax.devices()[0]
     on_cpu = device.platform == "cpu"
@@ -158,14 +180,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for dtype in args.dtypes.split(","):
             row = measure(name, n, d, k, dtype, repeats, ref_rows)
             rows.append(row)
-            print(f"{row['what']:>24} N={n} D={d} K={k}: nonprivate {row['nonprivate_s']:.4g}s"
-                  f"  private {row['private_s']:.4g}s  zero-init {row['zero_init_s']:.4g}s"
-                  f"  vmap-ref {row['vmap_reference_s']:.4g}s | private/nonprivate "
-                  f"{row['private_over_nonprivate']:.3f}  private/zero-init "
-                  f"{row['private_over_zero_init']:.2f}  vmap/private "
-                  f"{row['vmap_reference_over_private']:.1f}", flush=True)
-    result = {"device": f"{device.platform}: {device.device_kind}",
-              "device_count": jax.device_count(), "jax": jax.__version__, "rows": rows}
+            print(
+                f"{row['what']:>24} N={n} D={d} K={k}: nonprivate {row['nonprivate_s']:.4g}s"
+                f"  private {row['private_s']:.4g}s  zero-init {row['zero_init_s']:.4g}s"
+                f"  vmap-ref {row['vmap_reference_s']:.4g}s | private/nonprivate "
+                f"{row['private_over_nonprivate']:.3f}  private/zero-init "
+                f"{row['private_over_zero_init']:.2f}  vmap/private "
+                f"{row['vmap_reference_over_private']:.1f}",
+                flush=True,
+            )
+    result = {
+        "device": f"{device.platform}: {device.device_kind}",
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "rows": rows,
+    }
     print(f"device: {result['device']}")
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -41,14 +41,19 @@ class StdConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         k = self.kernel_size
-        w = self.param("kernel", nn.initializers.he_normal(), (k, k, x.shape[-1], self.features),
-                       jnp.float32)
+        w = self.param(
+            "kernel", nn.initializers.he_normal(), (k, k, x.shape[-1], self.features), jnp.float32
+        )
         w = w - jnp.mean(w, axis=(0, 1, 2), keepdims=True)
         w = w * jax.lax.rsqrt(jnp.mean(jnp.square(w), axis=(0, 1, 2), keepdims=True) + 1e-10)
         pad = ((self.padding, self.padding), (self.padding, self.padding))
         return jax.lax.conv_general_dilated(
-            x, w.astype(self.dtype), (self.stride, self.stride), pad,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            x,
+            w.astype(self.dtype),
+            (self.stride, self.stride),
+            pad,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
 
 
 class GroupNorm(nn.Module):
@@ -77,8 +82,9 @@ class _Proj(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return StdConv(self.features, 1, self.stride, dtype=self.dtype,
-                       name="standardized_conv2d")(x)
+        return StdConv(self.features, 1, self.stride, dtype=self.dtype, name="standardized_conv2d")(
+            x
+        )
 
 
 class _NormActConv(nn.Module):
@@ -94,8 +100,14 @@ class _NormActConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = nn.relu(GroupNorm(dtype=self.dtype, name="group_norm")(x))
-        y = StdConv(self.features, self.kernel_size, self.stride, self.kernel_size // 2,
-                    self.dtype, name="standardized_conv2d")(h)
+        y = StdConv(
+            self.features,
+            self.kernel_size,
+            self.stride,
+            self.kernel_size // 2,
+            self.dtype,
+            name="standardized_conv2d",
+        )(h)
         if self.proj_features is None:
             return y, None
         return y, _Proj(self.proj_features, self.proj_stride, self.dtype, name="proj")(h)
@@ -110,8 +122,14 @@ class _Unit(nn.Module):
     def __call__(self, x):
         out = 4 * self.mid
         needs_proj = x.shape[-1] != out or self.stride != 1
-        y, r = _NormActConv(self.mid, 1, proj_features=out if needs_proj else None,
-                            proj_stride=self.stride, dtype=self.dtype, name="a")(x)
+        y, r = _NormActConv(
+            self.mid,
+            1,
+            proj_features=out if needs_proj else None,
+            proj_stride=self.stride,
+            dtype=self.dtype,
+            name="a",
+        )(x)
         y, _ = _NormActConv(self.mid, 3, self.stride, dtype=self.dtype, name="b")(y)
         y, _ = _NormActConv(out, 1, dtype=self.dtype, name="c")(y)
         return y + (x if r is None else r)
@@ -139,8 +157,9 @@ class _Stage(nn.Module):
     @nn.compact
     def __call__(self, x):
         for u in range(self.units):
-            x = _Unit(self.mid, self.stride if u == 0 else 1, self.dtype,
-                      name=f"unit{u + 1:02d}")(x)
+            x = _Unit(self.mid, self.stride if u == 0 else 1, self.dtype, name=f"unit{u + 1:02d}")(
+                x
+            )
         return x
 
 
@@ -182,8 +201,10 @@ def decode_variant(variant: str) -> dict[str, Any]:
     """``"R50x1"`` -> ``{"blocks": (3, 4, 6, 3), "width": 1}`` (depth 26, 50, 101 or 152)."""
     m = re.fullmatch(r"R(\d+)x(\d+)", variant)
     if not m or int(m.group(1)) not in BLOCKS:
-        raise ValueError(f"unknown BiT variant {variant!r}: expected R<depth>x<width> with depth "
-                         f"in {sorted(BLOCKS)} (published: {', '.join(VARIANTS)})")
+        raise ValueError(
+            f"unknown BiT variant {variant!r}: expected R<depth>x<width> with depth "
+            f"in {sorted(BLOCKS)} (published: {', '.join(VARIANTS)})"
+        )
     return {"blocks": BLOCKS[int(m.group(1))], "width": int(m.group(2))}
 
 

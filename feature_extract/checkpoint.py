@@ -58,16 +58,17 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
         flat = {name: _fix_dtype(npz[name]) for name in npz.files}
     for prefix in _PREFIXES:
         if any(k.startswith(prefix) for k in flat):
-            flat = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+            flat = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
             break
     if key is not None:
-        sub = {k[len(key) + 1:]: v for k, v in flat.items() if k.startswith(key + "/")}
+        sub = {k[len(key) + 1 :]: v for k, v in flat.items() if k.startswith(key + "/")}
         if not sub:
             tops = sorted({k.split("/")[0] for k in flat})
             raise CheckpointMismatchError(
                 f"checkpoint {file!r} has no sub-tree {key!r}; top-level names: {tops}. Select "
                 "one with 'file.npz:NAME' (a file holding only this model: load_backbone(..., "
-                "spec_overrides={'checkpoint_key': None}))")
+                "spec_overrides={'checkpoint_key': None}))"
+            )
         flat = sub
     return flat
 
@@ -88,8 +89,10 @@ def resample_posemb(posemb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     zoom = (grid[0] / side, grid[1] / side, 1)
     new = scipy.ndimage.zoom(old, zoom, order=1)  # corner-aligned bilinear
     if new.shape[:2] != tuple(grid):
-        raise CheckpointMismatchError(f"resampling a {side}x{side} pos_embedding grid gave "
-                                      f"{new.shape[:2]}, wanted {tuple(grid)}")
+        raise CheckpointMismatchError(
+            f"resampling a {side}x{side} pos_embedding grid gave "
+            f"{new.shape[:2]}, wanted {tuple(grid)}"
+        )
     return new.reshape(1, grid[0] * grid[1], d)
 
 
@@ -100,7 +103,7 @@ def _unstack_scan(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for k, v in flat.items():
         if k.startswith(stacked):
             for i in range(v.shape[0]):
-                out[f"Transformer/encoderblock_{i}/{k[len(stacked):]}"] = v[i]
+                out[f"Transformer/encoderblock_{i}/{k[len(stacked) :]}"] = v[i]
         else:
             out[k] = v
     return out
@@ -145,31 +148,39 @@ def _normalize_vit(flat: dict[str, np.ndarray], template: Mapping[str, Any]) -> 
                 flat["cls"] = flat["cls"].astype(np.float32) + pe[:, :1].astype(np.float32)
             flat["pos_embedding"] = pe = pe[:, 1:]
         want = template.get("pos_embedding")
-        if want is not None and tuple(pe.shape) != tuple(want.shape) \
-                and pe.shape[2] == want.shape[2]:
+        if (
+            want is not None
+            and tuple(pe.shape) != tuple(want.shape)
+            and pe.shape[2] == want.shape[2]
+        ):
             g = int(round(np.sqrt(want.shape[1])))
             flat["pos_embedding"] = resample_posemb(pe, (g, want.shape[1] // g))
     return flat
 
 
 def _normalize_bit(flat: dict[str, np.ndarray]) -> dict:
-    flat = {re.sub(r"/standardized_conv2d_\d+/", "/standardized_conv2d/", k): v
-            for k, v in flat.items()}
+    flat = {
+        re.sub(r"/standardized_conv2d_\d+/", "/standardized_conv2d/", k): v for k, v in flat.items()
+    }
     return {k: v for k, v in flat.items() if not k.startswith("resnet/head/")}
 
 
 def _mismatch_report(path, flat, template, arch) -> str | None:
     missing = sorted(set(template) - set(flat))
     unexpected = sorted(set(flat) - set(template))
-    shapes = sorted(f"{k}: file {tuple(flat[k].shape)} vs model {tuple(template[k].shape)}"
-                    for k in set(flat) & set(template)
-                    if tuple(flat[k].shape) != tuple(template[k].shape))
+    shapes = sorted(
+        f"{k}: file {tuple(flat[k].shape)} vs model {tuple(template[k].shape)}"
+        for k in set(flat) & set(template)
+        if tuple(flat[k].shape) != tuple(template[k].shape)
+    )
     if not (missing or unexpected or shapes):
         return None
     lines = [f"checkpoint {path!r} does not match the model:"]
-    for title, items in (("missing (in the model, not in the file)", missing),
-                         ("unexpected (in the file, not in the model)", unexpected),
-                         ("wrong shape", shapes)):
+    for title, items in (
+        ("missing (in the model, not in the file)", missing),
+        ("unexpected (in the file, not in the model)", unexpected),
+        ("wrong shape", shapes),
+    ):
         if items:
             lines.append(f"  {title} [{len(items)}]:")
             lines += [f"    {item}" for item in items[:40]]
@@ -178,8 +189,10 @@ def _mismatch_report(path, flat, template, arch) -> str | None:
     arch_hint = {"vit": ("resnet/", "a BiT"), "bit": ("Transformer/", "a ViT")}.get(arch)
     if arch_hint and any(k.startswith(arch_hint[0]) for k in flat):
         lines.append(f"The file looks like {arch_hint[1]} checkpoint, the model is a {arch}.")
-    lines.append("Check the backbone's variant, patch, pool_type and pre_logits (load_backbone's "
-                 "spec_overrides={'config': {...}}) or the ':key' sub-tree selector.")
+    lines.append(
+        "Check the backbone's variant, patch, pool_type and pre_logits (load_backbone's "
+        "spec_overrides={'config': {...}}) or the ':key' sub-tree selector."
+    )
     return "\n".join(lines)
 
 

@@ -27,8 +27,9 @@ class DownloadError(OSError):
 
 def cache_dir(path: str | None = None) -> str:
     """The checkpoint cache directory: ``path``, ``$DPLP_CACHE`` or ``~/.cache/dp_linear_probe``."""
-    return os.path.expanduser(path or os.environ.get("DPLP_CACHE")
-                              or os.path.join("~", ".cache", "dp_linear_probe"))
+    return os.path.expanduser(
+        path or os.environ.get("DPLP_CACHE") or os.path.join("~", ".cache", "dp_linear_probe")
+    )
 
 
 def cache_path(url: str, directory: str | None = None) -> str:
@@ -60,8 +61,10 @@ def _record(path: str, expected: str | None) -> str:
         with open(sidecar, "w") as f:
             f.write(f"{digest}  {os.path.basename(path)}\n")
     if expected and digest != expected.lower():
-        raise DownloadError(f"{path}: sha256 {digest} differs from the expected {expected}; "
-                            "delete the file (and its .sha256) and fetch it again")
+        raise DownloadError(
+            f"{path}: sha256 {digest} differs from the expected {expected}; "
+            "delete the file (and its .sha256) and fetch it again"
+        )
     return digest
 
 
@@ -79,9 +82,11 @@ def _total_size(resp, offset: int) -> int | None:
 
 
 def _offline_message(url: str, dest: str, reason: object) -> str:
-    return (f"could not download {url} ({reason}). Without network, download it on another "
-            f"machine and place it at {dest} (or pass checkpoint=PATH / --checkpoint PATH); "
-            "set $DPLP_CACHE to use another cache directory")
+    return (
+        f"could not download {url} ({reason}). Without network, download it on another "
+        f"machine and place it at {dest} (or pass checkpoint=PATH / --checkpoint PATH); "
+        "set $DPLP_CACHE to use another cache directory"
+    )
 
 
 def _download(url: str, dest: str, size: int | None, timeout: float) -> None:
@@ -112,20 +117,30 @@ def _download(url: str, dest: str, size: int | None, timeout: float) -> None:
                     f.write(block)
                     written += len(block)
         except (http.client.IncompleteRead, OSError) as e:
-            raise DownloadError(f"download of {url} interrupted after {written} bytes ({e}); "
-                                f"run again to resume from {part}") from e
+            raise DownloadError(
+                f"download of {url} interrupted after {written} bytes ({e}); "
+                f"run again to resume from {part}"
+            ) from e
     expected = size if size is not None else total
     if expected is not None and written != expected:
         if written > expected:
             os.remove(part)
-        raise DownloadError(f"{url}: got {written} bytes, expected {expected}"
-                            + ("; run again to resume" if written < expected else ""))
+        raise DownloadError(
+            f"{url}: got {written} bytes, expected {expected}"
+            + ("; run again to resume" if written < expected else "")
+        )
     os.replace(part, dest)
 
 
-def fetch(url: str, *, cache_dir: str | None = None, sha256: str | None = None,
-          size: int | None = None, download: bool = True, timeout: float = 60.0
-          ) -> tuple[str, str]:
+def fetch(
+    url: str,
+    *,
+    cache_dir: str | None = None,
+    sha256: str | None = None,
+    size: int | None = None,
+    download: bool = True,
+    timeout: float = 60.0,
+) -> tuple[str, str]:
     """Path and sha256 of the cached copy of ``url``, downloading it first if needed.
 
     A freshly downloaded file whose sha256 differs from ``sha256`` is deleted before the error.
@@ -134,13 +149,16 @@ def fetch(url: str, *, cache_dir: str | None = None, sha256: str | None = None,
     fresh = not os.path.exists(dest)
     if fresh:
         if not download:
-            raise FileNotFoundError(f"{dest} is not in the cache and downloading is off: fetch "
-                                    f"{url} and place it there (or pass checkpoint=PATH)")
+            raise FileNotFoundError(
+                f"{dest} is not in the cache and downloading is off: fetch "
+                f"{url} and place it there (or pass checkpoint=PATH)"
+            )
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         _download(url, dest, size, timeout)
     if size is not None and os.path.getsize(dest) != size:
-        raise DownloadError(f"{dest} has {os.path.getsize(dest)} bytes, expected {size}; "
-                            "delete it and fetch again")
+        raise DownloadError(
+            f"{dest} has {os.path.getsize(dest)} bytes, expected {size}; delete it and fetch again"
+        )
     try:
         return dest, _record(dest, sha256)
     except DownloadError:

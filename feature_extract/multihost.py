@@ -40,14 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--coordinator``, ``--num-processes``, ``--process-id``, ``--distributed`` (auto)."""
     group = parser.add_argument_group(
         "several processes (jax.distributed)",
-        f"unset values come from ${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES}, ${ENV_PROCESS_ID}")
-    group.add_argument("--coordinator", metavar="HOST:PORT",
-                       help="address of process 0's coordinator service")
+        f"unset values come from ${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES}, ${ENV_PROCESS_ID}",
+    )
+    group.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator service"
+    )
     group.add_argument("--num-processes", type=int, help="number of processes (hosts)")
     group.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
-    group.add_argument("--distributed", action="store_true",
-                       help="start jax.distributed, detecting what is unset from the cluster "
-                       "(SLURM, Open MPI, Kubernetes, TPU pod slice)")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="start jax.distributed, detecting what is unset from the cluster "
+        "(SLURM, Open MPI, Kubernetes, TPU pod slice)",
+    )
 
 
 def _env_int(name: str) -> int | None:
@@ -60,8 +65,13 @@ def _env_int(name: str) -> int | None:
         raise ValueError(f"${name} must be an integer, got {text!r}") from None
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, auto: bool = False) -> bool:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> bool:
     """Start ``jax.distributed`` when asked (see the module docstring); True if started.
 
     Must run before any other JAX call. Raises ValueError for an incomplete or inconsistent set.
@@ -75,14 +85,15 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if not auto and all(v is None for v in given):
         return False
     if not auto and None in given:
-        raise ValueError("several processes need all of --coordinator HOST:PORT, "
-                         "--num-processes and --process-id (or $JAX_COORDINATOR_ADDRESS, "
-                         "$JAX_NUM_PROCESSES, $JAX_PROCESS_ID), or --distributed to detect them "
-                         "from the cluster")
+        raise ValueError(
+            "several processes need all of --coordinator HOST:PORT, "
+            "--num-processes and --process-id (or $JAX_COORDINATOR_ADDRESS, "
+            "$JAX_NUM_PROCESSES, $JAX_PROCESS_ID), or --distributed to detect them "
+            "from the cluster"
+        )
     if num_processes is not None and num_processes < 1:
         raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
-    if process_id is not None and num_processes is not None and \
-            not 0 <= process_id < num_processes:
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
         raise ValueError(f"--process-id must lie in [0, {num_processes}), got {process_id}")
     if num_processes == 1 and not auto:
         return False
@@ -94,16 +105,17 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 def initialize_from_args(args: argparse.Namespace) -> bool:
     """``initialize`` with the values of ``add_arguments``'s flags."""
-    return initialize(args.coordinator, args.num_processes, args.process_id,
-                      auto=args.distributed)
+    return initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
 
 
 def process_rows(num_rows: int, process_index: int, process_count: int) -> tuple[int, int]:
     """``[floor(i N / P), floor((i + 1) N / P))``: process i's contiguous share of N rows."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process index {process_index} outside [0, {process_count})")
-    return (num_rows * process_index // process_count,
-            num_rows * (process_index + 1) // process_count)
+    return (
+        num_rows * process_index // process_count,
+        num_rows * (process_index + 1) // process_count,
+    )
 
 
 def shard_path(out: str | os.PathLike, index: int, count: int) -> str:
@@ -112,8 +124,9 @@ def shard_path(out: str | os.PathLike, index: int, count: int) -> str:
     return f"{stem}.shard-{index:05d}-of-{count:05d}{ext or '.h5'}"
 
 
-def assemble(out: str | os.PathLike, shards: Sequence[str | os.PathLike],
-             splits: Sequence[str] | None = None) -> dict[str, store.SplitInfo]:
+def assemble(
+    out: str | os.PathLike, shards: Sequence[str | os.PathLike], splits: Sequence[str] | None = None
+) -> dict[str, store.SplitInfo]:
     """Write ``out``: per split, virtual datasets concatenating the complete shards in order.
 
     Every shard must hold every split, complete, with the same identity attributes, and the
@@ -146,13 +159,19 @@ def _virtual_split(f: h5py.File, out: str, name: str, parts: Sequence[store.Spli
     for part in parts:
         diffs = [k for k in keys if part.attrs.get(k) != first.get(k)]
         if diffs or part.dim != parts[0].dim:
-            raise store.StoreError(f"shard {part.path} differs from {parts[0].path} in split "
-                                   f"{name!r} ({', '.join(diffs) or 'dim'}); extract it again")
+            raise store.StoreError(
+                f"shard {part.path} differs from {parts[0].path} in split "
+                f"{name!r} ({', '.join(diffs) or 'dim'}); extract it again"
+            )
         start = int(part.attrs.get("row_start", expected))
-        if start != expected or int(part.attrs.get("row_stop", start + part.num_rows)) != \
-                start + part.num_rows:
-            raise store.StoreError(f"shard {part.path} holds rows from {start} of split {name!r}"
-                                   f", expected {expected}: the shards do not tile the split")
+        if (
+            start != expected
+            or int(part.attrs.get("row_stop", start + part.num_rows)) != start + part.num_rows
+        ):
+            raise store.StoreError(
+                f"shard {part.path} holds rows from {start} of split {name!r}"
+                f", expected {expected}: the shards do not tile the split"
+            )
         expected += part.num_rows
     group = f.create_group(name)
     folder = os.path.dirname(os.path.abspath(out))
@@ -163,14 +182,20 @@ def _virtual_split(f: h5py.File, out: str, name: str, parts: Sequence[store.Spli
         offset = 0
         for part in parts:
             rel = os.path.relpath(os.path.abspath(part.path), folder)
-            layout[offset:offset + part.num_rows] = h5py.VirtualSource(
-                rel, f"{name}/{dataset}", shape=(part.num_rows, *tail))
+            layout[offset : offset + part.num_rows] = h5py.VirtualSource(
+                rel, f"{name}/{dataset}", shape=(part.num_rows, *tail)
+            )
             offset += part.num_rows
         group.create_virtual_dataset(dataset, layout)
     attrs: dict[str, Any] = {k: v for k, v in first.items()}
     row_stop = int(parts[-1].attrs.get("row_stop", expected))
-    attrs.update(row_start=int(first.get("row_start", 0)), row_stop=row_stop,
-                 total_rows=expected, rows_written=expected, complete=True)
+    attrs.update(
+        row_start=int(first.get("row_start", 0)),
+        row_stop=row_stop,
+        total_rows=expected,
+        rows_written=expected,
+        complete=True,
+    )
     _set_attrs(group, attrs)
 
 
@@ -182,9 +207,16 @@ def _set_attrs(group: h5py.Group, attrs: Mapping[str, Any]) -> None:
             group.attrs[key] = value
 
 
-def extract_sharded(dataset: str, model: Any, out: str | os.PathLike,
-                    splits: Any = ("train", "test"), *, data_dir: str | None = None,
-                    download: bool = True, **options: Any) -> dict[str, store.SplitInfo]:
+def extract_sharded(
+    dataset: str,
+    model: Any,
+    out: str | os.PathLike,
+    splits: Any = ("train", "test"),
+    *,
+    data_dir: str | None = None,
+    download: bool = True,
+    **options: Any,
+) -> dict[str, store.SplitInfo]:
     """``extraction.extract`` run by every process on its share; process 0 assembles ``out``.
 
     Process i of P extracts ``process_rows(N, i, P)`` of each split into ``shard_path(out, i,
@@ -200,15 +232,25 @@ def extract_sharded(dataset: str, model: Any, out: str | os.PathLike,
 
     index, count = jax.process_index(), jax.process_count()
     requests = parse_splits(splits)
-    ranges = {r.name: process_rows(len(open_source(dataset, r.spec, data_dir=data_dir,
-                                                   download=download)), index, count)
-              for r in requests}
+    ranges = {
+        r.name: process_rows(
+            len(open_source(dataset, r.spec, data_dir=data_dir, download=download)), index, count
+        )
+        for r in requests
+    }
     shard = shard_path(out, index, count)
-    extract(dataset, model, shard, {r.name: r.spec for r in requests}, data_dir=data_dir,
-            download=download, row_range=ranges, **options)
+    extract(
+        dataset,
+        model,
+        shard,
+        {r.name: r.spec for r in requests},
+        data_dir=data_dir,
+        download=download,
+        row_range=ranges,
+        **options,
+    )
     multihost_utils.sync_global_devices(f"feature_extract shards of {os.fspath(out)}")
     if index == 0:
-        assemble(out, [shard_path(out, i, count) for i in range(count)],
-                 [r.name for r in requests])
+        assemble(out, [shard_path(out, i, count) for i in range(count)], [r.name for r in requests])
     multihost_utils.sync_global_devices(f"feature_extract assembled {os.fspath(out)}")
     return {r.name: store.split_info(out, r.name) for r in requests}

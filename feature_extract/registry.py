@@ -69,41 +69,95 @@ def _register(spec: BackboneSpec) -> None:
 
 def _vit(name, variant, patch, url=None, key=None, res=224, desc="", **config):
     cfg = {"variant": variant, "patch": patch, "pool_type": "tok", "posemb": "learn", **config}
-    _register(BackboneSpec(name, "vit", cfg, res, _VIT_PREPROC.format(r=res), url, key,
-                           description=desc))
+    _register(
+        BackboneSpec(name, "vit", cfg, res, _VIT_PREPROC.format(r=res), url, key, description=desc)
+    )
 
 
 def _bit(name, variant, url=None, res=224, desc="", **config):
-    _register(BackboneSpec(name, "bit", {"variant": variant, **config}, res,
-                           _VIT_PREPROC.format(r=res), url, description=desc))
+    _register(
+        BackboneSpec(
+            name,
+            "bit",
+            {"variant": variant, **config},
+            res,
+            _VIT_PREPROC.format(r=res),
+            url,
+            description=desc,
+        )
+    )
 
 
-_vit("vit-ti16-i21k", "Ti", 16,
-     _AUGREG + "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz",
-     desc="AugReg ViT-Ti/16, ImageNet-21k")
-_vit("vit-s16-i21k", "S", 16,
-     _AUGREG + "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0.npz",
-     desc="AugReg ViT-S/16, ImageNet-21k")
-_vit("vit-b16-i21k", "B", 16,
-     _AUGREG + "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz",
-     desc="AugReg ViT-B/16, ImageNet-21k")
-_vit("vit-l16-i21k", "L", 16,
-     _AUGREG + "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0.npz",
-     desc="AugReg ViT-L/16, ImageNet-21k")
-_vit("siglip-b16-224", "B", 16, _SIGLIP + "webli_en_b16_224_63724782.npz", "img",
-     pool_type="map", desc="SigLIP B/16 image tower (WebLI), MAP head")
-_vit("siglip-so400m-224", "So400m", 14, _SIGLIP + "webli_en_so400m_224_57633886.npz", "img",
-     pool_type="map", desc="SigLIP So400m/14 image tower (WebLI), MAP head")
+_vit(
+    "vit-ti16-i21k",
+    "Ti",
+    16,
+    _AUGREG + "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz",
+    desc="AugReg ViT-Ti/16, ImageNet-21k",
+)
+_vit(
+    "vit-s16-i21k",
+    "S",
+    16,
+    _AUGREG + "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0.npz",
+    desc="AugReg ViT-S/16, ImageNet-21k",
+)
+_vit(
+    "vit-b16-i21k",
+    "B",
+    16,
+    _AUGREG + "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz",
+    desc="AugReg ViT-B/16, ImageNet-21k",
+)
+_vit(
+    "vit-l16-i21k",
+    "L",
+    16,
+    _AUGREG + "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0.npz",
+    desc="AugReg ViT-L/16, ImageNet-21k",
+)
+_vit(
+    "siglip-b16-224",
+    "B",
+    16,
+    _SIGLIP + "webli_en_b16_224_63724782.npz",
+    "img",
+    pool_type="map",
+    desc="SigLIP B/16 image tower (WebLI), MAP head",
+)
+_vit(
+    "siglip-so400m-224",
+    "So400m",
+    14,
+    _SIGLIP + "webli_en_so400m_224_57633886.npz",
+    "img",
+    pool_type="map",
+    desc="SigLIP So400m/14 image tower (WebLI), MAP head",
+)
 _bit("bit-m-r50x1", "R50x1", _BIT + "BiT-M-R50x1.npz", desc="BiT-M ResNet-50x1, ImageNet-21k")
 _bit("bit-m-r101x3", "R101x3", _BIT + "BiT-M-R101x3.npz", desc="BiT-M ResNet-101x3, ImageNet-21k")
 _bit("bit-m-r152x4", "R152x4", _BIT + "BiT-M-R152x4.npz", desc="BiT-M ResNet-152x4, ImageNet-21k")
 # Test-size models: random initialisation only (no checkpoint published).
 _vit("vit-mu16", "mu", 16, res=32, desc="tiny ViT for tests (random init)")
 _vit("vit-mu16-map", "mu", 16, res=32, pool_type="map", desc="tiny MAP-head ViT for tests")
-_bit("bit-tiny-test", "R26x1", res=32, blocks=(1, 1, 1, 1), width=0.5,
-     desc="one unit per stage, half width, for tests (random init)")
-_register(BackboneSpec("pixels", "pixels", {}, None, "value_range(0,1)",
-                       description="the flattened image scaled to [0,1]; no network"))
+_bit(
+    "bit-tiny-test",
+    "R26x1",
+    res=32,
+    blocks=(1, 1, 1, 1),
+    width=0.5,
+    desc="one unit per stage, half width, for tests (random init)",
+)
+_register(
+    BackboneSpec(
+        "pixels",
+        "pixels",
+        {},
+        None,
+        "value_range(0,1)",
+        description="the flattened image scaled to [0,1]; no network",
+    )
+)
 
 
 def list_backbones() -> list[str]:
@@ -116,8 +170,9 @@ def get_spec(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}") \
-            from None
+        raise ValueError(
+            f"unknown backbone {name!r}; known: {', '.join(list_backbones())}"
+        ) from None
 
 
 def _with_resolution(preprocessing: str, old: int | None, new: int) -> str:
@@ -130,9 +185,11 @@ def _with_resolution(preprocessing: str, old: int | None, new: int) -> str:
 def _build_model(spec: BackboneSpec, dtype):
     if spec.arch == "vit":
         from feature_extract import vit
+
         return vit.from_config(spec.config, dtype=dtype)
     if spec.arch == "bit":
         from feature_extract import bit
+
         return bit.from_config(spec.config, dtype=dtype)
     raise ValueError(f"backbone {spec.name!r}: unknown arch {spec.arch!r}")
 
@@ -175,17 +232,28 @@ def _resolve_checkpoint(spec: BackboneSpec, checkpoint, cache_dir, download) -> 
         key = key or spec.checkpoint_key
         return (f"{path}:{key}" if key else path), dl.sha256_file(path)
     if spec.url is None:
-        raise ValueError(f"backbone {spec.name!r} has no published checkpoint: pass "
-                         "checkpoint=PATH or init_random=True")
-    path, digest = dl.fetch(spec.url, cache_dir=cache_dir, sha256=spec.sha256, size=spec.size,
-                            download=download)
+        raise ValueError(
+            f"backbone {spec.name!r} has no published checkpoint: pass "
+            "checkpoint=PATH or init_random=True"
+        )
+    path, digest = dl.fetch(
+        spec.url, cache_dir=cache_dir, sha256=spec.sha256, size=spec.size, download=download
+    )
     return (f"{path}:{spec.checkpoint_key}" if spec.checkpoint_key else path), digest
 
 
-def load_backbone(name: str, checkpoint: str | None = None, *, cache_dir: str | None = None,
-                  download: bool = True, dtype=jnp.bfloat16, init_random: bool = False,
-                  rng_seed: int = 0, resolution: int | None = None,
-                  spec_overrides: dict | None = None) -> Backbone:
+def load_backbone(
+    name: str,
+    checkpoint: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    dtype=jnp.bfloat16,
+    init_random: bool = False,
+    rng_seed: int = 0,
+    resolution: int | None = None,
+    spec_overrides: dict | None = None,
+) -> Backbone:
     """Build backbone ``name`` with its weights.
 
     Weights come from ``checkpoint`` (a local ``.npz``, optionally ``file.npz:key``), else from the
@@ -225,6 +293,4 @@ def load_backbone(name: str, checkpoint: str | None = None, *, cache_dir: str | 
         return model.apply({"params": params}, images)
 
     out = jax.eval_shape(apply, params, images)
-    return Backbone(name, res, preprocessing, path, digest, params, apply, int(out.shape[-1]),
-                    spec)
-
+    return Backbone(name, res, preprocessing, path, digest, params, apply, int(out.shape[-1]), spec)

@@ -31,8 +31,15 @@ import numpy as np
 FORMAT_VERSION = 1
 FEATURE_DTYPES = ("float16", "float32")
 # Attributes that must agree between a store and a writer that wants to append to it.
-IDENTITY_ATTRS = ("backbone", "checkpoint_sha256", "dataset", "dataset_version", "preprocessing",
-                  "feature_dtype", "num_classes")
+IDENTITY_ATTRS = (
+    "backbone",
+    "checkpoint_sha256",
+    "dataset",
+    "dataset_version",
+    "preprocessing",
+    "feature_dtype",
+    "num_classes",
+)
 _CHUNK_BYTES = 1 << 20
 _METADATA_BYTES = 1 << 16  # headroom for the B-tree and attribute updates of one append
 
@@ -73,8 +80,10 @@ def check_finite(features: np.ndarray, what: str = "features") -> None:
     if not finite.all():
         bad = np.flatnonzero(~finite)
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
-        raise ValueError(f"{what} hold NaN or infinite values in {bad.size} row(s): {shown}. "
-                         "Fix or drop these rows; they are never silently zeroed.")
+        raise ValueError(
+            f"{what} hold NaN or infinite values in {bad.size} row(s): {shown}. "
+            "Fix or drop these rows; they are never silently zeroed."
+        )
 
 
 def check_labels(labels: np.ndarray, num_classes: int, what: str = "labels") -> None:
@@ -86,8 +95,10 @@ def check_labels(labels: np.ndarray, num_classes: int, what: str = "labels") -> 
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         shown = ", ".join(f"row {i}: {labels[i]}" for i in bad[:5])
-        raise ValueError(f"{bad.size} {what} lie outside the label space [0, {num_classes}) "
-                         f"({shown}). num_classes must come from public metadata.")
+        raise ValueError(
+            f"{bad.size} {what} lie outside the label space [0, {num_classes}) "
+            f"({shown}). num_classes must come from public metadata."
+        )
 
 
 def _chunk_rows(dim: int, itemsize: int) -> int:
@@ -103,19 +114,37 @@ class SplitWriter:
     split complete.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str, *, dim: int, total_rows: int,
-                 num_classes: int, class_names: Sequence[str] = (), feature_dtype: str = "float32",
-                 attrs: Mapping[str, Any] | None = None, overwrite: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str,
+        *,
+        dim: int,
+        total_rows: int,
+        num_classes: int,
+        class_names: Sequence[str] = (),
+        feature_dtype: str = "float32",
+        attrs: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ):
         if feature_dtype not in FEATURE_DTYPES:
             raise ValueError(
-                f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
+                f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}"
+            )
         if dim < 1 or total_rows < 0 or num_classes < 1:
-            raise ValueError(f"need dim >= 1, total_rows >= 0, num_classes >= 1; got {dim}, "
-                             f"{total_rows}, {num_classes}")
+            raise ValueError(
+                f"need dim >= 1, total_rows >= 0, num_classes >= 1; got {dim}, "
+                f"{total_rows}, {num_classes}"
+            )
         self.path, self.split, self.dim, self.total_rows = os.fspath(path), split, dim, total_rows
         self.num_classes = num_classes
-        wanted = {**(attrs or {}), "split": split, "feature_dtype": feature_dtype,
-                  "num_classes": int(num_classes), "total_rows": int(total_rows)}
+        wanted = {
+            **(attrs or {}),
+            "split": split,
+            "feature_dtype": feature_dtype,
+            "num_classes": int(num_classes),
+            "total_rows": int(total_rows),
+        }
         with h5py.File(self.path, "a") as f:
             f.attrs.setdefault("format_version", FORMAT_VERSION)
             if split in f:
@@ -123,8 +152,10 @@ class SplitWriter:
                 if overwrite:
                     del f[split]
                 elif group.attrs.get("complete", False):
-                    raise StoreError(f"split {split!r} of {self.path} is already complete; pass "
-                                     "overwrite=True (--overwrite) to write it again.")
+                    raise StoreError(
+                        f"split {split!r} of {self.path} is already complete; pass "
+                        "overwrite=True (--overwrite) to write it again."
+                    )
                 else:
                     self._check_same_identity(group, wanted)
             if split not in f:
@@ -135,26 +166,43 @@ class SplitWriter:
                 group[name].resize(self.rows_written, axis=0)
 
     def _check_same_identity(self, group: h5py.Group, wanted: Mapping[str, Any]) -> None:
-        diffs = [f"{k}: store has {_plain(group.attrs.get(k))!r}, this run has {wanted.get(k)!r}"
-                 for k in (*IDENTITY_ATTRS, "total_rows")
-                 if k in wanted and _plain(group.attrs.get(k)) != wanted.get(k)]
+        diffs = [
+            f"{k}: store has {_plain(group.attrs.get(k))!r}, this run has {wanted.get(k)!r}"
+            for k in (*IDENTITY_ATTRS, "total_rows")
+            if k in wanted and _plain(group.attrs.get(k)) != wanted.get(k)
+        ]
         if group["features"].shape[1] != self.dim:
             diffs.append(f"dim: store has {group['features'].shape[1]}, this run has {self.dim}")
         if diffs:
-            raise StoreError(f"refusing to append to split {self.split!r} of {self.path}, "
-                             "which was written by a different run (" + "; ".join(diffs) + "). "
-                             "Use another "
-                             "output path, or overwrite=True (--overwrite) to replace it.")
+            raise StoreError(
+                f"refusing to append to split {self.split!r} of {self.path}, "
+                "which was written by a different run (" + "; ".join(diffs) + "). "
+                "Use another "
+                "output path, or overwrite=True (--overwrite) to replace it."
+            )
 
-    def _create(self, f: h5py.File, attrs: Mapping[str, Any], class_names: Sequence[str],
-                feature_dtype: str) -> None:
+    def _create(
+        self, f: h5py.File, attrs: Mapping[str, Any], class_names: Sequence[str], feature_dtype: str
+    ) -> None:
         group = f.create_group(self.split)
         rows = min(_chunk_rows(self.dim, np.dtype(feature_dtype).itemsize), max(1, self.total_rows))
-        group.create_dataset("features", shape=(0, self.dim), maxshape=(None, self.dim),
-                             dtype=feature_dtype, chunks=(rows, self.dim), fletcher32=True)
+        group.create_dataset(
+            "features",
+            shape=(0, self.dim),
+            maxshape=(None, self.dim),
+            dtype=feature_dtype,
+            chunks=(rows, self.dim),
+            fletcher32=True,
+        )
         for name, dtype in (("labels", "int32"), ("ids", "int64")):
-            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                 chunks=(max(rows, 1024),), fletcher32=True)
+            group.create_dataset(
+                name,
+                shape=(0,),
+                maxshape=(None,),
+                dtype=dtype,
+                chunks=(max(rows, 1024),),
+                fletcher32=True,
+            )
         for key, value in attrs.items():
             group.attrs[key] = value
         names = [str(c) for c in class_names]
@@ -167,11 +215,15 @@ class SplitWriter:
         features, labels, ids = np.asarray(features), np.asarray(labels), np.asarray(ids)
         n = features.shape[0]
         if features.shape != (n, self.dim) or labels.shape != (n,) or ids.shape != (n,):
-            raise ValueError(f"append needs features [n, {self.dim}], labels [n], ids [n]; got "
-                             f"{features.shape}, {labels.shape}, {ids.shape}")
+            raise ValueError(
+                f"append needs features [n, {self.dim}], labels [n], ids [n]; got "
+                f"{features.shape}, {labels.shape}, {ids.shape}"
+            )
         if self.rows_written + n > self.total_rows:
-            raise ValueError(f"appending {n} rows would exceed total_rows={self.total_rows} "
-                             f"(already {self.rows_written})")
+            raise ValueError(
+                f"appending {n} rows would exceed total_rows={self.total_rows} "
+                f"(already {self.rows_written})"
+            )
         check_finite(features)
         check_labels(labels, self.num_classes)
         start, stop = self.rows_written, self.rows_written + n
@@ -188,8 +240,10 @@ class SplitWriter:
     def finish(self) -> None:
         """Mark the split complete; every expected row must have been written."""
         if self.rows_written != self.total_rows:
-            raise StoreError(f"cannot finish split {self.split!r}: {self.rows_written} of "
-                             f"{self.total_rows} rows written")
+            raise StoreError(
+                f"cannot finish split {self.split!r}: {self.rows_written} of "
+                f"{self.total_rows} rows written"
+            )
         with h5py.File(self.path, "a") as f:
             f[self.split].attrs["complete"] = True
 
@@ -217,14 +271,25 @@ def _check_space(path: str, group: h5py.Group, start: int, stop: int) -> None:
         why = f"the disk has {free} bytes free"
     else:
         return
-    raise StoreError(f"no room to append rows {start}:{stop} to {path}: about {need} more bytes "
-                     f"are needed and {why}. The {start} rows written so far are kept; free "
-                     "some space and run the same command again to resume.")
+    raise StoreError(
+        f"no room to append rows {start}:{stop} to {path}: about {need} more bytes "
+        f"are needed and {why}. The {start} rows written so far are kept; free "
+        "some space and run the same command again to resume."
+    )
 
 
-def write_split(path: str | os.PathLike, split: str, features: np.ndarray, labels: np.ndarray, *,
-                num_classes: int, class_names: Sequence[str] = (), ids: np.ndarray | None = None,
-                attrs: Mapping[str, Any] | None = None, overwrite: bool = False) -> SplitInfo:
+def write_split(
+    path: str | os.PathLike,
+    split: str,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    class_names: Sequence[str] = (),
+    ids: np.ndarray | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> SplitInfo:
     """Write a whole split at once: the public writer for embeddings produced anywhere.
 
     ``features`` [N, D] (float16 keeps float16, anything else is stored as float32), ``labels`` [N]
@@ -233,8 +298,9 @@ def write_split(path: str | os.PathLike, split: str, features: np.ndarray, label
     """
     features, labels = np.asarray(features), np.asarray(labels)
     if features.ndim != 2 or labels.shape != (features.shape[0],):
-        raise ValueError(f"features must be [N, D] and labels [N]; got {features.shape} and "
-                         f"{labels.shape}")
+        raise ValueError(
+            f"features must be [N, D] and labels [N]; got {features.shape} and {labels.shape}"
+        )
     if class_names and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
     dtype = "float16" if features.dtype == np.float16 else "float32"
@@ -243,9 +309,17 @@ def write_split(path: str | os.PathLike, split: str, features: np.ndarray, label
         stored = features.astype(dtype)
     check_finite(stored, what=f"features (as {dtype})")
     ids = np.arange(features.shape[0], dtype=np.int64) if ids is None else np.asarray(ids)
-    writer = SplitWriter(path, split, dim=features.shape[1], total_rows=features.shape[0],
-                         num_classes=num_classes, class_names=class_names, feature_dtype=dtype,
-                         attrs=attrs, overwrite=overwrite)
+    writer = SplitWriter(
+        path,
+        split,
+        dim=features.shape[1],
+        total_rows=features.shape[0],
+        num_classes=num_classes,
+        class_names=class_names,
+        feature_dtype=dtype,
+        attrs=attrs,
+        overwrite=overwrite,
+    )
     writer.append(stored, labels.astype(np.int32), ids.astype(np.int64))
     writer.finish()
     return split_info(path, split)
@@ -265,8 +339,10 @@ def _plain(value: Any) -> Any:
 def _open_group(f: h5py.File, path: str, split: str) -> h5py.Group:
     version = f.attrs.get("format_version")
     if version != FORMAT_VERSION:
-        raise StoreError(f"{path} is not a feature store of format {FORMAT_VERSION} "
-                         f"(format_version={version!r}); write it with feature_extract.")
+        raise StoreError(
+            f"{path} is not a feature store of format {FORMAT_VERSION} "
+            f"(format_version={version!r}); write it with feature_extract."
+        )
     if split not in f:
         raise StoreError(f"{path} has no split {split!r}; it has {sorted(f.keys())}")
     group = f[split]
@@ -278,11 +354,14 @@ def _open_group(f: h5py.File, path: str, split: str) -> h5py.Group:
         total = group.attrs.get("total_rows", "?")
         raise IncompleteSplitError(
             f"split {split!r} of {path} is incomplete: {rows} of {total} rows were written before "
-            "the extraction stopped. Run the same extraction command again to resume it.")
+            "the extraction stopped. Run the same extraction command again to resume it."
+        )
     shapes = {k: group[k].shape[0] for k in ("features", "labels", "ids")}
     if any(n != rows for n in shapes.values()):
-        raise StoreError(f"split {split!r} of {path} is inconsistent: rows_written={rows} but "
-                         f"dataset lengths {shapes}; the file is damaged, extract it again.")
+        raise StoreError(
+            f"split {split!r} of {path} is inconsistent: rows_written={rows} but "
+            f"dataset lengths {shapes}; the file is damaged, extract it again."
+        )
     _check_virtual_sources(path, group)
     return group
 
@@ -300,38 +379,52 @@ def _check_virtual_sources(path: str, group: h5py.Group) -> None:
             shard = os.path.join(folder, source.file_name)  # relative to the virtual file
             try:
                 with h5py.File(shard, "r") as f:
-                    have, complete = f[source.dset_name].shape[0], \
-                        f[source.dset_name].parent.attrs.get("complete", False)
+                    have, complete = (
+                        f[source.dset_name].shape[0],
+                        f[source.dset_name].parent.attrs.get("complete", False),
+                    )
             except (OSError, KeyError) as err:
-                raise StoreError(f"{path} is assembled from shard files, and {shard} "
-                                 f"({source.dset_name}) cannot be read: {err}. Keep the shards "
-                                 "next to it, or extract them again.") from err
+                raise StoreError(
+                    f"{path} is assembled from shard files, and {shard} "
+                    f"({source.dset_name}) cannot be read: {err}. Keep the shards "
+                    "next to it, or extract them again."
+                ) from err
             low, high = source.vspace.get_select_bounds()
             need = high[0] - low[0] + 1
             if have < need or not complete:
-                raise StoreError(f"shard {shard} of {path} has {have} rows of "
-                                 f"{source.dset_name} (complete: {bool(complete)}) where the "
-                                 f"assembled store maps {need}; extract the shards again.")
+                raise StoreError(
+                    f"shard {shard} of {path} has {have} rows of "
+                    f"{source.dset_name} (complete: {bool(complete)}) where the "
+                    f"assembled store maps {need}; extract the shards again."
+                )
 
 
 def split_info(path: str | os.PathLike, split: str) -> SplitInfo:
     """The metadata of a complete split (raises ``IncompleteSplitError`` for an unfinished one)."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise StoreError(f"no feature store at {path}; run `make features` (or feature_extract) "
-                         "first, or write your embeddings with feature_extract.store.write_split")
+        raise StoreError(
+            f"no feature store at {path}; run `make features` (or feature_extract) "
+            "first, or write your embeddings with feature_extract.store.write_split"
+        )
     try:
         with h5py.File(path, "r") as f:
             group = _open_group(f, path, split)
             attrs = {k: _plain(v) for k, v in group.attrs.items()}
-            return SplitInfo(path=path, split=split, num_rows=int(attrs["rows_written"]),
-                             dim=int(group["features"].shape[1]),
-                             feature_dtype=str(group["features"].dtype),
-                             num_classes=int(attrs["num_classes"]),
-                             class_names=tuple(attrs.get("class_names") or ()), attrs=attrs)
+            return SplitInfo(
+                path=path,
+                split=split,
+                num_rows=int(attrs["rows_written"]),
+                dim=int(group["features"].shape[1]),
+                feature_dtype=str(group["features"].dtype),
+                num_classes=int(attrs["num_classes"]),
+                class_names=tuple(attrs.get("class_names") or ()),
+                attrs=attrs,
+            )
     except OSError as err:
-        raise StoreError(f"cannot read {path}: {err}. The file is truncated or not HDF5; "
-                         "extract it again.") from err
+        raise StoreError(
+            f"cannot read {path}: {err}. The file is truncated or not HDF5; extract it again."
+        ) from err
 
 
 def split_names(path: str | os.PathLike) -> list[str]:
@@ -365,9 +458,11 @@ class SplitReader:
         try:
             return self._group[name][start:stop]
         except OSError as err:
-            raise StoreError(f"checksum or read failure in {name}[{start}:{stop}] of split "
-                             f"{self.info.split!r} of {self.info.path}: {err}. The file is "
-                             "corrupt; extract it again.") from err
+            raise StoreError(
+                f"checksum or read failure in {name}[{start}:{stop}] of split "
+                f"{self.info.split!r} of {self.info.path}: {err}. The file is "
+                "corrupt; extract it again."
+            ) from err
 
     def read(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         stop = self.info.num_rows if stop is None else min(stop, self.info.num_rows)

@@ -100,8 +100,9 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i in range(self.depth):
-            x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dtype,
-                               name=f"encoderblock_{i}")(x)
+            x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dtype, name=f"encoderblock_{i}")(
+                x
+            )
         return _layer_norm(self.dtype, "encoder_norm")(x)
 
 
@@ -147,13 +148,23 @@ class ViT(nn.Module):
         if self.posemb not in POSEMB_TYPES:
             raise ValueError(f"posemb {self.posemb!r} not in {POSEMB_TYPES}")
         x = jnp.asarray(images, self.dtype)
-        x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
-                    padding="VALID", dtype=self.dtype, name="embedding")(x)
+        x = nn.Conv(
+            self.width,
+            (self.patch, self.patch),
+            strides=(self.patch, self.patch),
+            padding="VALID",
+            dtype=self.dtype,
+            name="embedding",
+        )(x)
         n, h, w, c = x.shape
         x = x.reshape(n, h * w, c)
         if self.posemb == "learn":
-            pe = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(c)),
-                            (1, h * w, c), jnp.float32)
+            pe = self.param(
+                "pos_embedding",
+                nn.initializers.normal(stddev=1 / np.sqrt(c)),
+                (1, h * w, c),
+                jnp.float32,
+            )
         else:
             pe = posemb_sincos_2d(h, w, c)
         x = x + jnp.asarray(pe, x.dtype)

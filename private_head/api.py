@@ -42,14 +42,28 @@ def make_ledger(epsilon: float, delta: float) -> PrivacyLedger:
     try:
         return PrivacyLedger(epsilon, delta)
     except ValueError as err:
-        raise ValueError(f"the budget epsilon={epsilon}, delta={delta} cannot be met: {err}") \
-            from err
+        raise ValueError(
+            f"the budget epsilon={epsilon}, delta={delta} cannot be met: {err}"
+        ) from err
 
 
-def fit(features: Any, labels: Any = None, *, num_classes: int, epsilon: float, delta: float,
-        method: str = "single_step", steps: int = 1, clip_norm: float = 1.0,
-        learning_rate: float = 1.0, optimizer: str = "sgd", seed: int | None = None,
-        public_mean: Any = None, split: str = "train", **options: Any) -> PrivateHead:
+def fit(
+    features: Any,
+    labels: Any = None,
+    *,
+    num_classes: int,
+    epsilon: float,
+    delta: float,
+    method: str = "single_step",
+    steps: int = 1,
+    clip_norm: float = 1.0,
+    learning_rate: float = 1.0,
+    optimizer: str = "sgd",
+    seed: int | None = None,
+    public_mean: Any = None,
+    split: str = "train",
+    **options: Any,
+) -> PrivateHead:
     """Train a differentially private linear head on features and return it with its report.
 
     ``features``: an array [N, D] (with ``labels`` [N]) or a store path ``"file.h5:train"``
@@ -65,29 +79,56 @@ def fit(features: Any, labels: Any = None, *, num_classes: int, epsilon: float, 
     if public_mean is not None:
         options.setdefault("center", "public")
     config_options = {k: options.pop(k) for k in list(options) if k in _CONFIG_FIELDS}
-    config = FitConfig(epsilon=float(epsilon), delta=float(delta), method=method, steps=steps,
-                       clip_norm=clip_norm, learning_rate=learning_rate, optimizer=optimizer,
-                       seed=seed, method_options=options, **config_options)
+    config = FitConfig(
+        epsilon=float(epsilon),
+        delta=float(delta),
+        method=method,
+        steps=steps,
+        clip_norm=clip_norm,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        seed=seed,
+        method_options=options,
+        **config_options,
+    )
     train = get_method(method)
     ledger = make_ledger(config.epsilon, config.delta)
     seed_value, seeded = noise_seed(seed)
     center_key, method_key = jax.random.split(jax.random.key(seed_value))
-    data = load_train_data(features, labels, config=config, num_classes=num_classes,
-                           public_mean=public_mean, ledger=ledger, key=center_key, split=split)
+    data = load_train_data(
+        features,
+        labels,
+        config=config,
+        num_classes=num_classes,
+        public_mean=public_mean,
+        ledger=ledger,
+        key=center_key,
+        split=split,
+    )
     weights, bias = train(data, config, ledger, method_key)
     weights, bias = np.asarray(weights, np.float32), np.asarray(bias, np.float32)
     if weights.shape != (data.dim, num_classes) or bias.shape != (num_classes,):
-        raise RuntimeError(f"method {method!r} returned weights {weights.shape} and bias "
-                           f"{bias.shape}; expected ({data.dim}, {num_classes}) and "
-                           f"({num_classes},)")
+        raise RuntimeError(
+            f"method {method!r} returned weights {weights.shape} and bias "
+            f"{bias.shape}; expected ({data.dim}, {num_classes}) and "
+            f"({num_classes},)"
+        )
     private = not math.isinf(config.epsilon)
     if private and not ledger.releases:
         raise RuntimeError(f"method {method!r} returned parameters without charging the ledger")
     if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
-        raise ValueError(f"training with method {method!r} diverged (non-finite weights); lower "
-                         "the learning_rate or the number of steps")
-    privacy = {**ledger.report(), "private": private, "method": method, "seeded": seeded,
-               "dataset_size_public": True, "num_rows": data.num_rows}
+        raise ValueError(
+            f"training with method {method!r} diverged (non-finite weights); lower "
+            "the learning_rate or the number of steps"
+        )
+    privacy = {
+        **ledger.report(),
+        "private": private,
+        "method": method,
+        "seeded": seeded,
+        "dataset_size_public": True,
+        "num_rows": data.num_rows,
+    }
     if not private:  # no noise at all: the release is not private
         privacy.update(epsilon_spent="inf", mu="inf")
     return PrivateHead(weights, bias, config, privacy, data.preprocessing)

@@ -53,8 +53,10 @@ def clopper_pearson(successes: Any, trials: int, alpha: float = 0.05) -> tuple[A
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     if trials < 1 or np.any(k < 0) or np.any(k > trials) or np.any(k != np.round(k)):
-        raise ValueError(f"need integer successes in [0, trials] and trials >= 1; got "
-                         f"successes={successes}, trials={trials}")
+        raise ValueError(
+            f"need integer successes in [0, trials] and trials >= 1; got "
+            f"successes={successes}, trials={trials}"
+        )
     with np.errstate(invalid="ignore"):
         lo = np.where(k > 0, beta.ppf(alpha / 2, k, trials - k + 1), 0.0)
         hi = np.where(k < trials, beta.ppf(1 - alpha / 2, k + 1, trials - k), 1.0)
@@ -63,8 +65,9 @@ def clopper_pearson(successes: Any, trials: int, alpha: float = 0.05) -> tuple[A
     return lo, hi
 
 
-def epsilon_lower_bound(fp_count: Any, fn_count: Any, trials_per_world: int, delta: float,
-                        alpha: float = 0.05) -> Any:
+def epsilon_lower_bound(
+    fp_count: Any, fn_count: Any, trials_per_world: int, delta: float, alpha: float = 0.05
+) -> Any:
     """Epsilon lower bound from a test's false positives and false negatives (module docstring).
 
     ``fp_count``: runs on D the test called "canary present"; ``fn_count``: runs on D' it called
@@ -80,8 +83,10 @@ def epsilon_lower_bound(fp_count: Any, fn_count: Any, trials_per_world: int, del
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.log(np.maximum(1 - delta - fnr_hi, 0.0)) - np.log(fpr_hi)
         b = np.log(np.maximum(1 - delta - fpr_hi, 0.0)) - np.log(fnr_hi)
-    eps = np.maximum(np.maximum(np.nan_to_num(a, nan=0.0, neginf=0.0),
-                                np.nan_to_num(b, nan=0.0, neginf=0.0)), 0.0)
+    eps = np.maximum(
+        np.maximum(np.nan_to_num(a, nan=0.0, neginf=0.0), np.nan_to_num(b, nan=0.0, neginf=0.0)),
+        0.0,
+    )
     return float(eps) if eps.ndim == 0 else eps
 
 
@@ -123,9 +128,18 @@ class Neighbours:
     direction: Any
 
 
-def orthogonal_canary(features: Any, labels: Any, num_classes: int, clip_norm: float, *,
-                      canary_norm: float = 1.0, canary_label: int = 0, loss: str = "softmax",
-                      bias0: float = 0.0, train_bias: bool = False) -> Neighbours:
+def orthogonal_canary(
+    features: Any,
+    labels: Any,
+    num_classes: int,
+    clip_norm: float,
+    *,
+    canary_norm: float = 1.0,
+    canary_label: int = 0,
+    loss: str = "softmax",
+    bias0: float = 0.0,
+    train_bias: bool = False,
+) -> Neighbours:
     """Worst-case neighbours: D = (X, y) and D' = D plus one canary row (x_c, y_c).
 
     x_c is a unit vector orthogonal to every row of X (the last right-singular vector of X), scaled
@@ -144,35 +158,48 @@ def orthogonal_canary(features: Any, labels: Any, num_classes: int, clip_norm: f
     _, singular, vt = np.linalg.svd(x, full_matrices=True)
     rank = int(np.sum(singular > singular.max(initial=0.0) * 1e-6 * max(x.shape)))
     if rank >= x.shape[1]:
-        raise ValueError(f"the {x.shape[0]} rows span all {x.shape[1]} dimensions: no canary is "
-                         "orthogonal to them; audit data of lower rank (or add a zero column)")
+        raise ValueError(
+            f"the {x.shape[0]} rows span all {x.shape[1]} dimensions: no canary is "
+            "orthogonal to them; audit data of lower rank (or add a zero column)"
+        )
     x_c = vt[-1] * canary_norm
     z0 = np.broadcast_to(np.asarray(bias0, np.float64), (num_classes,))
-    p0 = np.exp(z0 - z0.max()) / np.exp(z0 - z0.max()).sum() if loss == "softmax" else \
-        1.0 / (1.0 + np.exp(-z0))
+    p0 = (
+        np.exp(z0 - z0.max()) / np.exp(z0 - z0.max()).sum()
+        if loss == "softmax"
+        else 1.0 / (1.0 + np.exp(-z0))
+    )
     e_c = p0 - np.eye(num_classes)[canary_label]
-    grad_norm = math.sqrt(canary_norm ** 2 + float(train_bias)) * float(np.linalg.norm(e_c))
+    grad_norm = math.sqrt(canary_norm**2 + float(train_bias)) * float(np.linalg.norm(e_c))
     if grad_norm < clip_norm:
-        raise ValueError(f"the canary's gradient norm {grad_norm:.4g} is below clip_norm="
-                         f"{clip_norm}, so it is not worst-case; raise canary_norm or lower "
-                         "clip_norm")
+        raise ValueError(
+            f"the canary's gradient norm {grad_norm:.4g} is below clip_norm="
+            f"{clip_norm}, so it is not worst-case; raise canary_norm or lower "
+            "clip_norm"
+        )
     u_w = np.outer(x_c, e_c) / grad_norm
     u_b = e_c / grad_norm if train_bias else np.zeros(num_classes)
     dtype = np.asarray(features).dtype
-    with_canary = (np.concatenate([np.asarray(features), x_c[None].astype(dtype)]),
-                   np.concatenate([y, [canary_label]]).astype(np.int32))
-    return Neighbours(without=(np.asarray(features), y.astype(np.int32)),
-                      with_canary=with_canary,
-                      direction=(u_w.astype(np.float32), u_b.astype(np.float32)))
+    with_canary = (
+        np.concatenate([np.asarray(features), x_c[None].astype(dtype)]),
+        np.concatenate([y, [canary_label]]).astype(np.int32),
+    )
+    return Neighbours(
+        without=(np.asarray(features), y.astype(np.int32)),
+        with_canary=with_canary,
+        direction=(u_w.astype(np.float32), u_b.astype(np.float32)),
+    )
 
 
 def projection_statistic(direction: Any) -> Callable[[Any], jax.Array]:
     """Statistic <release, direction> summed over the leaves of the pytrees (a scalar)."""
 
     def statistic(release: Any) -> jax.Array:
-        parts = jax.tree.map(lambda r, d: jnp.vdot(jnp.asarray(r, jnp.float32),
-                                                   jnp.asarray(d, jnp.float32)),
-                             release, direction)
+        parts = jax.tree.map(
+            lambda r, d: jnp.vdot(jnp.asarray(r, jnp.float32), jnp.asarray(d, jnp.float32)),
+            release,
+            direction,
+        )
         return sum(jax.tree.leaves(parts))
 
     return statistic
@@ -207,9 +234,12 @@ def method_release(method: str, config: FitConfig, num_classes: int) -> ReleaseF
     return release
 
 
-def statistics_sampler(release_fn: ReleaseFn, neighbours: Neighbours,
-                       statistic: Callable[[Any], jax.Array], batch: int = 8192,
-                       ) -> Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]:
+def statistics_sampler(
+    release_fn: ReleaseFn,
+    neighbours: Neighbours,
+    statistic: Callable[[Any], jax.Array],
+    batch: int = 8192,
+) -> Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]:
     """``sample(rng, runs) -> (stats on D, stats on D')``, ``runs`` independent keys per world.
 
     The release is vmapped over the noise keys with the datasets fixed (closed over, concrete), so
@@ -222,17 +252,23 @@ def statistics_sampler(release_fn: ReleaseFn, neighbours: Neighbours,
 
     def both(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
         keys = jax.random.wrap_key_data(raw)
-        return (statistic(release_fn(neighbours.without, keys[0])),
-                statistic(release_fn(neighbours.with_canary, keys[1])))
+        return (
+            statistic(release_fn(neighbours.without, keys[0])),
+            statistic(release_fn(neighbours.with_canary, keys[1])),
+        )
 
     fn = jax.jit(jax.vmap(both))
 
     def sample(rng: np.random.Generator, runs: int) -> tuple[np.ndarray, np.ndarray]:
         size = max(1, min(batch, runs))
-        out = [fn(rng.integers(0, 2**32, size=(size, 2, *key_shape), dtype=np.uint32))
-               for _ in range(-(-runs // size))]
-        stats = tuple(np.concatenate([np.asarray(o[w]) for o in out])[:runs].astype(np.float64)
-                      for w in (0, 1))
+        out = [
+            fn(rng.integers(0, 2**32, size=(size, 2, *key_shape), dtype=np.uint32))
+            for _ in range(-(-runs // size))
+        ]
+        stats = tuple(
+            np.concatenate([np.asarray(o[w]) for o in out])[:runs].astype(np.float64)
+            for w in (0, 1)
+        )
         if not all(np.all(np.isfinite(x)) for x in stats):
             raise ValueError("the mechanism released non-finite values; audit a finite mechanism")
         return stats
@@ -248,8 +284,9 @@ def _counts(stat0: np.ndarray, stat1: np.ndarray, thresholds: np.ndarray):
     return fp, fn
 
 
-def best_threshold(stat0: np.ndarray, stat1: np.ndarray, delta: float, alpha: float = 0.05,
-                   candidates: int = 4000) -> tuple[float, float]:
+def best_threshold(
+    stat0: np.ndarray, stat1: np.ndarray, delta: float, alpha: float = 0.05, candidates: int = 4000
+) -> tuple[float, float]:
     """``(threshold, bound)``: among quantiles of the pooled statistics, the threshold of the
     test "statistic > threshold" with the largest epsilon bound, and that bound.
 
@@ -275,25 +312,37 @@ def _split_runs(runs: int, calibration_fraction: float) -> tuple[int, int]:
     return calibration, runs - calibration
 
 
-def _bound_on_fresh_runs(cal0: np.ndarray, cal1: np.ndarray, ev0: np.ndarray, ev1: np.ndarray,
-                         delta: float, alpha: float) -> tuple[float, float, int, int, int]:
+def _bound_on_fresh_runs(
+    cal0: np.ndarray, cal1: np.ndarray, ev0: np.ndarray, ev1: np.ndarray, delta: float, alpha: float
+) -> tuple[float, float, int, int, int]:
     """Orientation and threshold from the calibration runs, the bound from the evaluation runs.
 
     Returns ``(bound, threshold, orientation, false positives, false negatives)``.
     """
     # The canary may move the statistic either way (e.g. weights = -lr * gradient).
-    (t_up, eps_up), (t_down, eps_down) = (best_threshold(cal0, cal1, delta, alpha),
-                                          best_threshold(-cal0, -cal1, delta, alpha))
+    (t_up, eps_up), (t_down, eps_down) = (
+        best_threshold(cal0, cal1, delta, alpha),
+        best_threshold(-cal0, -cal1, delta, alpha),
+    )
     sign, threshold = (1, t_up) if eps_up >= eps_down else (-1, t_down)
     fp, fn = _counts(sign * ev0, sign * ev1, np.array([threshold]))
     fp, fn = int(fp[0]), int(fn[0])
     return epsilon_lower_bound(fp, fn, ev0.size, delta, alpha), threshold, sign, fp, fn
 
 
-def audit_mechanism(release_fn: ReleaseFn, neighbours: Neighbours, *, epsilon_claimed: float,
-                    delta: float, runs: int = 100_000, seed: int | None = 0,
-                    statistic: Callable[[Any], jax.Array] | None = None, alpha: float = 0.05,
-                    calibration_fraction: float = 0.2, batch: int = 8192) -> AuditResult:
+def audit_mechanism(
+    release_fn: ReleaseFn,
+    neighbours: Neighbours,
+    *,
+    epsilon_claimed: float,
+    delta: float,
+    runs: int = 100_000,
+    seed: int | None = 0,
+    statistic: Callable[[Any], jax.Array] | None = None,
+    alpha: float = 0.05,
+    calibration_fraction: float = 0.2,
+    batch: int = 8192,
+) -> AuditResult:
     """Audit ``release_fn(dataset, key) -> release`` on ``neighbours`` (module docstring).
 
     Runs the mechanism ``runs`` times on each dataset. The first ``calibration_fraction`` of the
@@ -311,15 +360,33 @@ def audit_mechanism(release_fn: ReleaseFn, neighbours: Neighbours, *, epsilon_cl
     cal0, cal1 = sample(rng, n_cal)
     ev0, ev1 = sample(rng, n_ev)
     eps, threshold, sign, fp, fn = _bound_on_fresh_runs(cal0, cal1, ev0, ev1, delta, alpha)
-    return AuditResult(epsilon_lower_bound=eps, epsilon_claimed=float(epsilon_claimed),
-                       delta=float(delta), fpr=fp / n_ev, fnr=fn / n_ev, threshold=threshold,
-                       orientation=sign, runs=n_ev, alpha=alpha)
+    return AuditResult(
+        epsilon_lower_bound=eps,
+        epsilon_claimed=float(epsilon_claimed),
+        delta=float(delta),
+        fpr=fp / n_ev,
+        fnr=fn / n_ev,
+        threshold=threshold,
+        orientation=sign,
+        runs=n_ev,
+        alpha=alpha,
+    )
 
 
-def audit_method(method: str = "single_step", *, epsilon: float, delta: float,
-                 runs: int = 100_000, seed: int | None = 0, num_rows: int = 15, dim: int = 4,
-                 num_classes: int = 2, clip_norm: float = 0.1, alpha: float = 0.05,
-                 **options: Any) -> AuditResult:
+def audit_method(
+    method: str = "single_step",
+    *,
+    epsilon: float,
+    delta: float,
+    runs: int = 100_000,
+    seed: int | None = 0,
+    num_rows: int = 15,
+    dim: int = 4,
+    num_classes: int = 2,
+    clip_norm: float = 0.1,
+    alpha: float = 0.05,
+    **options: Any,
+) -> AuditResult:
     """Audit a registered training method at (epsilon, delta) on synthetic worst-case neighbours.
 
     ``num_rows`` Gaussian rows spanning ``dim - 1`` dimensions with random labels, plus an
@@ -328,20 +395,36 @@ def audit_method(method: str = "single_step", *, epsilon: float, delta: float,
     (``steps``, ``learning_rate``, ``optimizer``, ...). Audits the method's own code, calibration
     and noise (``method_release``); the statistic is the projection on the canary's direction.
     """
-    config = FitConfig(epsilon=epsilon, delta=delta, method=method, clip_norm=clip_norm,
-                       **options)
+    config = FitConfig(epsilon=epsilon, delta=delta, method=method, clip_norm=clip_norm, **options)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_rows, dim)).astype(np.float32)
     x[:, -1] = 0.0
-    neighbours = orthogonal_canary(x, rng.integers(0, num_classes, size=num_rows), num_classes,
-                                   clip_norm, canary_norm=config.feature_norm)
-    return audit_mechanism(method_release(method, config, num_classes), neighbours,
-                           epsilon_claimed=epsilon, delta=delta, runs=runs, seed=seed,
-                           alpha=alpha)
+    neighbours = orthogonal_canary(
+        x,
+        rng.integers(0, num_classes, size=num_rows),
+        num_classes,
+        clip_norm,
+        canary_norm=config.feature_norm,
+    )
+    return audit_mechanism(
+        method_release(method, config, num_classes),
+        neighbours,
+        epsilon_claimed=epsilon,
+        delta=delta,
+        runs=runs,
+        seed=seed,
+        alpha=alpha,
+    )
 
 
-def gaussian_shift_epsilon_bound(mu: float, runs: int, delta: float, alpha: float = 0.05,
-                                 seed: int | None = 0, calibration_fraction: float = 0.2) -> float:
+def gaussian_shift_epsilon_bound(
+    mu: float,
+    runs: int,
+    delta: float,
+    alpha: float = 0.05,
+    seed: int | None = 0,
+    calibration_fraction: float = 0.2,
+) -> float:
     """The audit's bound on the ideal mu-GDP release N(0,1) vs N(mu,1), ``runs`` per world.
 
     The same procedure as ``audit_mechanism`` on exact Gaussian samples: what a perfect
@@ -371,16 +454,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from accounting import mu_from_epsilon
 
-    print(f"method={args.method} steps={args.steps} delta={args.delta} runs={args.runs} per world "
-          "(20% calibration, 80% evaluation); each bound holds with 95% confidence")
+    print(
+        f"method={args.method} steps={args.steps} delta={args.delta} runs={args.runs} per world "
+        "(20% calibration, 80% evaluation); each bound holds with 95% confidence"
+    )
     print("epsilon_claimed  epsilon_lower_bound  ideal_gaussian_bound  fpr      fnr")
     for eps in args.epsilon:
-        result = audit_method(args.method, epsilon=eps, delta=args.delta, runs=args.runs,
-                              seed=args.seed, steps=args.steps)
-        ideal = gaussian_shift_epsilon_bound(mu_from_epsilon(eps, args.delta), args.runs,
-                                             args.delta, seed=args.seed)
-        print(f"{eps:<16g} {result.epsilon_lower_bound:<20.3f} {ideal:<21.3f} "
-              f"{result.fpr:<8.5f} {result.fnr:.5f}")
+        result = audit_method(
+            args.method,
+            epsilon=eps,
+            delta=args.delta,
+            runs=args.runs,
+            seed=args.seed,
+            steps=args.steps,
+        )
+        ideal = gaussian_shift_epsilon_bound(
+            mu_from_epsilon(eps, args.delta), args.runs, args.delta, seed=args.seed
+        )
+        print(
+            f"{eps:<16g} {result.epsilon_lower_bound:<20.3f} {ideal:<21.3f} "
+            f"{result.fpr:<8.5f} {result.fnr:.5f}"
+        )
 
 
 if __name__ == "__main__":

@@ -40,14 +40,21 @@ def _epsilon(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m private_head", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m private_head",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--features", required=True, help="feature store file (.h5)")
-    p.add_argument("--epsilon", type=_epsilon, required=True, help="privacy budget; inf: "
-                   "nonprivate")
+    p.add_argument(
+        "--epsilon", type=_epsilon, required=True, help="privacy budget; inf: nonprivate"
+    )
     p.add_argument("--delta", type=float, help="default: min(1e-5, 1/(2N)), N training rows")
-    p.add_argument("--method", help="default single_step (nonprivate when epsilon is inf); "
-                   f"one of {', '.join(available_methods())}")
+    p.add_argument(
+        "--method",
+        help="default single_step (nonprivate when epsilon is inf); "
+        f"one of {', '.join(available_methods())}",
+    )
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--clip-norm", type=float, default=1.0)
     p.add_argument("--learning-rate", type=float, default=1.0)
@@ -56,15 +63,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=LOSSES, default="softmax")
     p.add_argument("--train-bias", action="store_true", help="train the bias (default: fixed)")
     p.add_argument("--feature-norm", type=float, default=1.0, help="rows are scaled to this norm")
-    p.add_argument("--center", choices=("none", "private"), default="none",
-                   help="private: subtract a noisy mean of the training rows (charged)")
-    p.add_argument("--seed", type=int, help="noise seed (default: OS randomness; the report then "
-                   "says seeded: false)")
-    p.add_argument("--max-device-bytes", type=int,
-                   help="stream the training rows from the store when they exceed this size")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method option, e.g. --option batch_size=256 for dp_sgd (VALUE is read "
-                   "as JSON when it parses, else as a string); repeatable")
+    p.add_argument(
+        "--center",
+        choices=("none", "private"),
+        default="none",
+        help="private: subtract a noisy mean of the training rows (charged)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="noise seed (default: OS randomness; the report then says seeded: false)",
+    )
+    p.add_argument(
+        "--max-device-bytes",
+        type=int,
+        help="stream the training rows from the store when they exceed this size",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option, e.g. --option batch_size=256 for dp_sgd (VALUE is read "
+        "as JSON when it parses, else as a string); repeatable",
+    )
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--out-dir", help="where the head and JSON go (default: next to the features)")
@@ -120,28 +142,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = store.split_info(path, args.train_split)
     method = args.method or ("nonprivate" if math.isinf(args.epsilon) else "single_step")
     if math.isinf(args.epsilon) and method != "nonprivate":
-        raise ValueError(f"--epsilon inf trains the nonprivate ceiling; method {method!r} needs a "
-                         "finite epsilon")
+        raise ValueError(
+            f"--epsilon inf trains the nonprivate ceiling; method {method!r} needs a finite epsilon"
+        )
     delta_rule = "given" if args.delta is not None else "default min(1e-5, 1/(2N))"
     delta = args.delta if args.delta is not None else default_delta(info.num_rows)
-    options: dict[str, Any] = {"weight_decay": args.weight_decay, "loss": args.loss,
-                               "train_bias": args.train_bias, "feature_norm": args.feature_norm,
-                               "center": args.center, "max_device_bytes": args.max_device_bytes,
-                               **method_options(args.option)}
-    head = fit(f"{path}:{args.train_split}", num_classes=info.num_classes, epsilon=args.epsilon,
-               delta=delta, method=method, steps=args.steps, clip_norm=args.clip_norm,
-               learning_rate=args.learning_rate, optimizer=args.optimizer, seed=args.seed,
-               **options)
+    options: dict[str, Any] = {
+        "weight_decay": args.weight_decay,
+        "loss": args.loss,
+        "train_bias": args.train_bias,
+        "feature_norm": args.feature_norm,
+        "center": args.center,
+        "max_device_bytes": args.max_device_bytes,
+        **method_options(args.option),
+    }
+    head = fit(
+        f"{path}:{args.train_split}",
+        num_classes=info.num_classes,
+        epsilon=args.epsilon,
+        delta=delta,
+        method=method,
+        steps=args.steps,
+        clip_norm=args.clip_norm,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        **options,
+    )
     if jax.process_index() != 0:  # several processes: the head is the same; process 0 writes it
         return {"privacy": head.privacy}
     stem = output_stem(path, method, args.epsilon, args.out_dir)
     if os.path.dirname(stem):
         os.makedirs(os.path.dirname(stem), exist_ok=True)
-    result = {"features": path, "train_split": args.train_split, "num_train": info.num_rows,
-              "num_classes": info.num_classes, "delta_rule": delta_rule,
-              "test": evaluate(head, path, args.test_split), "privacy": head.privacy,
-              "config": head.config.to_dict(), "head_file": head.save(stem + ".npz"),
-              "result_file": stem + ".json"}
+    result = {
+        "features": path,
+        "train_split": args.train_split,
+        "num_train": info.num_rows,
+        "num_classes": info.num_classes,
+        "delta_rule": delta_rule,
+        "test": evaluate(head, path, args.test_split),
+        "privacy": head.privacy,
+        "config": head.config.to_dict(),
+        "head_file": head.save(stem + ".npz"),
+        "result_file": stem + ".json",
+    }
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=2, sort_keys=True)
     return result
@@ -154,23 +198,31 @@ def _num(x: Any) -> str:
 def summary(result: dict[str, Any]) -> str:
     """The lines printed after a run."""
     p, test = result["privacy"], result["test"]
-    lines = [f"features  {result['features']} (train: {result['num_train']} rows, "
-             f"{result['num_classes']} classes)"]
+    lines = [
+        f"features  {result['features']} (train: {result['num_train']} rows, "
+        f"{result['num_classes']} classes)"
+    ]
     if test["top1"] is None:
         lines.append(f"test      no split {test['split']!r}: not evaluated")
     else:
-        lines.append(f"test      top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
-                     f"({test['num_rows']} rows of {test['split']!r})")
-    lines.append(f"privacy   method {p['method']}: epsilon {_num(p['epsilon_spent'])} of "
-                 f"{_num(p['epsilon_budget'])}, delta {p['delta']:g} ({result['delta_rule']}), "
-                 f"mu {_num(p['mu'])}, accountant {p['accountant']}, seeded {p['seeded']}")
+        lines.append(
+            f"test      top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
+            f"({test['num_rows']} rows of {test['split']!r})"
+        )
+    lines.append(
+        f"privacy   method {p['method']}: epsilon {_num(p['epsilon_spent'])} of "
+        f"{_num(p['epsilon_budget'])}, delta {p['delta']:g} ({result['delta_rule']}), "
+        f"mu {_num(p['mu'])}, accountant {p['accountant']}, seeded {p['seeded']}"
+    )
     for r in p["releases"]:
         if r.get("kind") == "event":
             lines.append(f"  release {r['name']}: {r['event']}")
             continue
-        lines.append(f"  release {r['name']}: sensitivity {_num(r['sensitivity'])}, noise std "
-                     f"{_num(r['noise_std'])}, noise multiplier {_num(r['noise_multiplier'])}, "
-                     f"count {r['count']}")
+        lines.append(
+            f"  release {r['name']}: sensitivity {_num(r['sensitivity'])}, noise std "
+            f"{_num(r['noise_std'])}, noise multiplier {_num(r['noise_multiplier'])}, "
+            f"count {r['count']}"
+        )
     lines.append(f"wrote     {result['head_file']} and {result['result_file']}")
     return "\n".join(lines)
 
@@ -186,4 +238,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "head_file" in result:
         print(summary(result))
     return 0
-

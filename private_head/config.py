@@ -50,12 +50,14 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         if not (self.epsilon > 0):
-            raise ValueError(f"epsilon must be > 0 (math.inf only for method='nonprivate'), "
-                             f"got {self.epsilon}")
+            raise ValueError(
+                f"epsilon must be > 0 (math.inf only for method='nonprivate'), got {self.epsilon}"
+            )
         if math.isinf(self.epsilon) != (self.method == "nonprivate"):
             raise ValueError(
                 "epsilon=math.inf is accepted only with method='nonprivate', and 'nonprivate' "
-                f"needs epsilon=math.inf (got method={self.method!r}, epsilon={self.epsilon}).")
+                f"needs epsilon=math.inf (got method={self.method!r}, epsilon={self.epsilon})."
+            )
         if not (0 < self.delta < 1):
             raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
         if int(self.steps) != self.steps or self.steps < 1:
@@ -65,8 +67,10 @@ class FitConfig:
             if not (0 < value < math.inf):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f"need weight_decay >= 0 and 0 <= momentum < 1, got "
-                             f"{self.weight_decay}, {self.momentum}")
+            raise ValueError(
+                f"need weight_decay >= 0 and 0 <= momentum < 1, got "
+                f"{self.weight_decay}, {self.momentum}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -74,8 +78,9 @@ class FitConfig:
         if self.center not in ("none", "public", "private"):
             raise ValueError(f"center must be 'none', 'public' or 'private', got {self.center!r}")
         if not 0 < self.center_budget_fraction < 1:
-            raise ValueError("center_budget_fraction must lie in (0, 1), got "
-                             f"{self.center_budget_fraction}")
+            raise ValueError(
+                f"center_budget_fraction must lie in (0, 1), got {self.center_budget_fraction}"
+            )
         if self.max_device_bytes is not None and self.max_device_bytes < 1:
             raise ValueError(f"max_device_bytes must be positive, got {self.max_device_bytes}")
 

@@ -51,8 +51,12 @@ from private_head.psd import (
     symmetric_gaussian_noise,
 )
 
-DEFAULTS = {"covariance_fraction": 0.25, "ridge": None, "ridge_scale": 1.0,
-            "chunk_rows": DEFAULT_CHUNK_ROWS}
+DEFAULTS = {
+    "covariance_fraction": 0.25,
+    "ridge": None,
+    "ridge_scale": 1.0,
+    "chunk_rows": DEFAULT_CHUNK_ROWS,
+}
 
 
 class _TransformedSource:
@@ -65,8 +69,9 @@ class _TransformedSource:
 
     def iter_chunks(self, rows: int) -> Iterator[jax.Array]:
         for chunk in self.source.iter_chunks(rows):
-            yield jnp.matmul(jnp.asarray(chunk, jnp.float32), self.transform,
-                             precision=jax.lax.Precision.HIGHEST)
+            yield jnp.matmul(
+                jnp.asarray(chunk, jnp.float32), self.transform, precision=jax.lax.Precision.HIGHEST
+            )
 
 
 def whitening(noisy_gram: jax.Array, num_rows: int, ridge: float) -> jax.Array:
@@ -85,15 +90,22 @@ def transformed_data(data: TrainData, transform: jax.Array) -> TrainData:
     bound on their norms is ``||A||_2 r``."""
     bound = float(data.feature_norm * jnp.linalg.norm(transform, ord=2))
     if data.features is not None:
-        rows = jnp.matmul(data.features.astype(jnp.float32), transform,
-                          precision=jax.lax.Precision.HIGHEST)
+        rows = jnp.matmul(
+            data.features.astype(jnp.float32), transform, precision=jax.lax.Precision.HIGHEST
+        )
         return TrainData(rows, data.labels, data.num_classes, bound)
-    return TrainData(None, data.labels, data.num_classes, bound,
-                     source=_TransformedSource(data.source, transform))
+    return TrainData(
+        None,
+        data.labels,
+        data.num_classes,
+        bound,
+        source=_TransformedSource(data.source, transform),
+    )
 
 
-def preconditioned_gd(data: TrainData, config: Any, ledger: Any, key: jax.Array,
-                      transform: jax.Array) -> tuple[jax.Array, jax.Array]:
+def preconditioned_gd(
+    data: TrainData, config: Any, ledger: Any, key: jax.Array, transform: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """``dp_gd`` on ``A x`` (charged by ``dp_gd`` to ``ledger``), mapped back: ``(A W', b')``."""
     config = dataclasses.replace(config, method_options={})  # DP-FC's options are not dp_gd's
     w_prime, bias = dp_gd_train(transformed_data(data, transform), config, ledger, key)
@@ -101,8 +113,7 @@ def preconditioned_gd(data: TrainData, config: Any, ledger: Any, key: jax.Array,
 
 
 @register_method("dp_feature_covariance")
-def train(data: TrainData, config: Any, ledger: Any,
-          key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def train(data: TrainData, config: Any, ledger: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Charge the covariance release, whiten with it, run ``dp_gd`` on the rest of the budget."""
     opts = read_options(config, DEFAULTS, "dp_feature_covariance")
     fraction = opts["covariance_fraction"]
@@ -118,8 +129,9 @@ def train(data: TrainData, config: Any, ledger: Any,
         ridge = default_ridge(gram_std, data.dim, opts["ridge_scale"]) / data.num_rows
     if not ridge > 0:
         raise ValueError(f"ridge must be > 0, got {ridge}")
-    ledger.record_gaussian("dp_feature_covariance/gram", sensitivity=sensitivity,
-                           noise_std=gram_std)
+    ledger.record_gaussian(
+        "dp_feature_covariance/gram", sensitivity=sensitivity, noise_std=gram_std
+    )
     key_gram, key_gd = jax.random.split(key)
     noisy = gram(data, chunk_rows=int(opts["chunk_rows"]))
     noisy = noisy + symmetric_gaussian_noise(key_gram, data.dim, gram_std)

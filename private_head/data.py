@@ -71,8 +71,11 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (the mean itself is stored as an array next to it)."""
-        return {"normalize": self.normalize, "feature_norm": self.feature_norm,
-                "center": self.center}
+        return {
+            "normalize": self.normalize,
+            "feature_norm": self.feature_norm,
+            "center": self.center,
+        }
 
 
 class ChunkSource:
@@ -84,10 +87,17 @@ class ChunkSource:
     stop)`` keeps only those rows of a store split (a process's share, ``distributed``).
     """
 
-    def __init__(self, *, array: np.ndarray | None = None, labels: np.ndarray | None = None,
-                 path: str | None = None, split: str | None = None,
-                 preprocessing: Preprocessing | None = None,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, rows: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        *,
+        array: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        path: str | None = None,
+        split: str | None = None,
+        preprocessing: Preprocessing | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        rows: tuple[int, int] | None = None,
+    ):
         if (array is None) == (path is None):
             raise ValueError("ChunkSource needs exactly one of array= (with labels=) or path=")
         self.array, self.labels, self.path, self.split = array, labels, path, split
@@ -104,9 +114,15 @@ class ChunkSource:
 
     def with_(self, preprocessing: Preprocessing) -> ChunkSource:
         """The same rows under ``preprocessing``."""
-        return ChunkSource(array=self.array, labels=self.labels, path=self.path, split=self.split,
-                           preprocessing=preprocessing, chunk_rows=self.chunk_rows,
-                           rows=self.rows)
+        return ChunkSource(
+            array=self.array,
+            labels=self.labels,
+            path=self.path,
+            split=self.split,
+            preprocessing=preprocessing,
+            chunk_rows=self.chunk_rows,
+            rows=self.rows,
+        )
 
     @contextmanager
     def _reader(self) -> Iterator[Callable[[int, int], tuple[np.ndarray, np.ndarray]]]:
@@ -167,8 +183,9 @@ class TrainData:
     @property
     def dtype(self) -> np.dtype:
         """The dtype chunks and features come in."""
-        return np.dtype(self.features.dtype if self.features is not None else
-                        _device_dtype(self.source.dtype))
+        return np.dtype(
+            self.features.dtype if self.features is not None else _device_dtype(self.source.dtype)
+        )
 
     def iter_chunks(self, rows: int | None = None) -> Iterator[tuple[jax.Array, jax.Array]]:
         """``(X_chunk, y_chunk)`` device arrays in row order, from memory or from the source.
@@ -181,7 +198,7 @@ class TrainData:
             raise ValueError(f"rows per chunk must be >= 1, got {rows}")
         if self.features is not None:
             for start in range(0, int(self.labels.shape[0]), rows):
-                yield self.features[start:start + rows], self.labels[start:start + rows]
+                yield self.features[start : start + rows], self.labels[start : start + rows]
             return
         start = 0
         for chunk in self.source.iter_chunks(rows):
@@ -198,8 +215,10 @@ def _device_dtype(dtype: np.dtype) -> np.dtype:
 def check_num_classes(num_classes: Any) -> int:
     """``num_classes`` must be given (the label space is public) and be an integer >= 2."""
     if num_classes is None:
-        raise ValueError("num_classes is required: the label space is public and must come from "
-                         "the dataset's metadata or the caller, never from the private labels.")
+        raise ValueError(
+            "num_classes is required: the label space is public and must come from "
+            "the dataset's metadata or the caller, never from the private labels."
+        )
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     return int(num_classes)
@@ -209,8 +228,10 @@ def _check_feature_dtype(dtype: np.dtype, feature_norm: float) -> None:
     if dtype.kind != "f" and dtype.name != "bfloat16":
         raise ValueError(f"features must be floating point, got dtype {dtype}")
     if dtype.name in _HALF_DTYPES and feature_norm >= float(jnp.finfo(dtype).max):
-        raise ValueError(f"feature_norm={feature_norm} overflows {dtype.name} (max "
-                         f"{float(jnp.finfo(dtype).max)}); use a smaller feature_norm or float32.")
+        raise ValueError(
+            f"feature_norm={feature_norm} overflows {dtype.name} (max "
+            f"{float(jnp.finfo(dtype).max)}); use a smaller feature_norm or float32."
+        )
 
 
 def _nonfinite_rows(chunk: np.ndarray) -> np.ndarray:
@@ -224,13 +245,16 @@ def _check_finite(bad: np.ndarray) -> None:
     """Raise a ValueError naming the rows (indices in the whole split) that are not finite."""
     if bad.size:
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
-        raise ValueError(f"features hold NaN or infinite values (or overflow in the float32 cast)"
-                         f" in {bad.size} row(s): {shown}. Fix or drop these rows; they are never "
-                         "silently zeroed.")
+        raise ValueError(
+            f"features hold NaN or infinite values (or overflow in the float32 cast)"
+            f" in {bad.size} row(s): {shown}. Fix or drop these rows; they are never "
+            "silently zeroed."
+        )
 
 
-def _private_sum_noise(config: FitConfig, ledger: Any, key: jax.Array | None,
-                       dim: int) -> np.ndarray:
+def _private_sum_noise(
+    config: FitConfig, ledger: Any, key: jax.Array | None, dim: int
+) -> np.ndarray:
     """Record the private-mean release in the ledger, then draw its noise N(0, (s r)^2 I_D)."""
     if math.isinf(config.epsilon):
         return np.zeros(dim, np.float32)
@@ -238,8 +262,10 @@ def _private_sum_noise(config: FitConfig, ledger: Any, key: jax.Array | None,
         raise ValueError("center='private' needs a ledger and a key to charge and draw the noise")
     remaining = ledger.remaining_mu
     if remaining is None or remaining <= 0:
-        raise BudgetExceededError("center='private' needs a Gaussian (GDP) budget left in the "
-                                  f"ledger; remaining mu is {remaining}. Charge it first.")
+        raise BudgetExceededError(
+            "center='private' needs a Gaussian (GDP) budget left in the "
+            f"ledger; remaining mu is {remaining}. Charge it first."
+        )
     mu_center = math.sqrt(config.center_budget_fraction) * remaining
     noise_std = config.feature_norm / mu_center
     ledger.record_gaussian("center_mean", sensitivity=config.feature_norm, noise_std=noise_std)
@@ -253,21 +279,30 @@ def _preprocessing(config: FitConfig, dim: int, public_mean: Any) -> Preprocessi
             raise ValueError("center='public' needs public_mean (a [D] vector from public data)")
         mean = np.asarray(public_mean, dtype=np.float32)
         if mean.shape != (dim,):
-            raise ValueError(f"public_mean must have shape ({dim},) to match the features, "
-                             f"got {mean.shape}")
+            raise ValueError(
+                f"public_mean must have shape ({dim},) to match the features, got {mean.shape}"
+            )
         store.check_finite(mean[None], what="public_mean")
         return Preprocessing(config.normalize, config.feature_norm, "public", mean)
     if public_mean is not None:
-        raise ValueError(f"public_mean was given but center={config.center!r}; pass "
-                         "center='public' to use it")
+        raise ValueError(
+            f"public_mean was given but center={config.center!r}; pass center='public' to use it"
+        )
     return Preprocessing(config.normalize, config.feature_norm)
 
 
-def _with_private_mean(pre: Preprocessing, config: FitConfig, row_sum: np.ndarray,
-                       num_rows: int, ledger: Any, key: jax.Array | None) -> Preprocessing:
+def _with_private_mean(
+    pre: Preprocessing,
+    config: FitConfig,
+    row_sum: np.ndarray,
+    num_rows: int,
+    ledger: Any,
+    key: jax.Array | None,
+) -> Preprocessing:
     noisy = row_sum + _private_sum_noise(config, ledger, key, row_sum.shape[0])
-    return Preprocessing(pre.normalize, pre.feature_norm, "private",
-                         (noisy / num_rows).astype(np.float32))
+    return Preprocessing(
+        pre.normalize, pre.feature_norm, "private", (noisy / num_rows).astype(np.float32)
+    )
 
 
 def _check_labels(labels: Any, num_rows: int, num_classes: int) -> np.ndarray:
@@ -275,15 +310,24 @@ def _check_labels(labels: Any, num_rows: int, num_classes: int) -> np.ndarray:
         raise ValueError("labels are required with array features (a store path brings its own)")
     labels = np.asarray(labels)
     if labels.shape != (num_rows,):
-        raise ValueError(f"shape mismatch: {num_rows} feature rows but labels of shape "
-                         f"{labels.shape}; need one label per row")
+        raise ValueError(
+            f"shape mismatch: {num_rows} feature rows but labels of shape "
+            f"{labels.shape}; need one label per row"
+        )
     store.check_labels(labels, num_classes)
     return labels.astype(np.int32)
 
 
-def preprocess(features: Any, labels: Any, config: FitConfig, *, num_classes: int,
-               public_mean: Any = None, ledger: Any = None,
-               key: jax.Array | None = None) -> TrainData:
+def preprocess(
+    features: Any,
+    labels: Any,
+    config: FitConfig,
+    *,
+    num_classes: int,
+    public_mean: Any = None,
+    ledger: Any = None,
+    key: jax.Array | None = None,
+) -> TrainData:
     """Validate in-memory rows, apply the preprocessing (module docstring) and put them on device.
 
     Errors (ValueError): non-2-D or empty features, NaN/inf rows (named), labels not [N] or outside
@@ -303,12 +347,19 @@ def preprocess(features: Any, labels: Any, config: FitConfig, *, num_classes: in
         row_sum = pre.bound(np.asarray(x, np.float32)).sum(axis=0, dtype=np.float64)
         pre = _with_private_mean(pre, config, row_sum, x.shape[0], ledger, key)
     rows = pre.apply(x).astype(_device_dtype(x.dtype))
-    return TrainData(jnp.asarray(rows), jnp.asarray(y), num_classes, config.feature_norm,
-                     preprocessing=pre)
+    return TrainData(
+        jnp.asarray(rows), jnp.asarray(y), num_classes, config.feature_norm, preprocessing=pre
+    )
 
 
-def _stream(source: ChunkSource, config: FitConfig, num_classes: int, public_mean: Any,
-            ledger: Any, key: jax.Array | None) -> TrainData:
+def _stream(
+    source: ChunkSource,
+    config: FitConfig,
+    num_classes: int,
+    public_mean: Any,
+    ledger: Any,
+    key: jax.Array | None,
+) -> TrainData:
     """Validate a source chunk by chunk (and sum its bounded rows for a private mean)."""
     _check_feature_dtype(source.dtype, config.feature_norm)
     pre = _preprocessing(config, source.dim, public_mean)
@@ -323,8 +374,14 @@ def _stream(source: ChunkSource, config: FitConfig, num_classes: int, public_mea
     y = _check_labels(np.concatenate(labels), source.num_rows, num_classes)
     if config.center == "private":
         pre = _with_private_mean(pre, config, row_sum, source.num_rows, ledger, key)
-    return TrainData(None, jnp.asarray(y), num_classes, config.feature_norm,
-                     source=source.with_(pre), preprocessing=pre)
+    return TrainData(
+        None,
+        jnp.asarray(y),
+        num_classes,
+        config.feature_norm,
+        source=source.with_(pre),
+        preprocessing=pre,
+    )
 
 
 def _chunk_rows(limit: int, dim: int) -> int:
@@ -332,8 +389,9 @@ def _chunk_rows(limit: int, dim: int) -> int:
     return max(1, min(DEFAULT_CHUNK_ROWS, limit // (2 * 4 * dim)))
 
 
-def open_store_split(spec: Any, labels: Any, num_classes: int,
-                     split: str) -> tuple[str, str, store.SplitInfo]:
+def open_store_split(
+    spec: Any, labels: Any, num_classes: int, split: str
+) -> tuple[str, str, store.SplitInfo]:
     """``(path, split, info)`` of a store spec ``"file.h5[:split]"``, checked against the public
     label space; a store brings its own labels, so passing ``labels`` too is an error."""
     if labels is not None:
@@ -341,14 +399,24 @@ def open_store_split(spec: Any, labels: Any, num_classes: int,
     path, split = store.parse_store_path(str(spec), split)
     info = store.split_info(path, split)
     if info.num_classes != num_classes:
-        raise ValueError(f"num_classes={num_classes} but the store {path}:{split} declares "
-                         f"{info.num_classes} classes")
+        raise ValueError(
+            f"num_classes={num_classes} but the store {path}:{split} declares "
+            f"{info.num_classes} classes"
+        )
     return path, split, info
 
 
-def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num_classes: int,
-                    public_mean: Any = None, ledger: Any = None, key: jax.Array | None = None,
-                    split: str = "train") -> TrainData:
+def load_train_data(
+    features: Any,
+    labels: Any = None,
+    *,
+    config: FitConfig,
+    num_classes: int,
+    public_mean: Any = None,
+    ledger: Any = None,
+    key: jax.Array | None = None,
+    split: str = "train",
+) -> TrainData:
     """TrainData from arrays or a store spec ``"file.h5:train"`` (``split`` when none is named).
 
     The rows stay off the device (``features=None``, ``source`` set, read in chunks with prefetch)
@@ -359,8 +427,14 @@ def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num
     if jax.process_count() > 1:  # several processes: each loads only its share of the rows
         from private_head.distributed import load_process_rows
 
-        return load_process_rows(features, labels, config=config, num_classes=num_classes,
-                                 public_mean=public_mean, split=split)
+        return load_process_rows(
+            features,
+            labels,
+            config=config,
+            num_classes=num_classes,
+            public_mean=public_mean,
+            split=split,
+        )
     limit = config.max_device_bytes
     if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
         path, split, info = open_store_split(features, labels, num_classes, split)
@@ -368,8 +442,7 @@ def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num
             raise ValueError(f"split {split!r} of {path} is empty; need at least one row")
         itemsize = np.dtype(info.feature_dtype).itemsize
         if limit is not None and info.num_rows * info.dim * itemsize > limit:
-            source = ChunkSource(path=path, split=split,
-                                 chunk_rows=_chunk_rows(limit, info.dim))
+            source = ChunkSource(path=path, split=split, chunk_rows=_chunk_rows(limit, info.dim))
             return _stream(source, config, num_classes, public_mean, ledger, key)
         features, labels, _ = store.read_split(path, split)
     x = np.asarray(features)
@@ -377,5 +450,6 @@ def load_train_data(features: Any, labels: Any = None, *, config: FitConfig, num
         y = _check_labels(labels, x.shape[0], num_classes)
         source = ChunkSource(array=x, labels=y, chunk_rows=_chunk_rows(limit, x.shape[1]))
         return _stream(source, config, num_classes, public_mean, ledger, key)
-    return preprocess(x, labels, config, num_classes=num_classes, public_mean=public_mean,
-                      ledger=ledger, key=key)
+    return preprocess(
+        x, labels, config, num_classes=num_classes, public_mean=public_mean, ledger=ledger, key=key
+    )

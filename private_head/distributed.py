@@ -38,7 +38,6 @@ def share(num_rows: int) -> tuple[int, int]:
     return process_rows(num_rows, jax.process_index(), jax.process_count())
 
 
-
 def check_supported(config: Any) -> None:
     """Refuse what does not (yet) run across processes, before any data is read."""
     problems = []
@@ -47,8 +46,11 @@ def check_supported(config: Any) -> None:
     if config.center == "private":
         problems.append("center='private' (use a public mean or none)")
     if problems:
-        raise ValueError(f"with {jax.process_count()} JAX processes, fit does not support "
-                         + " and ".join(problems) + "; run it in one process instead")
+        raise ValueError(
+            f"with {jax.process_count()} JAX processes, fit does not support "
+            + " and ".join(problems)
+            + "; run it in one process instead"
+        )
 
 
 def sum_over_processes(tree: Any) -> Any:
@@ -60,8 +62,9 @@ def sum_over_processes(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.sum(a, axis=0)), gathered)
 
 
-def load_process_rows(features: Any, labels: Any, *, config: Any, num_classes: int,
-                      public_mean: Any, split: str) -> Any:
+def load_process_rows(
+    features: Any, labels: Any, *, config: Any, num_classes: int, public_mean: Any, split: str
+) -> Any:
     """TrainData holding this process's share of the rows, with ``total_rows`` = global N.
 
     ``features`` is a store spec (only the share is read from disk; streamed in chunks when it
@@ -78,8 +81,12 @@ def load_process_rows(features: Any, labels: Any, *, config: Any, num_classes: i
         start, stop = share(total)
         itemsize = np.dtype(info.feature_dtype).itemsize
         if limit is not None and (stop - start) * info.dim * itemsize > limit:
-            source = train_data.ChunkSource(path=path, split=split, rows=(start, stop),
-                                            chunk_rows=train_data._chunk_rows(limit, info.dim))
+            source = train_data.ChunkSource(
+                path=path,
+                split=split,
+                rows=(start, stop),
+                chunk_rows=train_data._chunk_rows(limit, info.dim),
+            )
             data = train_data._stream(source, config, num_classes, public_mean, None, None)
             return dataclasses.replace(data, total_rows=total)
         with store.SplitReader(path, split) as reader:
@@ -90,16 +97,21 @@ def load_process_rows(features: Any, labels: Any, *, config: Any, num_classes: i
         start, stop = share(total)
         x, y = x[start:stop], None if y is None or y.shape != (total,) else y[start:stop]
         if limit is not None and x.nbytes > limit:
-            raise ValueError(f"this process's {x.shape[0]} rows ({x.nbytes} bytes) exceed "
-                             f"max_device_bytes={limit}; with several processes only a store "
-                             "path streams: write the features to a store")
-    data = train_data.preprocess(x, labels if y is None else y, config, num_classes=num_classes,
-                                 public_mean=public_mean)
+            raise ValueError(
+                f"this process's {x.shape[0]} rows ({x.nbytes} bytes) exceed "
+                f"max_device_bytes={limit}; with several processes only a store "
+                "path streams: write the features to a store"
+            )
+    data = train_data.preprocess(
+        x, labels if y is None else y, config, num_classes=num_classes, public_mean=public_mean
+    )
     return dataclasses.replace(data, total_rows=total)
 
 
 def _check_rows(total: int) -> int:
     if total < jax.process_count():
-        raise ValueError(f"{total} rows cannot be split over {jax.process_count()} processes; "
-                         "every process needs at least one row")
+        raise ValueError(
+            f"{total} rows cannot be split over {jax.process_count()} processes; "
+            "every process needs at least one row"
+        )
     return total

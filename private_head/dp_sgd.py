@@ -50,14 +50,16 @@ def max_batch_size(num_rows: int, rate: float) -> int:
     return int(min(num_rows, math.ceil(mean + TAIL_STDS * math.sqrt(mean * (1 - rate)))))
 
 
-def poisson_sample(key: jax.Array, step: int | jax.Array, num_rows: int,
-                   rate: float | jax.Array) -> jax.Array:
+def poisson_sample(
+    key: jax.Array, step: int | jax.Array, num_rows: int, rate: float | jax.Array
+) -> jax.Array:
     """Bool [N]: example i is in step t's batch with probability q, independently of the others."""
     return jax.random.uniform(jax.random.fold_in(key, step), (num_rows,)) < rate
 
 
-def sampled_gradient_sum(W, b, X, y, include, clip_norm, chunk: int, *, loss: str,
-                         train_bias: bool) -> tuple[jax.Array, jax.Array]:
+def sampled_gradient_sum(
+    W, b, X, y, include, clip_norm, chunk: int, *, loss: str, train_bias: bool
+) -> tuple[jax.Array, jax.Array]:
     """Clipped gradient sum over the rows with ``include`` set, ``chunk`` rows at a time.
 
     Gathers the included rows (in index order) into as many fixed-size chunks as needed; equals
@@ -74,8 +76,9 @@ def sampled_gradient_sum(W, b, X, y, include, clip_norm, chunk: int, *, loss: st
         start = j * chunk
         ids = jax.lax.dynamic_slice(order, (start,), (chunk,))
         valid = start + jnp.arange(chunk) < count
-        dW, db = clipped_gradient_sum(W, b, X[ids], y[ids], clip_norm, loss=loss,
-                                      train_bias=train_bias, mask=valid)
+        dW, db = clipped_gradient_sum(
+            W, b, X[ids], y[ids], clip_norm, loss=loss, train_bias=train_bias, mask=valid
+        )
         return j + 1, (gW + dW, gb + db)
 
     _, sums = jax.lax.while_loop(lambda s: s[0] * chunk < count, body, (0, zero))
@@ -95,9 +98,14 @@ def calibrate(ledger: Any, config: FitConfig, rate: float) -> float:
     """
     steps = config.steps
     sigma = noise_multiplier_poisson(
-        config.epsilon, config.delta, rate, steps,
-        value_discretization_interval=ledger.value_discretization_interval)
+        config.epsilon,
+        config.delta,
+        rate,
+        steps,
+        value_discretization_interval=ledger.value_discretization_interval,
+    )
     if ledger.releases:
+
         def fits(s: float) -> bool:
             return ledger.epsilon_after_event(poisson_event(s, rate, steps)) <= config.epsilon
 
@@ -118,10 +126,10 @@ def _options(config: FitConfig, num_rows: int) -> tuple[int, int]:
     options = read_options(config, dict.fromkeys(OPTIONS), "dp_sgd")
     batch = options["batch_size"]
     if batch is None or not 1 <= batch <= num_rows:
-        raise ValueError(f"dp_sgd needs batch_size (the expected batch size) in [1, N={num_rows}], "
-                         f"got {batch!r}")
-    chunk = (options["max_batch_size"]
-             or max_batch_size(num_rows, batch / num_rows))
+        raise ValueError(
+            f"dp_sgd needs batch_size (the expected batch size) in [1, N={num_rows}], got {batch!r}"
+        )
+    chunk = options["max_batch_size"] or max_batch_size(num_rows, batch / num_rows)
     if int(chunk) != chunk or chunk < 1:
         raise ValueError(f"max_batch_size must be a positive integer, got {chunk!r}")
     return batch, int(chunk)
@@ -132,10 +140,22 @@ def kernels() -> tuple[Callable, ...]:
     return (clipped_gradient_sum, *full_batch.kernels())
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("settings", "num_rows", "batch", "chunk", "kernels"))
-def run_in_memory(params, X, y, mask, key_sample, key_noise, noise_std, *, settings: LoopSettings,
-                  num_rows: int, batch: int, chunk: int, kernels: tuple[Callable, ...]):
+@functools.partial(jax.jit, static_argnames=("settings", "num_rows", "batch", "chunk", "kernels"))
+def run_in_memory(
+    params,
+    X,
+    y,
+    mask,
+    key_sample,
+    key_noise,
+    noise_std,
+    *,
+    settings: LoopSettings,
+    num_rows: int,
+    batch: int,
+    chunk: int,
+    kernels: tuple[Callable, ...],
+):
     """All T sampled steps as one ``lax.scan``, compiled once per settings/shapes."""
     del kernels  # a cache key only
     opt = make_optimizer(settings)
@@ -147,12 +167,21 @@ def run_in_memory(params, X, y, mask, key_sample, key_noise, noise_std, *, setti
         if mask is not None:  # the same sample, placed on the real rows of the padded layout
             real = jnp.nonzero(mask > 0, size=N, fill_value=total - 1)[0]
             include = jnp.zeros(total, bool).at[real].set(include)
-        gW, gb = sampled_gradient_sum(params["W"], head_bias(params, K, settings), X, y,
-                                      include, settings.clip_norm, chunk, loss=settings.loss,
-                                      train_bias=settings.train_bias)
+        gW, gb = sampled_gradient_sum(
+            params["W"],
+            head_bias(params, K, settings),
+            X,
+            y,
+            include,
+            settings.clip_norm,
+            chunk,
+            loss=settings.loss,
+            train_bias=settings.train_bias,
+        )
         sums = {"W": gW, "b": gb} if "b" in params else {"W": gW}
-        return noisy_update(opt, params, opt_state, sums, jax.random.fold_in(key_noise, t),
-                            noise_std, batch), None
+        return noisy_update(
+            opt, params, opt_state, sums, jax.random.fold_in(key_noise, t), noise_std, batch
+        ), None
 
     (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(settings.steps))
     return params
@@ -161,9 +190,20 @@ def run_in_memory(params, X, y, mask, key_sample, key_noise, noise_std, *, setti
 def _in_memory(data, settings, key_sample, key_noise, noise_std, batch, chunk):
     rows = device_rows(data.features, data.labels)
     params = init_params(data.dim, data.num_classes, settings)
-    return run_in_memory(params, rows.X, rows.y, rows.mask, key_sample, key_noise, noise_std,
-                         settings=settings, num_rows=data.num_rows, batch=batch, chunk=chunk,
-                         kernels=kernels())
+    return run_in_memory(
+        params,
+        rows.X,
+        rows.y,
+        rows.mask,
+        key_sample,
+        key_noise,
+        noise_std,
+        settings=settings,
+        num_rows=data.num_rows,
+        batch=batch,
+        chunk=chunk,
+        kernels=kernels(),
+    )
 
 
 _sample = jax.jit(poisson_sample, static_argnums=2)
@@ -177,17 +217,28 @@ def _streamed(data, settings, key_sample, key_noise, noise_std, batch, max_devic
         bias = head_bias(params, data.num_classes, settings)
         include = _sample(key_sample, t, data.num_rows, batch / data.num_rows)
         sums = streamed_sum(
-            data, lambda X, y, m, p=params, b=bias: gradient_sums(p, b, X, y, m, settings), rows,
-            row_weights=include)
-        params, opt_state = noisy_step(params, opt_state, sums, jax.random.fold_in(key_noise, t),
-                                       noise_std, settings=settings, num_rows=batch,
-                                       kernels=full_batch.kernels())
+            data,
+            lambda X, y, m, p=params, b=bias: gradient_sums(p, b, X, y, m, settings),
+            rows,
+            row_weights=include,
+        )
+        params, opt_state = noisy_step(
+            params,
+            opt_state,
+            sums,
+            jax.random.fold_in(key_noise, t),
+            noise_std,
+            settings=settings,
+            num_rows=batch,
+            kernels=full_batch.kernels(),
+        )
     return params
 
 
 @register_method("dp_sgd")
-def train(data: TrainData, config: FitConfig, ledger: Any,
-          key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def train(
+    data: TrainData, config: FitConfig, ledger: Any, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """T Poisson-sampled noisy steps (module docstring); returns ``(W [D, K], b [K])``."""
     batch, chunk = _options(config, data.num_rows)
     sigma = calibrate(ledger, config, batch / data.num_rows)
@@ -195,10 +246,9 @@ def train(data: TrainData, config: FitConfig, ledger: Any,
     key_sample, key_noise = jax.random.split(key)
     settings = LoopSettings.of(config, data.num_classes)
     if data.features is None:
-        params = _streamed(data, settings, key_sample, key_noise, noise_std, batch,
-                           config.max_device_bytes)
+        params = _streamed(
+            data, settings, key_sample, key_noise, noise_std, batch, config.max_device_bytes
+        )
     else:
         params = _in_memory(data, settings, key_sample, key_noise, noise_std, batch, chunk)
     return params["W"], head_bias(params, data.num_classes, config)
-
-

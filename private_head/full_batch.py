@@ -36,16 +36,33 @@ from private_head.streaming import chunk_rows, streamed_sum
 Params = dict[str, jax.Array]
 
 
-def gradient_sums(params: Params, bias: jax.Array, X, y, mask, config: Settings,
-                  sq_norms: jax.Array | None = None) -> Params:
+def gradient_sums(
+    params: Params, bias: jax.Array, X, y, mask, config: Settings, sq_norms: jax.Array | None = None
+) -> Params:
     """The clipped gradient sums for the trained parameters (``"b"`` only when it is trained)."""
-    gW, gb = clipped_gradient_sum(params["W"], bias, X, y, config.clip_norm, loss=config.loss,
-                                  train_bias=config.train_bias, mask=mask, sq_norms=sq_norms)
+    gW, gb = clipped_gradient_sum(
+        params["W"],
+        bias,
+        X,
+        y,
+        config.clip_norm,
+        loss=config.loss,
+        train_bias=config.train_bias,
+        mask=mask,
+        sq_norms=sq_norms,
+    )
     return {"W": gW, "b": gb} if "b" in params else {"W": gW}
 
 
-def noisy_update(opt: optax.GradientTransformation, params: Params, opt_state: Any, sums: Params,
-                 key: jax.Array, noise_std: jax.Array, num_rows: int) -> tuple[Params, Any]:
+def noisy_update(
+    opt: optax.GradientTransformation,
+    params: Params,
+    opt_state: Any,
+    sums: Params,
+    key: jax.Array,
+    noise_std: jax.Array,
+    num_rows: int,
+) -> tuple[Params, Any]:
     """Add N(0, noise_std^2) to every sum, divide by the public ``num_rows``, take one step."""
     noise = gaussian_noise_like(key, sums, noise_std)
     grads = jax.tree_util.tree_map(lambda s, n: (s + n) / num_rows, sums, noise)
@@ -64,19 +81,35 @@ def kernels() -> tuple[Callable, ...]:
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "num_rows", "kernels"))
-def noisy_step(params: Params, opt_state: Any, sums: Params, key: jax.Array,
-               noise_std: jax.Array, *, settings: LoopSettings, num_rows: int,
-               kernels: tuple[Callable, ...]) -> tuple[Params, Any]:
+def noisy_step(
+    params: Params,
+    opt_state: Any,
+    sums: Params,
+    key: jax.Array,
+    noise_std: jax.Array,
+    *,
+    settings: LoopSettings,
+    num_rows: int,
+    kernels: tuple[Callable, ...],
+) -> tuple[Params, Any]:
     """``noisy_update`` with the optimiser of ``settings``, compiled once per settings/shapes."""
     del kernels  # a cache key only (see ``kernels()``)
-    return noisy_update(make_optimizer(settings), params, opt_state, sums, key, noise_std,
-                        num_rows)
+    return noisy_update(make_optimizer(settings), params, opt_state, sums, key, noise_std, num_rows)
 
 
 @functools.partial(jax.jit, static_argnames=("settings", "num_rows", "kernels"))
-def run_in_memory(params: Params, X: jax.Array, y: jax.Array, mask: jax.Array | None,
-                  key: jax.Array, noise_std: jax.Array, *, settings: LoopSettings, num_rows: int,
-                  kernels: tuple[Callable, ...]) -> Params:
+def run_in_memory(
+    params: Params,
+    X: jax.Array,
+    y: jax.Array,
+    mask: jax.Array | None,
+    key: jax.Array,
+    noise_std: jax.Array,
+    *,
+    settings: LoopSettings,
+    num_rows: int,
+    kernels: tuple[Callable, ...],
+) -> Params:
     """All T steps as one ``lax.scan`` (module docstring), compiled once per settings/shapes."""
     del kernels  # a cache key only (see ``kernels()``)
     opt = make_optimizer(settings)
@@ -85,45 +118,68 @@ def run_in_memory(params: Params, X: jax.Array, y: jax.Array, mask: jax.Array | 
 
     def step(carry, t):
         params, opt_state = carry
-        sums = gradient_sums(params, head_bias(params, K, settings), X, y, mask, settings,
-                             sq_norms)
-        return noisy_update(opt, params, opt_state, sums, jax.random.fold_in(key, t),
-                            noise_std, num_rows), None
+        sums = gradient_sums(params, head_bias(params, K, settings), X, y, mask, settings, sq_norms)
+        return noisy_update(
+            opt, params, opt_state, sums, jax.random.fold_in(key, t), noise_std, num_rows
+        ), None
 
     (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(settings.steps))
     return params
 
 
-def _in_memory(data: TrainData, settings: LoopSettings, key: jax.Array,
-               noise_std: float) -> Params:
+def _in_memory(data: TrainData, settings: LoopSettings, key: jax.Array, noise_std: float) -> Params:
     rows = device_rows(data.features, data.labels)
     params = init_params(data.dim, data.num_classes, settings)
-    return run_in_memory(params, rows.X, rows.y, rows.mask, key, noise_std, settings=settings,
-                         num_rows=data.num_rows, kernels=kernels())
+    return run_in_memory(
+        params,
+        rows.X,
+        rows.y,
+        rows.mask,
+        key,
+        noise_std,
+        settings=settings,
+        num_rows=data.num_rows,
+        kernels=kernels(),
+    )
 
 
-def _streamed(data: TrainData, settings: LoopSettings, key: jax.Array, noise_std: float,
-              max_device_bytes: int | None) -> Params:
+def _streamed(
+    data: TrainData,
+    settings: LoopSettings,
+    key: jax.Array,
+    noise_std: float,
+    max_device_bytes: int | None,
+) -> Params:
     params = init_params(data.dim, data.num_classes, settings)
     opt_state = make_optimizer(settings).init(params)
     rows = chunk_rows(data, max_device_bytes)
     for t in range(settings.steps):
         bias = head_bias(params, data.num_classes, settings)
         sums = streamed_sum(
-            data, lambda X, y, m, p=params, b=bias: gradient_sums(p, b, X, y, m, settings), rows)
-        params, opt_state = noisy_step(params, opt_state, sums, jax.random.fold_in(key, t),
-                                       noise_std, settings=settings, num_rows=data.num_rows,
-                                       kernels=kernels())
+            data, lambda X, y, m, p=params, b=bias: gradient_sums(p, b, X, y, m, settings), rows
+        )
+        params, opt_state = noisy_step(
+            params,
+            opt_state,
+            sums,
+            jax.random.fold_in(key, t),
+            noise_std,
+            settings=settings,
+            num_rows=data.num_rows,
+            kernels=kernels(),
+        )
     return params
 
 
 @register_method("dp_gd")
-def train(data: TrainData, config: FitConfig, ledger: Any,
-          key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def train(
+    data: TrainData, config: FitConfig, ledger: Any, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """T noisy full-batch steps (module docstring); returns ``(W [D, K], b [K])``."""
     read_options(config, {}, "dp_gd")
-    noise_std = charge_full_batch(ledger, "dp_gd: clipped gradient sums", config.clip_norm,
-                                  config.steps)
+    noise_std = charge_full_batch(
+        ledger, "dp_gd: clipped gradient sums", config.clip_norm, config.steps
+    )
     settings = LoopSettings.of(config, data.num_classes)
     if data.features is None:
         params = _streamed(data, settings, key, noise_std, config.max_device_bytes)

@@ -39,12 +39,15 @@ class PrivateHead:
     def __post_init__(self) -> None:
         w, b = np.asarray(self.weights, np.float32), np.asarray(self.bias, np.float32)
         if w.ndim != 2 or b.shape != (w.shape[1],):
-            raise ValueError(f"a head needs weights [D, K] and bias [K], got {w.shape} and "
-                             f"{b.shape}")
+            raise ValueError(
+                f"a head needs weights [D, K] and bias [K], got {w.shape} and {b.shape}"
+            )
         mean = self.preprocessing.mean
         if mean is not None and np.shape(mean) != (w.shape[0],):
-            raise ValueError(f"the preprocessing mean has shape {np.shape(mean)}, the weights "
-                             f"expect {w.shape[0]} features")
+            raise ValueError(
+                f"the preprocessing mean has shape {np.shape(mean)}, the weights "
+                f"expect {w.shape[0]} features"
+            )
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "bias", b)
 
@@ -60,8 +63,7 @@ class PrivateHead:
         """``preprocess(x) W + b`` for rows x [N, D] (float32 [N, K])."""
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"features must be [N, {self.dim}] for this head, got shape "
-                             f"{x.shape}")
+            raise ValueError(f"features must be [N, {self.dim}] for this head, got shape {x.shape}")
         store.check_finite(x)
         return self.preprocessing.apply(x) @ self.weights + self.bias
 
@@ -75,15 +77,18 @@ class PrivateHead:
         y = np.asarray(y)
         logits = self.logits(x)
         if y.shape != (logits.shape[0],):
-            raise ValueError(f"shape mismatch: {logits.shape[0]} rows but labels of shape "
-                             f"{y.shape}")
+            raise ValueError(
+                f"shape mismatch: {logits.shape[0]} rows but labels of shape {y.shape}"
+            )
         if y.size == 0:
             raise ValueError("accuracy needs at least one row")
         store.check_labels(y, self.num_classes)
         k = min(5, self.num_classes)
         top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-        return {"top1": float(np.mean(top[:, 0] == y)),
-                "top5": float(np.mean((top == y[:, None]).any(axis=1)))}
+        return {
+            "top1": float(np.mean(top[:, 0] == y)),
+            "top5": float(np.mean((top == y[:, None]).any(axis=1))),
+        }
 
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {"weights": self.weights, "bias": self.bias}
@@ -93,10 +98,15 @@ class PrivateHead:
 
     def report(self) -> dict[str, Any]:
         """Everything about the head except its arrays (JSON-able)."""
-        return {"format": FORMAT, "dim": self.dim, "num_classes": self.num_classes,
-                "privacy": self.privacy, "config": self.config.to_dict(),
-                "preprocessing": self.preprocessing.to_dict(),
-                "arrays_sha256": arrays_sha256(self._arrays())}
+        return {
+            "format": FORMAT,
+            "dim": self.dim,
+            "num_classes": self.num_classes,
+            "privacy": self.privacy,
+            "config": self.config.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "arrays_sha256": arrays_sha256(self._arrays()),
+        }
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the head to ``path`` (``.npz`` or ``.h5``); returns the path.
@@ -163,8 +173,10 @@ def load(path: str | os.PathLike) -> PrivateHead:
     if not isinstance(report, dict) or report.get("format") != FORMAT:
         raise ValueError(f"{path} is not a head file of format {FORMAT}")
     if arrays_sha256(arrays) != report.get("arrays_sha256"):
-        raise ValueError(f"{path} was modified: its arrays do not match the sha256 in its report; "
-                         "refusing to load it (train the head again)")
+        raise ValueError(
+            f"{path} was modified: its arrays do not match the sha256 in its report; "
+            "refusing to load it (train the head again)"
+        )
     try:
         return _from_report(path, arrays, report)
     except (KeyError, TypeError) as err:
@@ -174,12 +186,16 @@ def load(path: str | os.PathLike) -> PrivateHead:
 def _from_report(path: str, arrays: dict[str, np.ndarray], report: dict[str, Any]) -> PrivateHead:
     w, b = arrays.get("weights"), arrays.get("bias")
     if w is None or b is None or w.shape != (report["dim"], report["num_classes"]):
-        raise ValueError(f"{path}: weights of shape {None if w is None else w.shape} disagree "
-                         f"with the report (dim={report['dim']}, K={report['num_classes']})")
+        raise ValueError(
+            f"{path}: weights of shape {None if w is None else w.shape} disagree "
+            f"with the report (dim={report['dim']}, K={report['num_classes']})"
+        )
     pre = report["preprocessing"]
-    preprocessing = Preprocessing(bool(pre["normalize"]), float(pre["feature_norm"]),
-                                  str(pre["center"]), arrays.get("mean"))
+    preprocessing = Preprocessing(
+        bool(pre["normalize"]), float(pre["feature_norm"]), str(pre["center"]), arrays.get("mean")
+    )
     if (preprocessing.center != "none") != (preprocessing.mean is not None):
         raise ValueError(f"{path}: center={preprocessing.center!r} disagrees with the stored mean")
-    return PrivateHead(w, b, FitConfig.from_dict(report["config"]), report["privacy"],
-                       preprocessing)
+    return PrivateHead(
+        w, b, FitConfig.from_dict(report["config"]), report["privacy"], preprocessing
+    )

@@ -49,8 +49,9 @@ def _probabilities(z: jax.Array, loss: str) -> jax.Array:
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
-def _clip_factors(sq_x: jax.Array, sq_e: jax.Array, clip_norm: float, train_bias: bool,
-                  mask: jax.Array | None) -> jax.Array:
+def _clip_factors(
+    sq_x: jax.Array, sq_e: jax.Array, clip_norm: float, train_bias: bool, mask: jax.Array | None
+) -> jax.Array:
     """``c_i = min(1, C / sqrt((||x_i||^2 + [train_bias]) ||e_i||^2))``, zero where mask is 0."""
     sq_g = (sq_x + (1.0 if train_bias else 0.0)) * sq_e
     c = jnp.minimum(1.0, clip_norm * jax.lax.rsqrt(jnp.maximum(sq_g, 1e-30)))
@@ -60,10 +61,18 @@ def _clip_factors(sq_x: jax.Array, sq_e: jax.Array, clip_norm: float, train_bias
 
 
 @functools.partial(jax.jit, static_argnames=("loss", "train_bias"))
-def clipped_gradient_sum(W: jax.Array, b: jax.Array, X: jax.Array, y: jax.Array,
-                         clip_norm: float | jax.Array, *, loss: str = "softmax",
-                         train_bias: bool = True, mask: jax.Array | None = None,
-                         sq_norms: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def clipped_gradient_sum(
+    W: jax.Array,
+    b: jax.Array,
+    X: jax.Array,
+    y: jax.Array,
+    clip_norm: float | jax.Array,
+    *,
+    loss: str = "softmax",
+    train_bias: bool = True,
+    mask: jax.Array | None = None,
+    sq_norms: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Sum over rows of per-example gradients clipped to L2 norm ``clip_norm``.
 
     ``gW = X^T (c * E)`` [D, K] and ``gb = sum_i c_i e_i`` [K] (zeros when ``train_bias`` is False:
@@ -92,10 +101,17 @@ def initial_probabilities(num_classes: int, loss: str, bias0: float | jax.Array)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "loss", "train_bias"))
-def zero_init_class_sums(X: jax.Array, y: jax.Array, num_classes: int,
-                         clip_norm: float | jax.Array, *, loss: str = "softmax",
-                         train_bias: bool = False, bias0: float | jax.Array = 0.0,
-                         mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def zero_init_class_sums(
+    X: jax.Array,
+    y: jax.Array,
+    num_classes: int,
+    clip_norm: float | jax.Array,
+    *,
+    loss: str = "softmax",
+    train_bias: bool = False,
+    bias0: float | jax.Array = 0.0,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """``clipped_gradient_sum`` at ``W = 0, b = bias0`` without the forward matmul.
 
     At W = 0 every example predicts the same ``p0``, so ``e_i = p0 - onehot(y_i)`` depends only on
@@ -129,6 +145,8 @@ def gaussian_noise_like(key: jax.Array, tree, std: float | jax.Array):
     """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
-    noise = [std * jax.random.normal(k, jnp.shape(leaf), jnp.float32)
-             for k, leaf in zip(keys, leaves, strict=True)]
+    noise = [
+        std * jax.random.normal(k, jnp.shape(leaf), jnp.float32)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
     return jax.tree_util.tree_unflatten(treedef, noise)

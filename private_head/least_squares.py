@@ -42,18 +42,29 @@ from private_head.psd import (
     symmetric_gaussian_noise,
 )
 
-DEFAULTS = {"gram_fraction": 0.5, "ridge": None, "ridge_scale": 1.0,
-            "chunk_rows": DEFAULT_CHUNK_ROWS}
+DEFAULTS = {
+    "gram_fraction": 0.5,
+    "ridge": None,
+    "ridge_scale": 1.0,
+    "chunk_rows": DEFAULT_CHUNK_ROWS,
+}
 
 
 def gram_sensitivity(feature_norm: float, append_one: bool) -> float:
     """L2 sensitivity of the upper triangle of ``X~^T X~``: ``r^2 (+ 1 with the constant)``."""
-    return feature_norm ** 2 + (1.0 if append_one else 0.0)
+    return feature_norm**2 + (1.0 if append_one else 0.0)
 
 
-def least_squares_head(data: Any, key: jax.Array, *, gram_noise_std: float,
-                       sums_noise_std: float, ridge: float, append_one: bool,
-                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[jax.Array, jax.Array]:
+def least_squares_head(
+    data: Any,
+    key: jax.Array,
+    *,
+    gram_noise_std: float,
+    sums_noise_std: float,
+    ridge: float,
+    append_one: bool,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[jax.Array, jax.Array]:
     """``(W [D, K], b [K])`` from the statistics plus noise of the given stds (no accounting here:
     ``train`` charges the ledger first). ``b`` is the last row of the solution when
     ``append_one``, else zeros."""
@@ -95,6 +106,12 @@ def train(data: Any, config: Any, ledger: Any, key: jax.Array) -> tuple[jax.Arra
         raise ValueError(f"ridge must be > 0, got {ridge}")
     ledger.record_gaussian("dp_least_squares/gram", sensitivity=gram_sens, noise_std=gram_std)
     ledger.record_gaussian("dp_least_squares/xty", sensitivity=sums_sens, noise_std=sums_std)
-    return least_squares_head(data, key, gram_noise_std=gram_std, sums_noise_std=sums_std,
-                              ridge=float(ridge), append_one=append_one,
-                              chunk_rows=int(opts["chunk_rows"]))
+    return least_squares_head(
+        data,
+        key,
+        gram_noise_std=gram_std,
+        sums_noise_std=sums_std,
+        ridge=float(ridge),
+        append_one=append_one,
+        chunk_rows=int(opts["chunk_rows"]),
+    )

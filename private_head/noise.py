@@ -25,11 +25,15 @@ def full_batch_noise_multiplier(ledger: Any, steps: int) -> float:
     nothing (GDP) is left."""
     mu_left = ledger.remaining_mu
     if mu_left is None:
-        raise ValueError("the ledger already holds a non-Gaussian release, so its remaining "
-                         "budget is not a GDP mu; full-batch methods need a Gaussian-only ledger")
+        raise ValueError(
+            "the ledger already holds a non-Gaussian release, so its remaining "
+            "budget is not a GDP mu; full-batch methods need a Gaussian-only ledger"
+        )
     if not (math.isinf(mu_left) or mu_left > _NEGLIGIBLE * ledger.mu_budget):
-        raise BudgetExceededError(f"no privacy budget is left (epsilon spent "
-                                  f"{ledger.epsilon_spent:.6g} of {ledger.epsilon:.6g})")
+        raise BudgetExceededError(
+            f"no privacy budget is left (epsilon spent "
+            f"{ledger.epsilon_spent:.6g} of {ledger.epsilon:.6g})"
+        )
     return math.sqrt(steps) / (mu_left * _MARGIN)
 
 

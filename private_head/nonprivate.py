@@ -27,8 +27,9 @@ from private_head.methods import read_options, register_method
 Params = tuple[jax.Array, jax.Array]
 
 
-def head_loss_sum(params: Params, x: jax.Array, y: jax.Array, num_classes: int,
-                  loss: str) -> jax.Array:
+def head_loss_sum(
+    params: Params, x: jax.Array, y: jax.Array, num_classes: int, loss: str
+) -> jax.Array:
     """Sum over rows of the head's loss at logits ``x W + b`` (float32)."""
     w, b = params
     logits = jnp.asarray(x, jnp.float32) @ w + b
@@ -68,10 +69,12 @@ def _chunked_grad(data: TrainData, config: FitConfig) -> Callable[[Params], Para
 
 def _optimizer(config: FitConfig) -> optax.GradientTransformation:
     lr = config.learning_rate
-    return {"sgd": lambda: optax.sgd(lr),
-            "momentum": lambda: optax.sgd(lr, momentum=config.momentum),
-            "adam": lambda: optax.adam(lr),
-            "lamb": lambda: optax.lamb(lr)}[config.optimizer]()
+    return {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=config.momentum),
+        "adam": lambda: optax.adam(lr),
+        "lamb": lambda: optax.lamb(lr),
+    }[config.optimizer]()
 
 
 def _fixed_steps(data: TrainData, config: FitConfig, params: Params) -> Params:
@@ -100,9 +103,11 @@ def _fixed_steps(data: TrainData, config: FitConfig, params: Params) -> Params:
 
 def _converge(data: TrainData, config: FitConfig, params: Params) -> Params:
     if data.features is None:
-        raise ValueError("nonprivate with steps=1 runs L-BFGS to convergence and needs the "
-                         "features in memory; raise max_device_bytes, or pass steps=T > 1 for T "
-                         "streamed full-batch steps")
+        raise ValueError(
+            "nonprivate with steps=1 runs L-BFGS to convergence and needs the "
+            "features in memory; raise max_device_bytes, or pass steps=T > 1 for T "
+            "streamed full-batch steps"
+        )
     max_steps = int(config.method_options.get("max_steps", 500))
     tol = float(config.method_options.get("tol", 1e-6))
     value = _objective(data, config)
@@ -114,8 +119,7 @@ def _converge(data: TrainData, config: FitConfig, params: Params) -> Params:
         def step(carry: tuple[Params, Any, jax.Array]) -> tuple[Params, Any, jax.Array]:
             params, state, i = carry
             val, grad = value_and_grad(params, state=state)
-            updates, state = opt.update(grad, state, params, value=val, grad=grad,
-                                        value_fn=value)
+            updates, state = opt.update(grad, state, params, value=val, grad=grad, value_fn=value)
             return optax.apply_updates(params, updates), state, i + 1
 
         def going(carry: tuple[Params, Any, jax.Array]) -> jax.Array:
@@ -134,8 +138,10 @@ def train(data: TrainData, config: FitConfig, ledger: Any, key: jax.Array) -> Pa
     """Fit the head without privacy (module docstring); ``ledger`` and ``key`` are unused."""
     del ledger, key
     read_options(config, {"max_steps": None, "tol": None}, "nonprivate")
-    params = (jnp.zeros((data.dim, data.num_classes), jnp.float32),
-              jnp.full((data.num_classes,), config.initial_bias(data.num_classes), jnp.float32))
+    params = (
+        jnp.zeros((data.dim, data.num_classes), jnp.float32),
+        jnp.full((data.num_classes,), config.initial_bias(data.num_classes), jnp.float32),
+    )
     if config.steps == 1:
         return _converge(data, config, params)
     return _fixed_steps(data, config, params)

@@ -42,10 +42,18 @@ class LoopSettings(NamedTuple):
     @classmethod
     def of(cls, config: FitConfig, num_classes: int) -> LoopSettings:
         """The loop settings of ``config`` for ``num_classes`` (public) classes."""
-        return cls(int(num_classes), int(config.steps), float(config.clip_norm), config.loss,
-                   bool(config.train_bias), float(config.initial_bias(num_classes)),
-                   config.optimizer, float(config.learning_rate), float(config.momentum),
-                   float(config.weight_decay))
+        return cls(
+            int(num_classes),
+            int(config.steps),
+            float(config.clip_norm),
+            config.loss,
+            bool(config.train_bias),
+            float(config.initial_bias(num_classes)),
+            config.optimizer,
+            float(config.learning_rate),
+            float(config.momentum),
+            float(config.weight_decay),
+        )
 
     def initial_bias(self, num_classes: int) -> float:
         """``bias0`` (computed for ``self.num_classes``, the only class count it serves)."""

@@ -36,13 +36,24 @@ from private_head.methods import read_options, register_method
 from private_head.psd import DEFAULT_CHUNK_ROWS, class_sums_and_counts
 
 METRICS = ("cosine", "euclidean")
-DEFAULTS = {"metric": "cosine", "count_fraction": 0.1, "count_floor": 1.0,
-            "chunk_rows": DEFAULT_CHUNK_ROWS}
+DEFAULTS = {
+    "metric": "cosine",
+    "count_fraction": 0.1,
+    "count_floor": 1.0,
+    "chunk_rows": DEFAULT_CHUNK_ROWS,
+}
 
 
-def prototype_head(data: Any, key: jax.Array, *, metric: str, sums_noise_std: float,
-                   counts_noise_std: float, count_floor: float = 1.0,
-                   chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[jax.Array, jax.Array]:
+def prototype_head(
+    data: Any,
+    key: jax.Array,
+    *,
+    metric: str,
+    sums_noise_std: float,
+    counts_noise_std: float,
+    count_floor: float = 1.0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[jax.Array, jax.Array]:
     """``(W [D, K], b [K])`` from the class sums (and counts) plus noise of the given stds (no
     accounting here: ``train`` charges the ledger first)."""
     sums, counts = class_sums_and_counts(data, chunk_rows=chunk_rows)
@@ -80,6 +91,12 @@ def train(data: Any, config: Any, ledger: Any, key: jax.Array) -> tuple[jax.Arra
     ledger.record_gaussian("dp_prototypes/class_sums", sensitivity=r, noise_std=sums_std)
     if metric == "euclidean":
         ledger.record_gaussian("dp_prototypes/class_counts", sensitivity=1.0, noise_std=counts_std)
-    return prototype_head(data, key, metric=metric, sums_noise_std=sums_std,
-                          counts_noise_std=counts_std, count_floor=float(floor),
-                          chunk_rows=int(opts["chunk_rows"]))
+    return prototype_head(
+        data,
+        key,
+        metric=metric,
+        sums_noise_std=sums_std,
+        counts_noise_std=counts_std,
+        count_floor=float(floor),
+        chunk_rows=int(opts["chunk_rows"]),
+    )

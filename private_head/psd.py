@@ -67,8 +67,9 @@ def _class_stats(x, y, *, num_classes: int):
     return sums, counts
 
 
-def gram_and_class_sums(data: TrainData, *, append_one: bool = False,
-                        chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[jax.Array, jax.Array]:
+def gram_and_class_sums(
+    data: TrainData, *, append_one: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> tuple[jax.Array, jax.Array]:
     """``(X~^T X~ [D', D'], X~^T Y [D', K])`` in float32; ``D' = D + append_one``."""
     stats = partial(_gram_stats, append_one=append_one, num_classes=data.num_classes)
     return _accumulate(data, stats, chunk_rows)
@@ -85,8 +86,9 @@ def gram(data: TrainData, *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> jax.Array:
     return _accumulate(data, _gram_only, chunk_rows)
 
 
-def class_sums_and_counts(data: TrainData, *,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[jax.Array, jax.Array]:
+def class_sums_and_counts(
+    data: TrainData, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> tuple[jax.Array, jax.Array]:
     """``(S [K, D], n [K])``: per-class sums of the rows and per-class counts, float32."""
     return _accumulate(data, partial(_class_stats, num_classes=data.num_classes), chunk_rows)
 
@@ -127,4 +129,3 @@ def psd_inverse_sqrt(gram: jax.Array, ridge: float) -> jax.Array:
     evals, evecs = _eigh(gram)
     scale = jax.lax.rsqrt(jnp.maximum(evals, 0.0) + ridge)
     return jnp.matmul(evecs * scale, evecs.T, precision=_HIGHEST)
-

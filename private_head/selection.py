@@ -61,8 +61,9 @@ _PRIME = np.uint64(0x100000001B3)
 _TOLERANCE = 1e-9
 
 
-def validation_mask(features: np.ndarray, labels: np.ndarray, fraction: float,
-                    salt: int = 0) -> np.ndarray:
+def validation_mask(
+    features: np.ndarray, labels: np.ndarray, fraction: float, salt: int = 0
+) -> np.ndarray:
     """Bool [N]: row i is a validation row when ``hash(bytes(x_i), y_i, salt) / 2^64 < fraction``.
 
     A multiply-xor hash over the row's 8-byte words then the splitmix64 finaliser; it depends only
@@ -84,7 +85,7 @@ def validation_mask(features: np.ndarray, labels: np.ndarray, fraction: float,
         h ^= h >> np.uint64(27)
         h *= np.uint64(0x94D049BB133111EB)
         h ^= h >> np.uint64(31)
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53 < fraction
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
 def epsilon_dominated_by(mu: float) -> float:
@@ -122,60 +123,91 @@ class BudgetShare:
 
     @property
     def remaining_mu(self) -> float:
-        own = math.sqrt(max(0.0, self.mu_budget ** 2 - self._mu_sq))
+        own = math.sqrt(max(0.0, self.mu_budget**2 - self._mu_sq))
         shared = self.ledger.remaining_mu
         return own if shared is None else min(own, shared)
 
-    def record_gaussian(self, name: str, *, sensitivity: float, noise_std: float,
-                        count: int = 1) -> Any:
+    def record_gaussian(
+        self, name: str, *, sensitivity: float, noise_std: float, count: int = 1
+    ) -> Any:
         mu_sq = math.inf if noise_std == 0 else count * (sensitivity / noise_std) ** 2
-        if self._mu_sq + mu_sq > self.mu_budget ** 2 * (1 + _TOLERANCE):
+        if self._mu_sq + mu_sq > self.mu_budget**2 * (1 + _TOLERANCE):
             raise BudgetExceededError(
                 f"{self.prefix}{name}: a release of mu {math.sqrt(mu_sq):.6g} exceeds this "
-                f"candidate's share mu={self.mu_budget:.6g} (already spent {self.mu:.6g})")
-        release = self.ledger.record_gaussian(self.prefix + name, sensitivity=sensitivity,
-                                              noise_std=noise_std, count=count)
+                f"candidate's share mu={self.mu_budget:.6g} (already spent {self.mu:.6g})"
+            )
+        release = self.ledger.record_gaussian(
+            self.prefix + name, sensitivity=sensitivity, noise_std=noise_std, count=count
+        )
         self._mu_sq += mu_sq
         self.releases.append(release)
         return release
 
     def record_event(self, name: str, event: Any) -> Any:
-        raise ValueError(f"{self.prefix}{name}: select() composes the candidates in GDP and "
-                         "accepts only Gaussian (full-batch) methods; this method records a "
-                         f"non-Gaussian event ({event!r}), e.g. dp_sgd. Use a full-batch method.")
+        raise ValueError(
+            f"{self.prefix}{name}: select() composes the candidates in GDP and "
+            "accepts only Gaussian (full-batch) methods; this method records a "
+            f"non-Gaussian event ({event!r}), e.g. dp_sgd. Use a full-batch method."
+        )
 
 
-def _candidate_config(candidate: dict[str, Any], common: dict[str, Any], epsilon: float,
-                      delta: float) -> FitConfig:
+def _candidate_config(
+    candidate: dict[str, Any], common: dict[str, Any], epsilon: float, delta: float
+) -> FitConfig:
     """The FitConfig of one candidate: ``common`` options overridden by the candidate's."""
     if not isinstance(candidate, dict):
         raise ValueError(f"each candidate must be a dict of fit arguments, got {candidate!r}")
     options = {**common, **candidate}
     if options.get("method", "single_step") == "nonprivate":
-        raise ValueError("a 'nonprivate' candidate would spend an infinite budget; select() "
-                         "takes private methods only")
+        raise ValueError(
+            "a 'nonprivate' candidate would spend an infinite budget; select() "
+            "takes private methods only"
+        )
     if "public_mean" in options or "epsilon" in options or "delta" in options:
-        raise ValueError("candidates may not set epsilon, delta or public_mean (select() splits "
-                         "the budget itself; pass public_mean to select())")
+        raise ValueError(
+            "candidates may not set epsilon, delta or public_mean (select() splits "
+            "the budget itself; pass public_mean to select())"
+        )
     if options.get("method") in _NON_GAUSSIAN:
-        raise ValueError(f"method {options['method']!r} records a non-Gaussian (PLD) event; "
-                         "select() composes the candidates in GDP and accepts only Gaussian "
-                         "(full-batch) methods")
+        raise ValueError(
+            f"method {options['method']!r} records a non-Gaussian (PLD) event; "
+            "select() composes the candidates in GDP and accepts only Gaussian "
+            "(full-batch) methods"
+        )
     fields = set(FitConfig.__dataclass_fields__) - {"method_options", "epsilon", "delta", "seed"}
     known = {k: options.pop(k) for k in list(options) if k in fields}
     return FitConfig(epsilon=epsilon, delta=delta, method_options=options, **known)
 
 
-def _train(config: FitConfig, x: np.ndarray, y: np.ndarray, num_classes: int, share: BudgetShare,
-           key: jax.Array, public_mean: Any) -> PrivateHead:
+def _train(
+    config: FitConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    share: BudgetShare,
+    key: jax.Array,
+    public_mean: Any,
+) -> PrivateHead:
     center_key, method_key = jax.random.split(key)
-    data = load_train_data(x, y, config=config, num_classes=num_classes, public_mean=public_mean,
-                           ledger=share, key=center_key)
+    data = load_train_data(
+        x,
+        y,
+        config=config,
+        num_classes=num_classes,
+        public_mean=public_mean,
+        ledger=share,
+        key=center_key,
+    )
     weights, bias = get_method(config.method)(data, config, share, method_key)
     if not share.releases:
         raise RuntimeError(f"method {config.method!r} charged nothing; refusing its output")
-    return PrivateHead(np.asarray(weights, np.float32), np.asarray(bias, np.float32), config, {},
-                       data.preprocessing)
+    return PrivateHead(
+        np.asarray(weights, np.float32),
+        np.asarray(bias, np.float32),
+        config,
+        {},
+        data.preprocessing,
+    )
 
 
 def _noisy_choice(correct: np.ndarray, eps_sel: float, mechanism: str, key: jax.Array) -> int:
@@ -186,8 +218,9 @@ def _noisy_choice(correct: np.ndarray, eps_sel: float, mechanism: str, key: jax.
     return int(np.argmax(eps_sel * correct + gumbel))
 
 
-def _check_args(candidates: Any, validation_fraction: float, selection_fraction: float,
-                mechanism: str) -> None:
+def _check_args(
+    candidates: Any, validation_fraction: float, selection_fraction: float, mechanism: str
+) -> None:
     if not isinstance(candidates, (list, tuple)) or not candidates:
         raise ValueError("candidates must be a non-empty list of dicts of fit arguments")
     if not 0 < validation_fraction < 1:
@@ -209,18 +242,33 @@ def _load(features: Any, labels: Any, num_classes: int, split: str):
         raise ValueError(f"features must be a 2-D array with at least 2 rows, got {x.shape}")
     y = np.asarray(labels)
     if y.shape != (x.shape[0],):
-        raise ValueError(f"shape mismatch: {x.shape[0]} feature rows but labels of shape "
-                         f"{y.shape}; need one label per row")
+        raise ValueError(
+            f"shape mismatch: {x.shape[0]} feature rows but labels of shape "
+            f"{y.shape}; need one label per row"
+        )
     store.check_finite(x)
     store.check_labels(y, num_classes)
     return x, y.astype(np.int32)
 
 
-def select(features: Any, labels: Any = None, *, num_classes: int, epsilon: float, delta: float,
-           candidates: list[dict[str, Any]], validation_fraction: float = 0.1,
-           mechanism: str = "noisy_max", selection_fraction: float = 0.1, seed: int | None = None,
-           split_salt: int = 0, public_mean: Any = None, public_validation: Any = None,
-           split: str = "train", **common: Any) -> PrivateHead:
+def select(
+    features: Any,
+    labels: Any = None,
+    *,
+    num_classes: int,
+    epsilon: float,
+    delta: float,
+    candidates: list[dict[str, Any]],
+    validation_fraction: float = 0.1,
+    mechanism: str = "noisy_max",
+    selection_fraction: float = 0.1,
+    seed: int | None = None,
+    split_salt: int = 0,
+    public_mean: Any = None,
+    public_validation: Any = None,
+    split: str = "train",
+    **common: Any,
+) -> PrivateHead:
     """Train every candidate (a dict of ``fit`` arguments, over ``common``) and return the one
     chosen privately on a validation part of the data (module docstring), with ``.privacy`` the
     whole cost: every candidate's releases plus the selection, in one ledger.
@@ -239,9 +287,11 @@ def select(features: Any, labels: Any = None, *, num_classes: int, epsilon: floa
     if public_validation is None:
         val = validation_mask(x, y, validation_fraction, split_salt)
         if val.all() or not val.any():
-            raise ValueError(f"the validation split has {int(val.sum())} of {len(val)} rows; "
-                             "need rows in both parts (change validation_fraction or use more "
-                             "data)")
+            raise ValueError(
+                f"the validation split has {int(val.sum())} of {len(val)} rows; "
+                "need rows in both parts (change validation_fraction or use more "
+                "data)"
+            )
         train_x, train_y, val_x, val_y = x[~val], y[~val], x[val], y[val]
         mu_sel = math.sqrt(selection_fraction) * ledger.mu_budget
         mu_each = math.sqrt((1.0 - selection_fraction) / k) * ledger.mu_budget
@@ -254,27 +304,52 @@ def select(features: Any, labels: Any = None, *, num_classes: int, epsilon: floa
     heads = []
     for j, config in enumerate(configs):
         share = BudgetShare(ledger, mu_each, f"candidate {j} ({config.method}): ")
-        heads.append(_train(config, train_x, train_y, num_classes, share,
-                            jax.random.fold_in(key, j), public_mean))
-    selection: dict[str, Any] = {"candidates": [c.to_dict() for c in configs],
-                                 "num_train": int(train_x.shape[0])}
+        heads.append(
+            _train(
+                config,
+                train_x,
+                train_y,
+                num_classes,
+                share,
+                jax.random.fold_in(key, j),
+                public_mean,
+            )
+        )
+    selection: dict[str, Any] = {
+        "candidates": [c.to_dict() for c in configs],
+        "num_train": int(train_x.shape[0]),
+    }
     if public_validation is None:
         eps_sel = epsilon_dominated_by(mu_sel)
-        ledger.record_gaussian(f"selection: {mechanism} over {k} candidates, {eps_sel:.6g}-DP "
-                               f"charged as its dominating {mu_sel:.6g}-GDP",
-                               sensitivity=1.0, noise_std=1.0 / mu_sel)
+        ledger.record_gaussian(
+            f"selection: {mechanism} over {k} candidates, {eps_sel:.6g}-DP "
+            f"charged as its dominating {mu_sel:.6g}-GDP",
+            sensitivity=1.0,
+            noise_std=1.0 / mu_sel,
+        )
         correct = np.array([np.sum(h.predict(val_x) == val_y) for h in heads], np.float64)
         chosen = _noisy_choice(correct, eps_sel, mechanism, jax.random.fold_in(key, k))
-        selection.update(hyperparameters="selected privately", mechanism=mechanism,
-                         epsilon_selection=eps_sel, mu_selection=mu_sel,
-                         validation_fraction=validation_fraction, split_salt=split_salt,
-                         num_validation=int(val_x.shape[0]))
+        selection.update(
+            hyperparameters="selected privately",
+            mechanism=mechanism,
+            epsilon_selection=eps_sel,
+            mu_selection=mu_sel,
+            validation_fraction=validation_fraction,
+            split_salt=split_salt,
+            num_validation=int(val_x.shape[0]),
+        )
     else:
         chosen = int(np.argmax([h.accuracy(*public_validation)["top1"] for h in heads]))
         selection.update(hyperparameters="selected on public data", mechanism="argmax")
     selection["chosen"] = chosen
     best = heads[chosen]
-    privacy = {**ledger.report(), "private": True, "method": best.config.method,
-               "seeded": seeded, "dataset_size_public": True, "num_rows": int(x.shape[0]),
-               "selection": selection}
+    privacy = {
+        **ledger.report(),
+        "private": True,
+        "method": best.config.method,
+        "seeded": seeded,
+        "dataset_size_public": True,
+        "num_rows": int(x.shape[0]),
+        "selection": selection,
+    }
     return PrivateHead(best.weights, best.bias, best.config, privacy, best.preprocessing)

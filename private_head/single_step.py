@@ -32,9 +32,16 @@ def class_sums(data: TrainData, config: FitConfig) -> dict[str, jax.Array]:
     K = data.num_classes
 
     def sums(X, y, mask):
-        gW, gb = zero_init_class_sums(X, y, K, config.clip_norm, loss=config.loss,
-                                      train_bias=config.train_bias,
-                                      bias0=config.initial_bias(K), mask=mask)
+        gW, gb = zero_init_class_sums(
+            X,
+            y,
+            K,
+            config.clip_norm,
+            loss=config.loss,
+            train_bias=config.train_bias,
+            bias0=config.initial_bias(K),
+            mask=mask,
+        )
         return {"W": gW, "b": gb} if config.train_bias else {"W": gW}
 
     if data.features is None:
@@ -43,8 +50,9 @@ def class_sums(data: TrainData, config: FitConfig) -> dict[str, jax.Array]:
 
 
 @register_method("single_step")
-def train(data: TrainData, config: FitConfig, ledger: Any,
-          key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def train(
+    data: TrainData, config: FitConfig, ledger: Any, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """One noisy step from zero (module docstring); returns ``(W [D, K], b [K])``."""
     read_options(config, {}, "single_step")
     noise_std = charge_full_batch(ledger, "single_step: clipped gradient sum", config.clip_norm, 1)

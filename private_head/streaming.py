@@ -42,8 +42,9 @@ def _padded(X: jax.Array, y: jax.Array, rows: int) -> tuple[jax.Array, jax.Array
     return X, y, mask.at[n:].set(0.0)
 
 
-def streamed_sum(data: TrainData, fn: ChunkFn, rows: int, *,
-                 row_weights: jax.Array | None = None) -> Any:
+def streamed_sum(
+    data: TrainData, fn: ChunkFn, rows: int, *, row_weights: jax.Array | None = None
+) -> Any:
     """``sum_chunks fn(X_chunk, y_chunk, mask_chunk)`` over ``data.iter_chunks(rows)``.
 
     ``fn`` must be a sum over rows that ignores rows with mask 0. ``row_weights`` ([N] 0/1, e.g. a
@@ -55,8 +56,7 @@ def streamed_sum(data: TrainData, fn: ChunkFn, rows: int, *,
         n = X.shape[0]
         X, y, mask = _padded(X, y, rows)
         if row_weights is not None:
-            mask = mask * jnp.pad(row_weights[start:start + n].astype(jnp.float32),
-                                  (0, rows - n))
+            mask = mask * jnp.pad(row_weights[start : start + n].astype(jnp.float32), (0, rows - n))
         part = fn(X, y, mask)
         total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
         start += n

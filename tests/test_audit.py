@@ -135,8 +135,18 @@ def neighbours():
 def _audit(method: str, runs: int = RUNS):
     """The user-facing audit of the registered method (its own calibration, clipping, noise)."""
     steps = 3 if method == "dp_gd" else 1
-    return audit_method(method, epsilon=EPSILON, delta=DELTA, runs=runs, seed=7, num_rows=15,
-                        dim=4, clip_norm=CLIP, steps=steps, learning_rate=0.5)
+    return audit_method(
+        method,
+        epsilon=EPSILON,
+        delta=DELTA,
+        runs=runs,
+        seed=7,
+        num_rows=15,
+        dim=4,
+        clip_norm=CLIP,
+        steps=steps,
+        learning_rate=0.5,
+    )
 
 
 def test_canary_is_orthogonal_and_its_clipped_gradient_has_norm_c(neighbours):
@@ -153,10 +163,12 @@ def test_canary_is_orthogonal_and_its_clipped_gradient_has_norm_c(neighbours):
     assert np.linalg.norm(u_w) == pytest.approx(1.0, abs=1e-6) and not np.any(u_b)
     # The real kernel: the canary moves the clipped gradient sum by exactly C * direction.
     zeros_w, zeros_b = jnp.zeros((4, 2)), jnp.zeros(2)
-    g0, _ = clipped_gradient_sum(zeros_w, zeros_b, jnp.asarray(x), jnp.asarray(y), CLIP,
-                                 train_bias=False)
-    g1, _ = clipped_gradient_sum(zeros_w, zeros_b, jnp.asarray(x1), jnp.asarray(y1), CLIP,
-                                 train_bias=False)
+    g0, _ = clipped_gradient_sum(
+        zeros_w, zeros_b, jnp.asarray(x), jnp.asarray(y), CLIP, train_bias=False
+    )
+    g1, _ = clipped_gradient_sum(
+        zeros_w, zeros_b, jnp.asarray(x1), jnp.asarray(y1), CLIP, train_bias=False
+    )
     np.testing.assert_allclose(np.asarray(g1 - g0), CLIP * u_w, atol=1e-6)
 
 
@@ -181,8 +193,9 @@ def test_audit_flags_half_the_noise(method, monkeypatch):
     """The ledger is charged honestly, but the noise drawn has half the std."""
     module = importlib.import_module(f"private_head.{_MODULES[method]}")
     honest = module.gaussian_noise_like
-    monkeypatch.setattr(module, "gaussian_noise_like",
-                        lambda key, tree, std: honest(key, tree, std / 2))
+    monkeypatch.setattr(
+        module, "gaussian_noise_like", lambda key, tree, std: honest(key, tree, std / 2)
+    )
     result = _audit(method)
     assert not result.consistent and result.epsilon_lower_bound > EPSILON
 
@@ -190,14 +203,16 @@ def test_audit_flags_half_the_noise(method, monkeypatch):
 @pytest.mark.parametrize("method", ["single_step", "dp_gd"])
 def test_audit_flags_skipped_clipping(method, monkeypatch):
     """The noise is calibrated for C, but the canary's gradient (norm 0.71 = 7C) is not clipped."""
-    name, position = {"single_step": ("zero_init_class_sums", 3),
-                      "dp_gd": ("clipped_gradient_sum", 4)}[method]
+    name, position = {
+        "single_step": ("zero_init_class_sums", 3),
+        "dp_gd": ("clipped_gradient_sum", 4),
+    }[method]
     module = importlib.import_module(f"private_head.{_MODULES[method]}")
     honest = getattr(module, name)
 
     def unclipped(*args, **kwargs):
         assert len(args) > position and "clip_norm" not in kwargs
-        return honest(*args[:position], math.inf, *args[position + 1:], **kwargs)
+        return honest(*args[:position], math.inf, *args[position + 1 :], **kwargs)
 
     monkeypatch.setattr(module, name, unclipped)
     result = _audit(method, runs=5_000)

@@ -67,8 +67,22 @@ def _store(path, rows=300, dim=24, classes=4, seed=0):
 def _head_args(path, out_dir):
     # 300 x 24 float32 rows are 28.8 kB: a 4 kB budget streams them (validation: 15 reads of 20
     # rows, then 30 reads of 10 rows per step; read 55 is in the second step).
-    return ["--features", str(path), "--epsilon", "2", "--method", "dp_gd", "--steps", "3",
-            "--seed", "5", "--max-device-bytes", "4000", "--out-dir", str(out_dir)]
+    return [
+        "--features",
+        str(path),
+        "--epsilon",
+        "2",
+        "--method",
+        "dp_gd",
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--max-device-bytes",
+        "4000",
+        "--out-dir",
+        str(out_dir),
+    ]
 
 
 def _heads(folder):
@@ -78,10 +92,16 @@ def _heads(folder):
 def test_sigkill_during_streamed_training_leaves_no_head_and_reruns_identically(tmp_path):
     path = _store(tmp_path / "f.h5")
     kills = {"read": 55, "save": 0}  # both killed runs go on while the reference trains here
-    procs = {where: subprocess.Popen([sys.executable, "-c", KILLER, where, str(count),
-                                      *_head_args(path, tmp_path / where)],
-                                     cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
-             for where, count in kills.items()}
+    procs = {
+        where: subprocess.Popen(
+            [sys.executable, "-c", KILLER, where, str(count), *_head_args(path, tmp_path / where)],
+            cwd=ROOT,
+            env=ENV,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for where, count in kills.items()
+    }
     try:
         reference = tmp_path / "reference"
         assert head_main(_head_args(path, reference)) == 0  # uninterrupted
@@ -118,23 +138,43 @@ sys.exit(main(sys.argv[2:]))
 
 
 def _extract_args(out):
-    return ["--data", "digits", "--model", "pixels", "--out", str(out), "--splits",
-            "train,test=test[:50]", "--batch-size", "100", "--no-progress"]
+    return [
+        "--data",
+        "digits",
+        "--model",
+        "pixels",
+        "--out",
+        str(out),
+        "--splits",
+        "train,test=test[:50]",
+        "--batch-size",
+        "100",
+        "--no-progress",
+    ]
 
 
 def _contents(path):
     with h5py.File(path, "r") as f:
-        return {split: ({k: f[split][k][()].tobytes() for k in ("features", "labels", "ids")},
-                        {k: store._plain(v) for k, v in f[split].attrs.items()})
-                for split in f}
+        return {
+            split: (
+                {k: f[split][k][()].tobytes() for k in ("features", "labels", "ids")},
+                {k: store._plain(v) for k, v in f[split].attrs.items()},
+            )
+            for split in f
+        }
 
 
 def test_disk_full_during_extraction_is_a_clear_error_then_resumes(tmp_path):
     # digits train: 1438 rows x 192 float32 in chunks of 1365 rows (1.05 MB each). A 1.5 MB limit
     # holds the first chunk; the batch that needs the second one is refused before any write.
     out, reference = tmp_path / "full.h5", tmp_path / "reference.h5"
-    proc = subprocess.Popen([sys.executable, "-c", LIMITED, "1500000", *_extract_args(out)],
-                            cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIMITED, "1500000", *_extract_args(out)],
+        cwd=ROOT,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert extract_main(_extract_args(reference)) == 0  # meanwhile, uninterrupted
         stderr = proc.communicate(timeout=300)[1]
@@ -176,9 +216,15 @@ def test_flipped_bytes_in_a_shard_are_caught_through_the_assembled_store(tmp_pat
     shards = [str(tmp_path / f"s{i}.h5") for i in range(2)]
     for i, shard in enumerate(shards):
         rng = np.random.default_rng(i)
-        store.write_split(shard, "train", rng.normal(size=(50, 8)), rng.integers(0, 3, 50),
-                          num_classes=3, ids=np.arange(50 * i, 50 * i + 50),
-                          attrs={"row_start": 50 * i, "row_stop": 50 * i + 50})
+        store.write_split(
+            shard,
+            "train",
+            rng.normal(size=(50, 8)),
+            rng.integers(0, 3, 50),
+            num_classes=3,
+            ids=np.arange(50 * i, 50 * i + 50),
+            attrs={"row_start": 50 * i, "row_stop": 50 * i + 50},
+        )
     multihost.assemble(tmp_path / "all.h5", shards)
     _flip_feature_byte(shards[1])
     with store.SplitReader(tmp_path / "all.h5", "train") as reader:

@@ -23,8 +23,9 @@ class _Model:
     def __init__(self, name, **kw):
         self.name, self.kw = name, kw
         self.backbone = registry.load_backbone(name, init_random=True, rng_seed=7, dtype=F32, **kw)
-        self.flat = {k: np.asarray(v) for k, v in flatten_dict(self.backbone.params,
-                                                               sep="/").items()}
+        self.flat = {
+            k: np.asarray(v) for k, v in flatten_dict(self.backbone.params, sep="/").items()
+        }
         self._apply = jax.jit(self.backbone.apply)
         self._features = None
 
@@ -56,8 +57,9 @@ def _assert_params_equal(params, flat, rtol=0.0):
         np.testing.assert_allclose(got[k], flat[k], rtol=rtol, atol=rtol * 1e-2, err_msg=k)
 
 
-@pytest.mark.parametrize("name, kw", [("vit-mu16", {}), ("vit-ti16-i21k", {"resolution": 32}),
-                                      ("bit-tiny-test", {})])
+@pytest.mark.parametrize(
+    "name, kw", [("vit-mu16", {}), ("vit-ti16-i21k", {"resolution": 32}), ("bit-tiny-test", {})]
+)
 def test_roundtrip_gives_identical_features(tmp_path, name, kw):
     model = _Model(name, **kw)
     path = tmp_path / "model.npz"
@@ -80,8 +82,11 @@ def _old_augreg(flat, rng):
         elif k == "cls":
             old["cls"] = v - pe_cls  # old layout: cls + its own position embedding
         else:
-            old[k.replace("MultiHeadDotProductAttention_0", "MultiHeadDotProductAttention_1")
-                 .replace("LayerNorm_1", "LayerNorm_2").replace("MlpBlock_0", "MlpBlock_3")] = v
+            old[
+                k.replace("MultiHeadDotProductAttention_0", "MultiHeadDotProductAttention_1")
+                .replace("LayerNorm_1", "LayerNorm_2")
+                .replace("MlpBlock_0", "MlpBlock_3")
+            ] = v
     old["head/kernel"] = rng.normal(size=(32, 10)).astype(np.float32)
     old["head/bias"] = np.zeros(10, np.float32)
     return old
@@ -100,7 +105,7 @@ def _stack_blocks(flat):
     out, stacks = {}, {}
     for k, v in flat.items():
         if k.startswith("Transformer/encoderblock_"):
-            i, rest = k[len("Transformer/encoderblock_"):].split("/", 1)
+            i, rest = k[len("Transformer/encoderblock_") :].split("/", 1)
             stacks.setdefault(rest, {})[int(i)] = v
         else:
             out[k] = v
@@ -121,13 +126,20 @@ def test_scan_stacked_ti(tmp_path):
 def test_prefixes_and_subtrees(tmp_path, mu, layout):
     if layout in ("params/", "opt/target/"):
         flat = {layout + k: v for k, v in mu.flat.items()}
-        flat.update({"opt/state/count": np.int32(3), "step": np.int64(10)} if layout[0] == "o"
-                    else {"extra/step": np.int64(1)})
+        flat.update(
+            {"opt/state/count": np.int32(3), "step": np.int64(10)}
+            if layout[0] == "o"
+            else {"extra/step": np.int64(1)}
+        )
         path, kw = _save(flat, tmp_path / "ckpt.npz"), {}
     else:  # a two-tower file: params/img/... and params/txt/...
         flat = {f"params/img/{k}": v for k, v in mu.flat.items()}
-        flat.update({"params/txt/Encoder_0/kernel": np.ones((4, 4), np.float32),
-                     "params/t": np.float32(10.0)})
+        flat.update(
+            {
+                "params/txt/Encoder_0/kernel": np.ones((4, 4), np.float32),
+                "params/t": np.float32(10.0),
+            }
+        )
         path = _save(flat, tmp_path / "siglip.npz")
         if layout == "file:img":
             path, kw = path + ":img", {}
@@ -157,10 +169,12 @@ def _bilinear_reference(grid, new):
     g = grid.shape[0]
     src = np.arange(g)
     pos = np.arange(new) * (g - 1) / (new - 1)
-    rows = np.stack([[np.interp(pos, src, grid[:, j, d]) for d in range(grid.shape[2])]
-                     for j in range(g)])  # [g(cols), D, new(rows)]
-    return np.stack([[np.interp(pos, src, rows[:, d, i]) for d in range(grid.shape[2])]
-                     for i in range(new)]).transpose(0, 2, 1)  # [new, new, D]
+    rows = np.stack(
+        [[np.interp(pos, src, grid[:, j, d]) for d in range(grid.shape[2])] for j in range(g)]
+    )  # [g(cols), D, new(rows)]
+    return np.stack(
+        [[np.interp(pos, src, rows[:, d, i]) for d in range(grid.shape[2])] for i in range(new)]
+    ).transpose(0, 2, 1)  # [new, new, D]
 
 
 @given(st.integers(2, 6), st.integers(2, 9), st.integers(1, 3))
@@ -215,11 +229,22 @@ def test_bit_tf_name_variants_and_head_dropped(tmp_path):
 
 
 def test_renumber_pre_linen():
-    tree = {"LayerNorm_0": 0, "MultiHeadDotProductAttention_1": 1, "LayerNorm_2": 2,
-            "MlpBlock_3": {"Dense_0": 3, "Dense_1": 4}, "encoderblock_10": 5, "encoderblock_2": 6}
+    tree = {
+        "LayerNorm_0": 0,
+        "MultiHeadDotProductAttention_1": 1,
+        "LayerNorm_2": 2,
+        "MlpBlock_3": {"Dense_0": 3, "Dense_1": 4},
+        "encoderblock_10": 5,
+        "encoderblock_2": 6,
+    }
     assert checkpoint.renumber_pre_linen(tree) == {
-        "LayerNorm_0": 0, "MultiHeadDotProductAttention_0": 1, "LayerNorm_1": 2,
-        "MlpBlock_0": {"Dense_0": 3, "Dense_1": 4}, "encoderblock_0": 6, "encoderblock_1": 5}
+        "LayerNorm_0": 0,
+        "MultiHeadDotProductAttention_0": 1,
+        "LayerNorm_1": 2,
+        "MlpBlock_0": {"Dense_0": 3, "Dense_1": 4},
+        "encoderblock_0": 6,
+        "encoderblock_1": 5,
+    }
 
 
 def test_split_selector(tmp_path):

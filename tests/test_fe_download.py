@@ -40,8 +40,13 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.payload, srv.ranges, srv.cut, srv.ignore_range, srv.extra_length = PAYLOAD, [], None, \
-        False, 0
+    srv.payload, srv.ranges, srv.cut, srv.ignore_range, srv.extra_length = (
+        PAYLOAD,
+        [],
+        None,
+        False,
+        0,
+    )
     thread = threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield srv
@@ -58,8 +63,9 @@ def _sha(data):
 
 
 def test_download_records_sha256_and_uses_cache(server, tmp_path):
-    path, digest = download.fetch(_url(server), cache_dir=str(tmp_path), size=len(PAYLOAD),
-                                  sha256=_sha(PAYLOAD))
+    path, digest = download.fetch(
+        _url(server), cache_dir=str(tmp_path), size=len(PAYLOAD), sha256=_sha(PAYLOAD)
+    )
     assert path == str(tmp_path / "model.npz")
     assert Path(path).read_bytes() == PAYLOAD
     assert digest == _sha(PAYLOAD)

@@ -57,7 +57,11 @@ def _sincos_loop(h, w, d):
             for k in range(q):
                 om = 10_000.0 ** (-k / (q - 1))
                 pe[y * w + x, [k, q + k, 2 * q + k, 3 * q + k]] = [
-                    np.sin(x * om), np.cos(x * om), np.sin(y * om), np.cos(y * om)]
+                    np.sin(x * om),
+                    np.cos(x * om),
+                    np.sin(y * om),
+                    np.cos(y * om),
+                ]
     return pe[None]
 
 
@@ -99,7 +103,9 @@ def _conv(x, w, stride=1, pad=0):
     out = np.zeros((x.shape[0], oh, ow, w.shape[3]))
     for i in range(kh):
         for j in range(kw):
-            win = x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+            win = x[
+                :, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride
+            ]
             out += np.einsum("bhwc,cd->bhwd", win, w[i, j])
     return out
 
@@ -121,15 +127,20 @@ def ref_bit(p, x):
     x = _conv(x, _ws(r["root_block"]["standardized_conv2d"]["kernel"]), 2, 3)
     x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     o = (x.shape[1] - 3) // 2 + 1
-    x = np.max([x[:, i:i + 2 * o - 1:2, j:j + 2 * o - 1:2] for i in range(3) for j in range(3)], 0)
+    x = np.max(
+        [x[:, i : i + 2 * o - 1 : 2, j : j + 2 * o - 1 : 2] for i in range(3) for j in range(3)], 0
+    )
     for b in range(1, 5):
         u = 1
         while f"unit{u:02d}" in r[f"block{b}"]:
             unit = r[f"block{b}"][f"unit{u:02d}"]
             stride = 2 if b > 1 and u == 1 else 1
             h = np.maximum(_gn(x, unit["a"]["group_norm"]), 0)
-            res = _conv(h, _ws(unit["a"]["proj"]["standardized_conv2d"]["kernel"]), stride) \
-                if "proj" in unit["a"] else x
+            res = (
+                _conv(h, _ws(unit["a"]["proj"]["standardized_conv2d"]["kernel"]), stride)
+                if "proj" in unit["a"]
+                else x
+            )
             y = _conv(h, _ws(unit["a"]["standardized_conv2d"]["kernel"]))
             y = np.maximum(_gn(y, unit["b"]["group_norm"]), 0)
             y = _conv(y, _ws(unit["b"]["standardized_conv2d"]["kernel"]), stride, 1)
@@ -140,14 +151,18 @@ def ref_bit(p, x):
 
 
 # ----------------------------------------------------------------------------- tests
-@pytest.mark.parametrize("name, overrides", [
-    ("vit-mu16", {"pre_logits": 24}),
-    ("vit-mu16-map", {}),
-    ("vit-mu16", {"pool_type": "gap", "posemb": "sincos2d"}),
-])
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("vit-mu16", {"pre_logits": 24}),
+        ("vit-mu16-map", {}),
+        ("vit-mu16", {"pool_type": "gap", "posemb": "sincos2d"}),
+    ],
+)
 def test_vit_matches_numpy_reference(name, overrides):
-    b = registry.load_backbone(name, init_random=True, rng_seed=3, dtype=jnp.float32,
-                               spec_overrides={"config": overrides})
+    b = registry.load_backbone(
+        name, init_random=True, rng_seed=3, dtype=jnp.float32, spec_overrides={"config": overrides}
+    )
     cfg = b.spec.config
     got = np.asarray(jax.jit(b.apply)(b.params, IMAGES))
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), b.params)
@@ -175,7 +190,8 @@ def test_sincos_posemb_formula():
 # Canonical big_vision names and shapes of one ViT-B encoder block (from big_vision/models/vit.py:
 # Encoder1DBlock = LayerNorm, MultiHeadDotProductAttention, LayerNorm, MlpBlock(Dense, Dense)).
 B_BLOCK = {
-    "LayerNorm_0/scale": (768,), "LayerNorm_0/bias": (768,),
+    "LayerNorm_0/scale": (768,),
+    "LayerNorm_0/bias": (768,),
     "MultiHeadDotProductAttention_0/query/kernel": (768, 12, 64),
     "MultiHeadDotProductAttention_0/query/bias": (12, 64),
     "MultiHeadDotProductAttention_0/key/kernel": (768, 12, 64),
@@ -184,13 +200,21 @@ B_BLOCK = {
     "MultiHeadDotProductAttention_0/value/bias": (12, 64),
     "MultiHeadDotProductAttention_0/out/kernel": (12, 64, 768),
     "MultiHeadDotProductAttention_0/out/bias": (768,),
-    "LayerNorm_1/scale": (768,), "LayerNorm_1/bias": (768,),
-    "MlpBlock_0/Dense_0/kernel": (768, 3072), "MlpBlock_0/Dense_0/bias": (3072,),
-    "MlpBlock_0/Dense_1/kernel": (3072, 768), "MlpBlock_0/Dense_1/bias": (768,),
+    "LayerNorm_1/scale": (768,),
+    "LayerNorm_1/bias": (768,),
+    "MlpBlock_0/Dense_0/kernel": (768, 3072),
+    "MlpBlock_0/Dense_0/bias": (3072,),
+    "MlpBlock_0/Dense_1/kernel": (3072, 768),
+    "MlpBlock_0/Dense_1/bias": (768,),
 }
-B_TOP = {"embedding/kernel": (16, 16, 3, 768), "embedding/bias": (768,),
-         "pos_embedding": (1, 196, 768), "cls": (1, 1, 768),
-         "Transformer/encoder_norm/scale": (768,), "Transformer/encoder_norm/bias": (768,)}
+B_TOP = {
+    "embedding/kernel": (16, 16, 3, 768),
+    "embedding/bias": (768,),
+    "pos_embedding": (1, 196, 768),
+    "cls": (1, 1, 768),
+    "Transformer/encoder_norm/scale": (768,),
+    "Transformer/encoder_norm/bias": (768,),
+}
 
 
 def test_vit_b16_parameter_names_are_big_vision():
@@ -205,8 +229,13 @@ def test_vit_b16_parameter_names_are_big_vision():
 
 
 def test_vit_variant_table():
-    assert vit.decode_variant("So400m/14") == {"width": 1152, "depth": 27, "mlp_dim": 4304,
-                                               "num_heads": 16, "patch": 14}
+    assert vit.decode_variant("So400m/14") == {
+        "width": 1152,
+        "depth": 27,
+        "mlp_dim": 4304,
+        "num_heads": 16,
+        "patch": 14,
+    }
     assert vit.decode_variant("mu") == {"width": 32, "depth": 1, "mlp_dim": 128, "num_heads": 2}
     with pytest.raises(ValueError, match="unknown ViT variant"):
         vit.decode_variant("XL")
@@ -219,15 +248,20 @@ def test_bit_r50x1_names_and_shapes():
         parts = k.split("/")
         if parts[1].startswith("block"):
             units.setdefault(parts[1], set()).add(parts[2])
-    assert {b: len(u) for b, u in units.items()} == {"block1": 3, "block2": 4, "block3": 6,
-                                                     "block4": 3}
+    assert {b: len(u) for b, u in units.items()} == {
+        "block1": 3,
+        "block2": 4,
+        "block3": 6,
+        "block4": 3,
+    }
     assert shapes["resnet/root_block/standardized_conv2d/kernel"] == (7, 7, 3, 64)
     assert shapes["resnet/block1/unit01/a/proj/standardized_conv2d/kernel"] == (1, 1, 64, 256)
     assert shapes["resnet/block4/unit01/b/standardized_conv2d/kernel"] == (3, 3, 512, 512)
     assert shapes["resnet/block4/unit03/c/standardized_conv2d/kernel"] == (1, 1, 512, 2048)
     assert shapes["resnet/group_norm/gamma"] == (2048,)
     assert sorted(k for k in shapes if "/proj/" in k) == [
-        f"resnet/block{b}/unit01/a/proj/standardized_conv2d/kernel" for b in range(1, 5)]
+        f"resnet/block{b}/unit01/a/proj/standardized_conv2d/kernel" for b in range(1, 5)
+    ]
     # BiT-M-R50x1 without its head: about 23.5M parameters.
     assert abs(sum(int(np.prod(s)) for s in shapes.values()) / 23.5e6 - 1) < 0.01
 
@@ -240,8 +274,18 @@ def test_bit_variants():
 
 def test_registry_entries():
     names = registry.list_backbones()
-    for n in ["vit-ti16-i21k", "vit-s16-i21k", "vit-b16-i21k", "vit-l16-i21k", "siglip-b16-224",
-              "siglip-so400m-224", "bit-m-r50x1", "bit-m-r101x3", "bit-m-r152x4", "pixels"]:
+    for n in [
+        "vit-ti16-i21k",
+        "vit-s16-i21k",
+        "vit-b16-i21k",
+        "vit-l16-i21k",
+        "siglip-b16-224",
+        "siglip-so400m-224",
+        "bit-m-r50x1",
+        "bit-m-r101x3",
+        "bit-m-r152x4",
+        "pixels",
+    ]:
         assert n in names
         spec = registry.get_spec(n)
         assert n == "pixels" or spec.url.startswith("https://storage.googleapis.com/")
@@ -259,7 +303,7 @@ def test_pixels_backbone():
     x = RNG.uniform(0, 1, (3, 8, 8, 3)).astype(np.float32)
     out = np.asarray(b.apply(b.params, x))
     np.testing.assert_array_equal(out, x.reshape(3, 192))
-    np.testing.assert_array_equal(out[1, 3 * 8 * 3 + 2 * 3:3 * 8 * 3 + 2 * 3 + 3], x[1, 3, 2])
+    np.testing.assert_array_equal(out[1, 3 * 8 * 3 + 2 * 3 : 3 * 8 * 3 + 2 * 3 + 3], x[1, 3, 2])
     b8 = registry.load_backbone("pixels", resolution=8)
     assert b8.feature_dim == 192 and b8.preprocessing == "resize(8)|value_range(0,1)"
 

@@ -26,8 +26,16 @@ def _fit(x, y, **kw):
 
 
 def test_exports():
-    for name in ("fit", "load", "PrivateHead", "clipped_gradient_sum", "available_methods",
-                 "register_method", "FitConfig", "TrainData"):
+    for name in (
+        "fit",
+        "load",
+        "PrivateHead",
+        "clipped_gradient_sum",
+        "available_methods",
+        "register_method",
+        "FitConfig",
+        "TrainData",
+    ):
         assert name in private_head.__all__ and hasattr(private_head, name)
     assert {"nonprivate", "single_step"} <= set(private_head.available_methods())
 
@@ -63,11 +71,13 @@ def test_nonprivate_ceiling_is_regularised_logistic_regression_and_charges_nothi
     assert head.privacy["epsilon_spent"] == "inf" and head.privacy["mu"] == "inf"
     rows = x / np.linalg.norm(x, axis=1, keepdims=True)
     # sklearn minimises C * sum_i CE_i + ||W||^2 / 2, i.e. mean CE + wd/2 ||W||^2 for C = 1/(wd N)
-    ref = LogisticRegression(C=1 / (wd * len(x)), fit_intercept=False, tol=1e-10,
-                             max_iter=10_000).fit(rows, y)
+    ref = LogisticRegression(
+        C=1 / (wd * len(x)), fit_intercept=False, tol=1e-10, max_iter=10_000
+    ).fit(rows, y)
     centred = head.weights - head.weights.mean(axis=1, keepdims=True)  # softmax shift
-    np.testing.assert_allclose(centred, ref.coef_.T - ref.coef_.T.mean(axis=1, keepdims=True),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        centred, ref.coef_.T - ref.coef_.T.mean(axis=1, keepdims=True), atol=1e-4
+    )
 
 
 def test_logits_apply_the_training_preprocessing():
@@ -77,23 +87,29 @@ def test_logits_apply_the_training_preprocessing():
     assert head.config.center == "public" and head.preprocessing.mean is not None
     rows = x - mean
     rows = 2.0 * rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    np.testing.assert_allclose(head.logits(x), rows @ head.weights + head.bias, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        head.logits(x), rows @ head.weights + head.bias, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_array_equal(head.predict(x), np.argmax(head.logits(x), axis=1))
 
 
 def test_accuracy_top1_and_top_min5_k():
     rng = np.random.default_rng(3)
     k = 7
-    head = private_head.PrivateHead(rng.normal(size=(D, k)), rng.normal(size=k),
-                                    private_head.FitConfig(epsilon=1.0, delta=1e-5), {},
-                                    private_head.data.Preprocessing(True, 1.0))
+    head = private_head.PrivateHead(
+        rng.normal(size=(D, k)),
+        rng.normal(size=k),
+        private_head.FitConfig(epsilon=1.0, delta=1e-5),
+        {},
+        private_head.data.Preprocessing(True, 1.0),
+    )
     x, y = rng.normal(size=(50, D)), rng.integers(0, k, 50)
     z = head.logits(x)
     rank = (z > z[np.arange(50), y][:, None]).sum(axis=1)  # classes strictly better than y
     assert head.accuracy(x, y) == {"top1": np.mean(rank == 0), "top5": np.mean(rank < 5)}
-    three = private_head.PrivateHead(head.weights[:, :3], head.bias[:3], head.config, {},
-                                     head.preprocessing)
+    three = private_head.PrivateHead(
+        head.weights[:, :3], head.bias[:3], head.config, {}, head.preprocessing
+    )
     assert three.accuracy(x, y % 3)["top5"] == 1.0  # top-min(5, K): every label is in the top 3
 
 
@@ -103,25 +119,31 @@ def test_store_path_equals_arrays(tmp_path):
     store.write_split(path, "train", x, y, num_classes=K)
     a = _fit(x, y, seed=5)
     b = private_head.fit(f"{path}:train", num_classes=K, epsilon=4.0, delta=1e-5, seed=5)
-    c = private_head.fit(path, num_classes=K, epsilon=4.0, delta=1e-5, seed=5,
-                         max_device_bytes=512)
+    c = private_head.fit(path, num_classes=K, epsilon=4.0, delta=1e-5, seed=5, max_device_bytes=512)
     np.testing.assert_allclose(a.weights, b.weights, rtol=1e-6)
     np.testing.assert_allclose(a.weights, c.weights, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"epsilon": math.inf}, ValueError, "only with method='nonprivate'"),
-    ({"method": "nonprivate"}, ValueError, "needs epsilon=math.inf"),
-    ({"epsilon": 1e-300, "delta": 1e-300}, ValueError, "cannot be met"),
-    ({"epsilon": math.nan}, ValueError, "epsilon must be > 0"),
-    ({"epsilon": -1.0}, ValueError, "epsilon must be > 0"),
-    ({"delta": 1.0}, ValueError, r"delta must lie in \(0, 1\)"),
-    ({"num_classes": None}, ValueError, "num_classes is required"),
-    ({"method": "no_such_method"}, ValueError, "unknown method 'no_such_method'"),
-    ({"seed": 1.5}, ValueError, "seed must be an integer"),
-    ({"center": "private", "center_budget_fraction": 1.5}, ValueError, "center_budget_fraction"),
-    ({"epsilon": math.inf, "method": "nonprivate", "bogus": 1}, ValueError, r"\['bogus'\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"epsilon": math.inf}, ValueError, "only with method='nonprivate'"),
+        ({"method": "nonprivate"}, ValueError, "needs epsilon=math.inf"),
+        ({"epsilon": 1e-300, "delta": 1e-300}, ValueError, "cannot be met"),
+        ({"epsilon": math.nan}, ValueError, "epsilon must be > 0"),
+        ({"epsilon": -1.0}, ValueError, "epsilon must be > 0"),
+        ({"delta": 1.0}, ValueError, r"delta must lie in \(0, 1\)"),
+        ({"num_classes": None}, ValueError, "num_classes is required"),
+        ({"method": "no_such_method"}, ValueError, "unknown method 'no_such_method'"),
+        ({"seed": 1.5}, ValueError, "seed must be an integer"),
+        (
+            {"center": "private", "center_budget_fraction": 1.5},
+            ValueError,
+            "center_budget_fraction",
+        ),
+        ({"epsilon": math.inf, "method": "nonprivate", "bogus": 1}, ValueError, r"\['bogus'\]"),
+    ],
+)
 def test_bad_arguments_give_clear_errors(kwargs, error, match):
     x, y = _blobs(n=20)
     with pytest.raises(error, match=match):

@@ -23,8 +23,9 @@ def _store(tmp_path, n_train=90, n_test=30, test=True):
     splits = [("train", n_train)] + ([("test", n_test)] if test else [])
     for split, n in splits:
         y = rng.integers(0, K, n)
-        store.write_split(path, split, rng.normal(size=(n, D)) + 4 * np.eye(K, D)[y], y,
-                          num_classes=K)
+        store.write_split(
+            path, split, rng.normal(size=(n, D)) + 4 * np.eye(K, D)[y], y, num_classes=K
+        )
     return path
 
 
@@ -53,8 +54,22 @@ def test_train_evaluate_and_write(tmp_path, capsys):
 def test_options_out_dir_and_given_delta(tmp_path, capsys):
     path = _store(tmp_path, n_test=0, test=False)
     out_dir = str(tmp_path / "out")
-    argv = ["--features", path, "--epsilon", "2", "--delta", "1e-6", "--out-dir", out_dir,
-            "--center", "private", "--feature-norm", "2", "--clip-norm", "0.5"]
+    argv = [
+        "--features",
+        path,
+        "--epsilon",
+        "2",
+        "--delta",
+        "1e-6",
+        "--out-dir",
+        out_dir,
+        "--center",
+        "private",
+        "--feature-norm",
+        "2",
+        "--clip-norm",
+        "0.5",
+    ]
     assert main(argv) == 0
     result = _json(os.path.join(out_dir, "toy-pixels.single_step.eps2.json"))
     assert result["delta_rule"] == "given" and result["privacy"]["delta"] == 1e-6
@@ -67,19 +82,39 @@ def test_options_out_dir_and_given_delta(tmp_path, capsys):
 def test_epsilon_inf_trains_the_nonprivate_ceiling(tmp_path):
     path = _store(tmp_path)
     out_dir = str(tmp_path / "out")
-    assert main(["--features", path, "--epsilon", "inf", "--out-dir", out_dir,
-                 "--steps", "5", "--optimizer", "adam", "--learning-rate", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "--features",
+                path,
+                "--epsilon",
+                "inf",
+                "--out-dir",
+                out_dir,
+                "--steps",
+                "5",
+                "--optimizer",
+                "adam",
+                "--learning-rate",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     result = _json(output_stem(path, "nonprivate", math.inf, out_dir) + ".json")
     assert result["privacy"]["private"] is False and result["privacy"]["releases"] == []
     assert result["config"]["steps"] == 5 and result["config"]["optimizer"] == "adam"
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--epsilon", "inf", "--method", "single_step"], "needs a finite epsilon"),
-    (["--epsilon", "4", "--method", "nope"], "unknown method 'nope'"),
-    (["--epsilon", "1e-300", "--delta", "1e-300"], "cannot be met"),
-    (["--epsilon", "4", "--train-split", "validation"], "no split 'validation'"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--epsilon", "inf", "--method", "single_step"], "needs a finite epsilon"),
+        (["--epsilon", "4", "--method", "nope"], "unknown method 'nope'"),
+        (["--epsilon", "1e-300", "--delta", "1e-300"], "cannot be met"),
+        (["--epsilon", "4", "--train-split", "validation"], "no split 'validation'"),
+    ],
+)
 def test_errors_exit_2_with_one_line(tmp_path, capsys, argv, match):
     path = _store(tmp_path)
     assert main(["--features", path, *argv]) == 2
@@ -92,14 +127,19 @@ def test_missing_and_incomplete_stores(tmp_path, capsys):
     assert "make features" in capsys.readouterr().err
     partial = str(tmp_path / "partial.h5")
     store.SplitWriter(partial, "train", dim=D, total_rows=10, num_classes=K).append(
-        np.ones((4, D)), np.zeros(4, int), np.arange(4))
+        np.ones((4, D)), np.zeros(4, int), np.arange(4)
+    )
     assert main(["--features", partial, "--epsilon", "4"]) == 2
     assert "incomplete: 4 of 10 rows" in capsys.readouterr().err
 
 
 def test_method_options_are_parsed_as_json_or_strings(tmp_path, capsys):
     assert method_options(["batch_size=256", "metric=cosine", "ridge=0.5", "x=[1, 2]"]) == {
-        "batch_size": 256, "metric": "cosine", "ridge": 0.5, "x": [1, 2]}
+        "batch_size": 256,
+        "metric": "cosine",
+        "ridge": 0.5,
+        "x": [1, 2],
+    }
     path = _store(tmp_path)
     assert main(["--features", path, "--epsilon", "4", "--option", "batch_size"]) == 2
     assert "--option needs KEY=VALUE" in capsys.readouterr().err

@@ -33,10 +33,14 @@ def _reference_bound(x, r, normalize):
     return out
 
 
-@given(seed=st.integers(0, 10_000), log_scale=st.floats(-6, 6), r=st.floats(0.1, 10.0),
-       normalize=st.booleans())
+@given(
+    seed=st.integers(0, 10_000),
+    log_scale=st.floats(-6, 6),
+    r=st.floats(0.1, 10.0),
+    normalize=st.booleans(),
+)
 def test_rows_are_normalised_or_clipped(seed, log_scale, r, normalize):
-    x, y = _rows(seed, scale=10.0 ** log_scale)
+    x, y = _rows(seed, scale=10.0**log_scale)
     x[3] = 0.0
     x[5] = 1e30 if seed % 2 else 1e-30  # norms whose squares overflow / underflow float32
     config = FitConfig(epsilon=2.0, delta=1e-5, feature_norm=r, normalize=normalize)
@@ -52,8 +56,9 @@ def test_public_mean_is_subtracted_then_rows_normalised():
     mean = np.linspace(-1, 1, 6).astype(np.float32)
     config = FitConfig(epsilon=2.0, delta=1e-5, center="public", feature_norm=2.0)
     data = preprocess(x, y, config, num_classes=4, public_mean=mean)
-    np.testing.assert_allclose(np.asarray(data.features), _reference_bound(x - mean, 2.0, True),
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+        np.asarray(data.features), _reference_bound(x - mean, 2.0, True), rtol=2e-5
+    )
     assert data.preprocessing.center == "public"
 
 
@@ -61,8 +66,9 @@ def test_public_mean_is_subtracted_then_rows_normalised():
 def test_private_mean_is_charged_before_release_with_the_right_sigma(fraction):
     x, y = _rows(2)
     r, eps, delta = 1.5, 3.0, 1e-6
-    config = FitConfig(epsilon=eps, delta=delta, center="private", feature_norm=r,
-                       center_budget_fraction=fraction)
+    config = FitConfig(
+        epsilon=eps, delta=delta, center="private", feature_norm=r, center_budget_fraction=fraction
+    )
     ledger, key = PrivacyLedger(eps, delta), jax.random.key(7)
     data = preprocess(x, y, config, num_classes=4, ledger=ledger, key=key)
     mu = mu_from_epsilon(eps, delta)
@@ -93,23 +99,27 @@ def test_private_mean_without_privacy_is_exact_and_free():
     config = FitConfig(epsilon=math.inf, delta=1e-5, method="nonprivate", center="private")
     ledger = PrivacyLedger(math.inf, 1e-5)
     data = preprocess(x, y, config, num_classes=4, ledger=ledger, key=jax.random.key(0))
-    np.testing.assert_allclose(data.preprocessing.mean, _reference_bound(x, 1.0, True).mean(0),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        data.preprocessing.mean, _reference_bound(x, 1.0, True).mean(0), rtol=1e-5, atol=1e-7
+    )
     assert ledger.releases == ()
 
 
-@pytest.mark.parametrize("features, labels, num_classes, match", [
-    (np.ones((4, 3)), np.array([0, 1, 2, 0]), None, "num_classes is required"),
-    (np.ones((4, 3)), np.array([0, 1, 2, 0]), 1, "num_classes must be an integer >= 2"),
-    (np.ones((4, 3)), np.array([0, 1, 5, -1]), 3, r"outside the label space \[0, 3\)"),
-    (np.ones((4, 3)), np.array([0, 1, 2]), 3, "shape mismatch"),
-    (np.ones((4, 3)), None, 3, "labels are required"),
-    (np.ones((4,)), np.array([0, 1, 2, 0]), 3, "2-D"),
-    (np.ones((0, 3)), np.array([], int), 3, "empty"),
-    (np.ones((4, 3)), np.array([0.5, 1, 2, 0]), 3, "integers"),
-    (np.ones((4, 3), np.int32), np.array([0, 1, 2, 0]), 3, "floating point"),
-    (np.array([[1e300, 0.0], [1.0, 1.0]]), np.array([0, 1]), 3, r"float32 cast.*: 0\b"),
-])
+@pytest.mark.parametrize(
+    "features, labels, num_classes, match",
+    [
+        (np.ones((4, 3)), np.array([0, 1, 2, 0]), None, "num_classes is required"),
+        (np.ones((4, 3)), np.array([0, 1, 2, 0]), 1, "num_classes must be an integer >= 2"),
+        (np.ones((4, 3)), np.array([0, 1, 5, -1]), 3, r"outside the label space \[0, 3\)"),
+        (np.ones((4, 3)), np.array([0, 1, 2]), 3, "shape mismatch"),
+        (np.ones((4, 3)), None, 3, "labels are required"),
+        (np.ones((4,)), np.array([0, 1, 2, 0]), 3, "2-D"),
+        (np.ones((0, 3)), np.array([], int), 3, "empty"),
+        (np.ones((4, 3)), np.array([0.5, 1, 2, 0]), 3, "integers"),
+        (np.ones((4, 3), np.int32), np.array([0, 1, 2, 0]), 3, "floating point"),
+        (np.array([[1e300, 0.0], [1.0, 1.0]]), np.array([0, 1]), 3, r"float32 cast.*: 0\b"),
+    ],
+)
 def test_bad_inputs_give_clear_errors(features, labels, num_classes, match):
     with pytest.raises(ValueError, match=match):
         preprocess(features, labels, CFG, num_classes=num_classes)
@@ -140,8 +150,9 @@ def test_float16_rows_stay_float16_and_norms_do_not_overflow():
     x = np.full((3, 4), 60000.0, np.float16)  # ||x||^2 overflows float16, not float32
     data = preprocess(x, np.array([0, 1, 0]), CFG, num_classes=2)
     assert data.features.dtype == np.float16
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(data.features, np.float32), axis=1), 1.0,
-                               rtol=2e-3)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(data.features, np.float32), axis=1), 1.0, rtol=2e-3
+    )
 
 
 def _store(tmp_path, x, y, name="f.h5"):
@@ -157,12 +168,24 @@ def test_streamed_load_equals_in_memory_load(tmp_path, center):
     kwargs = dict(epsilon=2.0, delta=1e-5, center=center)
     ledgers = [PrivacyLedger(2.0, 1e-5) for _ in range(3)]
     key = jax.random.key(3)
-    memory = load_train_data(f"{path}:train", config=FitConfig(**kwargs), num_classes=4,
-                             ledger=ledgers[0], key=key)
-    streamed = load_train_data(path, config=FitConfig(max_device_bytes=100, **kwargs),
-                               num_classes=4, ledger=ledgers[1], key=key)
-    from_array = load_train_data(x, y, config=FitConfig(max_device_bytes=100, **kwargs),
-                                 num_classes=4, ledger=ledgers[2], key=key)
+    memory = load_train_data(
+        f"{path}:train", config=FitConfig(**kwargs), num_classes=4, ledger=ledgers[0], key=key
+    )
+    streamed = load_train_data(
+        path,
+        config=FitConfig(max_device_bytes=100, **kwargs),
+        num_classes=4,
+        ledger=ledgers[1],
+        key=key,
+    )
+    from_array = load_train_data(
+        x,
+        y,
+        config=FitConfig(max_device_bytes=100, **kwargs),
+        num_classes=4,
+        ledger=ledgers[2],
+        key=key,
+    )
     assert memory.features is not None and memory.source is None
     assert streamed.features is None and streamed.source is not None
     assert from_array.features is None
@@ -170,8 +193,12 @@ def test_streamed_load_equals_in_memory_load(tmp_path, center):
         chunks = list(data.iter_chunks(10))
         assert [c[0].shape[0] for c in chunks] == [10, 10, 10, 10, 10, 3]
         np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), y)
-        np.testing.assert_allclose(np.concatenate([c[0] for c in chunks]),
-                                   np.asarray(memory.features), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            np.concatenate([c[0] for c in chunks]),
+            np.asarray(memory.features),
+            rtol=1e-6,
+            atol=1e-7,
+        )
         assert data.num_rows == 53 and data.dim == 6
     assert [r.noise_std for r in ledgers[0].releases] == [r.noise_std for r in ledgers[1].releases]
 
@@ -180,7 +207,8 @@ def test_store_errors(tmp_path):
     x, y = _rows(9)
     partial = str(tmp_path / "partial.h5")  # an interrupted extraction: 20 of 40 rows
     store.SplitWriter(partial, "train", dim=6, total_rows=40, num_classes=4).append(
-        x[:20], y[:20], np.arange(20))
+        x[:20], y[:20], np.arange(20)
+    )
     with pytest.raises(store.IncompleteSplitError, match="20 of 40 rows"):
         load_train_data(partial, config=CFG, num_classes=4)
     path = _store(tmp_path, *_rows(10))
@@ -200,14 +228,15 @@ def test_streamed_nan_rows_are_named_by_their_row_in_the_split():
         load_train_data(x, y, config=config, num_classes=4)
 
 
-
 def test_bfloat16_rows_stay_bfloat16_in_memory_and_streamed():
     x, y = _rows(12)
     x = jnp.asarray(x, jnp.bfloat16)
     memory = load_train_data(x, y, config=CFG, num_classes=4)
-    streamed = load_train_data(x, y, config=FitConfig(epsilon=2.0, delta=1e-5,
-                                                      max_device_bytes=64), num_classes=4)
+    streamed = load_train_data(
+        x, y, config=FitConfig(epsilon=2.0, delta=1e-5, max_device_bytes=64), num_classes=4
+    )
     chunk, _ = next(streamed.iter_chunks(40))
     assert memory.features.dtype == chunk.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(chunk, np.float32),
-                                  np.asarray(memory.features, np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(chunk, np.float32), np.asarray(memory.features, np.float32)
+    )

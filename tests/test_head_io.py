@@ -17,11 +17,22 @@ D, K = 5, 3
 def _head(center="private"):
     rng = np.random.default_rng(0)
     mean = rng.normal(size=D).astype(np.float32) if center != "none" else None
-    config = FitConfig(epsilon=2.0, delta=1e-6, center=center, seed=4, feature_norm=2.0,
-                       method_options={"note": "kept"})
+    config = FitConfig(
+        epsilon=2.0,
+        delta=1e-6,
+        center=center,
+        seed=4,
+        feature_norm=2.0,
+        method_options={"note": "kept"},
+    )
     privacy = {"epsilon_spent": 1.99, "seeded": True, "releases": [{"name": "step", "mu": 0.7}]}
-    return PrivateHead(rng.normal(size=(D, K)), rng.normal(size=K), config, privacy,
-                       Preprocessing(True, 2.0, center, mean))
+    return PrivateHead(
+        rng.normal(size=(D, K)),
+        rng.normal(size=K),
+        config,
+        privacy,
+        Preprocessing(True, 2.0, center, mean),
+    )
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".h5"])
@@ -103,5 +114,10 @@ def test_checksum_covers_names_dtypes_and_shapes():
 
 def test_head_refuses_inconsistent_arrays():
     with pytest.raises(ValueError, match=r"weights \[D, K\] and bias \[K\]"):
-        PrivateHead(np.zeros((D, K)), np.zeros(K + 1), FitConfig(epsilon=1.0, delta=1e-5), {},
-                    Preprocessing(True, 1.0))
+        PrivateHead(
+            np.zeros((D, K)),
+            np.zeros(K + 1),
+            FitConfig(epsilon=1.0, delta=1e-5),
+            {},
+            Preprocessing(True, 1.0),
+        )

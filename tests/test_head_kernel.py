@@ -41,8 +41,10 @@ def per_example_reference(W, b, X, y, C, *, loss="softmax", train_bias=True, mas
         c = jnp.minimum(1.0, C / norms)
         if mask is not None:
             c = c * jnp.asarray(np.asarray(mask, np.float64))
-        return (np.asarray(jnp.einsum("n,ndk->dk", c, gW)),
-                np.asarray(jnp.einsum("n,nk->k", c, gb)))
+        return (
+            np.asarray(jnp.einsum("n,ndk->dk", c, gW)),
+            np.asarray(jnp.einsum("n,nk->k", c, gb)),
+        )
 
 
 def rel_err(a, b):
@@ -86,16 +88,22 @@ def contributions(W, b, X, y, C, **kw):
 
 
 @settings(max_examples=8)
-@given(seed=st.integers(0, 2**31 - 1), log_scale=st.floats(-3, 3), log_c=st.floats(-3, 2),
-       loss=st.sampled_from(["softmax", "sigmoid"]),
-       dtype=st.sampled_from([jnp.float32, jnp.bfloat16, jnp.float16]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    log_scale=st.floats(-3, 3),
+    log_c=st.floats(-3, 2),
+    loss=st.sampled_from(["softmax", "sigmoid"]),
+    dtype=st.sampled_from([jnp.float32, jnp.bfloat16, jnp.float16]),
+)
 def test_every_contribution_within_clip_norm(seed, log_scale, log_c, loss, dtype):
     W, b, X, y = problem(seed, scale=10.0**log_scale, w_scale=3.0, n=12)
     C = 10.0**log_c
     Xd = jnp.asarray(X).astype(dtype)
     gW, gb = contributions(W, b, Xd, y, C, loss=loss, train_bias=True)
-    norms = np.sqrt(np.sum(np.square(gW, dtype=np.float64), axis=(1, 2))
-                    + np.sum(np.square(gb, dtype=np.float64), axis=1))
+    norms = np.sqrt(
+        np.sum(np.square(gW, dtype=np.float64), axis=(1, 2))
+        + np.sum(np.square(gb, dtype=np.float64), axis=1)
+    )
     assert np.all(norms <= C * (1 + 1e-6))
     # the fused per-row contributions are the clipped per-example gradients
     want = per_example_reference(W, b, np.asarray(Xd.astype(jnp.float32)), y, C, loss=loss)
@@ -109,14 +117,16 @@ def test_every_contribution_within_clip_norm(seed, log_scale, log_c, loss, dtype
 def test_low_precision_inputs_close_to_float32(dtype):
     W, b, X, y = problem(5, scale=0.5, n=256)
     want = clipped_gradient_sum(W, b, X, y, 1.0, loss="softmax", train_bias=True)
-    got = clipped_gradient_sum(W, b, jnp.asarray(X).astype(dtype), y, 1.0, loss="softmax",
-                               train_bias=True)
+    got = clipped_gradient_sum(
+        W, b, jnp.asarray(X).astype(dtype), y, 1.0, loss="softmax", train_bias=True
+    )
     assert got[0].dtype == jnp.float32 and got[1].dtype == jnp.float32
     assert rel_err(got, want) < 2e-2
 
 
-@pytest.mark.parametrize("loss,bias0", [("softmax", 0.0), ("sigmoid", -math.log(K - 1)),
-                                        ("sigmoid", 0.7)])
+@pytest.mark.parametrize(
+    "loss,bias0", [("softmax", 0.0), ("sigmoid", -math.log(K - 1)), ("sigmoid", 0.7)]
+)
 @pytest.mark.parametrize("train_bias", [True, False])
 def test_zero_init_path_equals_general_kernel_at_zero(loss, bias0, train_bias):
     W, b, X, y = problem(7, scale=3.0)
@@ -125,8 +135,9 @@ def test_zero_init_path_equals_general_kernel_at_zero(loss, bias0, train_bias):
     b0 = np.full(K, bias0, np.float32)
     for m in (None, mask):
         want = clipped_gradient_sum(zeros, b0, X, y, 0.8, loss=loss, train_bias=train_bias, mask=m)
-        got = zero_init_class_sums(X, y, K, 0.8, loss=loss, train_bias=train_bias, bias0=bias0,
-                                   mask=m)
+        got = zero_init_class_sums(
+            X, y, K, 0.8, loss=loss, train_bias=train_bias, bias0=bias0, mask=m
+        )
         assert rel_err(got, want) < 1e-5
         ref = per_example_reference(zeros, b0, X, y, 0.8, loss=loss, train_bias=train_bias, mask=m)
         assert rel_err(got, ref) < 1e-5
@@ -136,10 +147,13 @@ def test_zero_init_low_precision_contributions_within_clip_norm():
     W, b, X, y = problem(9, scale=4.0, n=16)
     Xb = jnp.asarray(X).astype(jnp.bfloat16)
     masks = jnp.eye(16, dtype=jnp.float32)
-    gW, gb = jax.lax.map(lambda m: zero_init_class_sums(Xb, y, K, 0.7, train_bias=True, mask=m),
-                         masks)
-    norms = np.sqrt(np.sum(np.square(gW, dtype=np.float64), axis=(1, 2))
-                    + np.sum(np.square(gb, dtype=np.float64), axis=1))
+    gW, gb = jax.lax.map(
+        lambda m: zero_init_class_sums(Xb, y, K, 0.7, train_bias=True, mask=m), masks
+    )
+    norms = np.sqrt(
+        np.sum(np.square(gW, dtype=np.float64), axis=(1, 2))
+        + np.sum(np.square(gb, dtype=np.float64), axis=1)
+    )
     assert np.all(norms <= 0.7) and np.all(norms > 0.6)
 
 

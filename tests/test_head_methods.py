@@ -101,8 +101,17 @@ def test_single_step_near_nonprivate_accuracy_at_epsilon_8(loss):
 def test_dp_gd_each_optimizer_improves_over_zero(optimizer):
     X, y = blobs(3)
     lr = {"sgd": 2.0, "momentum": 1.0, "adam": 0.1, "lamb": 0.1}[optimizer]
-    W, b, ledger, Xp = fit("dp_gd", X, y, epsilon=20.0, steps=5, optimizer=optimizer,
-                           learning_rate=lr, weight_decay=1e-3, train_bias=True)
+    W, b, ledger, Xp = fit(
+        "dp_gd",
+        X,
+        y,
+        epsilon=20.0,
+        steps=5,
+        optimizer=optimizer,
+        learning_rate=lr,
+        weight_decay=1e-3,
+        train_bias=True,
+    )
     assert mean_loss(W, b, Xp, y) < math.log(K) - 0.2
     assert accuracy(W, b, Xp, y) > 0.7
     (release,) = ledger.releases
@@ -137,8 +146,9 @@ def test_dp_gd_sigmoid_loss_with_fixed_bias():
 
 def test_poisson_sampling_is_independent_with_rate_q():
     n, q, steps = 400, 0.1, 250
-    draws = np.asarray(jax.vmap(lambda t: poisson_sample(jax.random.key(5), t, n, q))(
-        jnp.arange(steps)))
+    draws = np.asarray(
+        jax.vmap(lambda t: poisson_sample(jax.random.key(5), t, n, q))(jnp.arange(steps))
+    )
     freq = draws.mean(axis=0)  # per example, over steps
     assert abs(draws.mean() - q) < 5 * math.sqrt(q * (1 - q) / draws.size)
     # per-example counts are Binomial(steps, q): their spread matches (no fixed batches)
@@ -157,23 +167,31 @@ def test_max_batch_size_tail_and_no_row_dropped_on_overflow():
     b = rng.normal(size=K).astype(np.float32)
     include = rng.random(64) < 0.5  # about 32 rows, far above a chunk of 5
     got = jax.jit(sampled_gradient_sum, static_argnames=("chunk", "loss", "train_bias"))(
-        W, b, X, y, include, 1.0, chunk=5, loss="softmax", train_bias=True)
-    want = clipped_gradient_sum(W, b, X, y, 1.0, loss="softmax", train_bias=True,
-                                mask=include)
+        W, b, X, y, include, 1.0, chunk=5, loss="softmax", train_bias=True
+    )
+    want = clipped_gradient_sum(W, b, X, y, 1.0, loss="softmax", train_bias=True, mask=include)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_dp_sgd_records_pld_event_and_learns():
     X, y = blobs(7)
-    W, b, ledger, Xp = fit("dp_sgd", X, y, epsilon=8.0, steps=3, optimizer="adam",
-                           learning_rate=0.2, method_options={"batch_size": 150,
-                                                              "max_batch_size": 40})
+    W, b, ledger, Xp = fit(
+        "dp_sgd",
+        X,
+        y,
+        epsilon=8.0,
+        steps=3,
+        optimizer="adam",
+        learning_rate=0.2,
+        method_options={"batch_size": 150, "max_batch_size": 40},
+    )
     (release,) = ledger.releases
     event = release.event.event  # SelfComposed(PoissonSampled(q, Gaussian(sigma)), T)
     assert release.event.count == 3 and event.sampling_probability == 150 / N
-    sigma = noise_multiplier_poisson(8.0, DELTA, 150 / N, 3,
-                                     value_discretization_interval=PLD_INTERVAL)
+    sigma = noise_multiplier_poisson(
+        8.0, DELTA, 150 / N, 3, value_discretization_interval=PLD_INTERVAL
+    )
     assert math.isclose(event.event.noise_multiplier, sigma, rel_tol=1e-12)
     assert ledger.epsilon_spent <= 8.0 * (1 + 1e-9)
     assert accuracy(W, b, Xp, y) > 0.7
@@ -184,8 +202,9 @@ def test_dp_sgd_records_pld_event_and_learns():
 
 
 def test_dp_sgd_calibration_after_an_earlier_release():
-    cfg = FitConfig(epsilon=4.0, delta=DELTA, method="dp_sgd", steps=2,
-                    method_options={"batch_size": 100})
+    cfg = FitConfig(
+        epsilon=4.0, delta=DELTA, method="dp_sgd", steps=2, method_options={"batch_size": 100}
+    )
     alone = PrivacyLedger(4.0, DELTA, value_discretization_interval=PLD_INTERVAL)
     sigma_alone = calibrate(alone, cfg, 0.2)
     ledger = PrivacyLedger(4.0, DELTA, value_discretization_interval=PLD_INTERVAL)

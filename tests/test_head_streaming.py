@@ -54,11 +54,14 @@ def test_streamed_sum_equals_in_memory_kernel(store_path):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("method,kw", [
-    ("single_step", {"train_bias": True}),
-    ("dp_gd", {"steps": 3, "optimizer": "adam", "learning_rate": 0.1, "train_bias": True}),
-    ("dp_sgd", {"steps": 2, "method_options": {"batch_size": 60}}),
-])
+@pytest.mark.parametrize(
+    "method,kw",
+    [
+        ("single_step", {"train_bias": True}),
+        ("dp_gd", {"steps": 3, "optimizer": "adam", "learning_rate": 0.1, "train_bias": True}),
+        ("dp_sgd", {"steps": 2, "method_options": {"batch_size": 60}}),
+    ],
+)
 def test_streamed_training_equals_in_memory(store_path, method, kw):
     heads = []
     for data, cfg in both(store_path, method=method, **kw):

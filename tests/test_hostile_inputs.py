@@ -50,12 +50,11 @@ def test_store_refuses_nonfinite_rows_and_names_them(tmp_path_factory, cells, va
 
 @fixture_ok
 @given(exponent=st.integers(5, 37))
-def test_store_keeps_large_float32_values_and_refuses_float16_overflow(tmp_path_factory,
-                                                                       exponent):
+def test_store_keeps_large_float32_values_and_refuses_float16_overflow(tmp_path_factory, exponent):
     """float32 input is stored as float32 (no silent float16 cast); a user's own float16 cast of
     values above 65504 makes inf, which is refused with the row named."""
     x, y = _rows()
-    x[2, 1] = 10.0 ** exponent
+    x[2, 1] = 10.0**exponent
     path = tmp_path_factory.mktemp("s") / "f.h5"
     store.write_split(path, "train", x, y, num_classes=K)
     back, _, info = store.read_split(path, "train")
@@ -76,8 +75,9 @@ def test_store_refuses_labels_outside_the_label_space(tmp_path_factory, label):
         store.write_split(path, "train", x, y, num_classes=K)
 
 
-@pytest.mark.parametrize("labels", [np.linspace(0.0, 1.9, N),
-                                    np.array([0, 1, 2, 2**32 + 1, 0, 1, 2, 0], np.int64)])
+@pytest.mark.parametrize(
+    "labels", [np.linspace(0.0, 1.9, N), np.array([0, 1, 2, 2**32 + 1, 0, 1, 2, 0], np.int64)]
+)
 def test_store_refuses_fractional_and_wrapping_labels(tmp_path, labels):
     x, _ = _rows()
     with pytest.raises(ValueError, match="integer|label space"):
@@ -106,8 +106,9 @@ def test_store_refuses_misshaped_arrays(tmp_path):
 
 def test_empty_split_is_written_but_refused_for_training(tmp_path):
     path = tmp_path / "f.h5"
-    store.write_split(path, "train", np.zeros((0, D), np.float32), np.zeros(0, np.int32),
-                      num_classes=K)
+    store.write_split(
+        path, "train", np.zeros((0, D), np.float32), np.zeros(0, np.int32), num_classes=K
+    )
     features, labels, info = store.read_split(path, "train")
     assert features.shape == (0, D) and labels.shape == (0,) and info.num_rows == 0
     with pytest.raises(ValueError, match="empty"):
@@ -119,8 +120,11 @@ def test_empty_split_is_written_but_refused_for_training(tmp_path):
 # --- training data preprocessing -------------------------------------------------------------
 
 
-@given(cells=st.lists(cells, min_size=1, max_size=5), value=bad_values,
-       dtype=st.sampled_from([np.float16, np.float32, np.float64]))
+@given(
+    cells=st.lists(cells, min_size=1, max_size=5),
+    value=bad_values,
+    dtype=st.sampled_from([np.float16, np.float32, np.float64]),
+)
 def test_preprocess_refuses_nonfinite_rows_and_names_them(cells, value, dtype):
     x, y = _rows()
     x = x.astype(dtype)
@@ -141,11 +145,14 @@ def test_preprocess_refuses_float64_rows_that_overflow_float32(row, scale):
         preprocess(x, y, CONFIG, num_classes=K)
 
 
-@given(log_norm=st.floats(-15, 15), row=st.integers(0, N - 1),
-       feature_norm=st.sampled_from([0.5, 1.0, 3.0]))
+@given(
+    log_norm=st.floats(-15, 15),
+    row=st.integers(0, N - 1),
+    feature_norm=st.sampled_from([0.5, 1.0, 3.0]),
+)
 def test_preprocess_normalises_any_moderate_norm(log_norm, row, feature_norm):
     x, y = _rows()
-    x[row] *= np.float32(10.0 ** log_norm) / np.linalg.norm(x[row])
+    x[row] *= np.float32(10.0**log_norm) / np.linalg.norm(x[row])
     config = FitConfig(epsilon=2.0, delta=1e-5, feature_norm=feature_norm)
     data = preprocess(x, y, config, num_classes=K)
     norms = np.linalg.norm(np.asarray(data.features, np.float64), axis=1)
@@ -156,7 +163,7 @@ def test_preprocess_normalises_any_moderate_norm(log_norm, row, feature_norm):
 def test_preprocess_normalises_huge_and_tiny_norms(log_norm):
     """Squares of such entries overflow or underflow float32: the norm must be computed safely."""
     x, y = _rows()
-    x[3] = np.float32(10.0 ** log_norm)
+    x[3] = np.float32(10.0**log_norm)
     data = preprocess(x, y, CONFIG, num_classes=K)
     norms = np.linalg.norm(np.asarray(data.features, np.float64), axis=1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
@@ -214,8 +221,10 @@ def test_config_refuses_delta_outside_the_open_unit_interval(delta):
         FitConfig(epsilon=1.0, delta=delta)
 
 
-@given(name=st.sampled_from(["clip_norm", "learning_rate", "feature_norm"]),
-       value=st.sampled_from([math.nan, math.inf, 0.0, -1.0]))
+@given(
+    name=st.sampled_from(["clip_norm", "learning_rate", "feature_norm"]),
+    value=st.sampled_from([math.nan, math.inf, 0.0, -1.0]),
+)
 def test_config_refuses_nonpositive_or_nonfinite_scales(name, value):
     with pytest.raises(ValueError, match=name):
         FitConfig(epsilon=1.0, delta=1e-5, **{name: value})
@@ -224,20 +233,23 @@ def test_config_refuses_nonpositive_or_nonfinite_scales(name, value):
 # --- accounting ------------------------------------------------------------------------------
 
 
-@given(epsilon=st.floats(1e-4, 300), log10_delta=st.floats(-300, -0.05),
-       steps=st.integers(1, 10**6))
+@given(
+    epsilon=st.floats(1e-4, 300), log10_delta=st.floats(-300, -0.05), steps=st.integers(1, 10**6)
+)
 def test_full_batch_calibration_is_finite_and_meets_any_valid_budget(epsilon, log10_delta, steps):
     from accounting import epsilon_full_batch, noise_multiplier_full_batch
 
-    delta = 10.0 ** log10_delta
+    delta = 10.0**log10_delta
     sigma = noise_multiplier_full_batch(epsilon, delta, steps)
     assert 0 < sigma < math.inf
     assert epsilon_full_batch(sigma, steps, delta) <= epsilon * (1 + 1e-9)
 
 
-@given(epsilon=st.sampled_from([math.nan, -1.0, 0.0, -math.inf]),
-       delta=st.sampled_from([1e-5, math.nan, 0.0, 1.0, 2.0]),
-       steps=st.sampled_from([1, 0, -2, 2.5, True]))
+@given(
+    epsilon=st.sampled_from([math.nan, -1.0, 0.0, -math.inf]),
+    delta=st.sampled_from([1e-5, math.nan, 0.0, 1.0, 2.0]),
+    steps=st.sampled_from([1, 0, -2, 2.5, True]),
+)
 def test_accounting_refuses_invalid_budgets(epsilon, delta, steps):
     from accounting import noise_multiplier_full_batch, noise_multiplier_poisson
 
@@ -247,14 +259,18 @@ def test_accounting_refuses_invalid_budgets(epsilon, delta, steps):
         noise_multiplier_poisson(epsilon, delta, 0.01, steps)
 
 
-@given(sensitivity=st.sampled_from([math.nan, math.inf, 0.0, -1.0]),
-       noise_std=st.sampled_from([math.nan, -1.0, math.inf]))
+@given(
+    sensitivity=st.sampled_from([math.nan, math.inf, 0.0, -1.0]),
+    noise_std=st.sampled_from([math.nan, -1.0, math.inf]),
+)
 def test_ledger_refuses_invalid_releases_and_records_nothing(sensitivity, noise_std):
     from accounting import PrivacyLedger
 
     ledger = PrivacyLedger(1.0, 1e-5)
-    for kwargs in ({"sensitivity": sensitivity, "noise_std": 1.0},
-                   {"sensitivity": 1.0, "noise_std": noise_std}):
+    for kwargs in (
+        {"sensitivity": sensitivity, "noise_std": 1.0},
+        {"sensitivity": 1.0, "noise_std": noise_std},
+    ):
         with pytest.raises(ValueError, match="sensitivity|noise_std"):
             ledger.record_gaussian("step", **kwargs)
     assert ledger.releases == ()
@@ -325,16 +341,19 @@ def test_fit_on_float16_features_and_refuses_float16_overflow():
         _fit(half, y)
 
 
-@given(labels=st.sampled_from([[0, 1, 2, 3], [-1, 0, 1, 2], [0.0, 1.0, 2.0, 1.5],
-                               [0, 1, 2, 2**40]]))
+@given(
+    labels=st.sampled_from([[0, 1, 2, 3], [-1, 0, 1, 2], [0.0, 1.0, 2.0, 1.5], [0, 1, 2, 2**40]])
+)
 def test_fit_refuses_labels_outside_the_integer_label_space(labels):
     x, _ = _rows(n=4)
     with pytest.raises(ValueError, match="label space|integers"):
         _fit(x, np.array(labels))
 
 
-@given(epsilon=st.sampled_from([math.nan, math.inf, -math.inf, -2.0, 0.0]),
-       delta=st.sampled_from([1e-5, 0.0, 1.0, math.nan]))
+@given(
+    epsilon=st.sampled_from([math.nan, math.inf, -math.inf, -2.0, 0.0]),
+    delta=st.sampled_from([1e-5, 0.0, 1.0, math.nan]),
+)
 def test_fit_refuses_budgets_no_private_mechanism_meets(epsilon, delta):
     x, y = _rows()
     with pytest.raises(ValueError, match="epsilon|delta"):
@@ -347,8 +366,7 @@ def test_fit_refuses_budgets_beyond_floating_point():
         _fit(x, y, epsilon=1e-300, delta=1e-300)
 
 
-@given(method=st.sampled_from(["single_step", "dp_gd"]),
-       seed=st.sampled_from([1.5, True, "7"]))
+@given(method=st.sampled_from(["single_step", "dp_gd"]), seed=st.sampled_from([1.5, True, "7"]))
 def test_fit_refuses_non_integer_seeds(method, seed):
     x, y = _rows()
     with pytest.raises(ValueError, match="seed"):
@@ -378,8 +396,11 @@ def test_head_refuses_rows_of_another_dimension(tmp_path_factory, extra):
     test_x, test_y = _rows(seed=1, d=D + extra)
     store.write_split(path, "test", test_x, test_y, num_classes=K)
     features, labels, _ = store.read_split(path, "test")
-    for call in (lambda: head.accuracy(features, labels), lambda: head.predict(features),
-                 lambda: head.logits(features)):
+    for call in (
+        lambda: head.accuracy(features, labels),
+        lambda: head.predict(features),
+        lambda: head.logits(features),
+    ):
         with pytest.raises(ValueError, match=rf"must be \[N, {D}\].*\(8, {D + extra}\)"):
             call()
 

@@ -60,13 +60,19 @@ def test_noise_free_method_is_numpy_preconditioned_gd():
     a = np.asarray(whitening(jnp.asarray(gram, jnp.float32), 400, ridge), np.float64)
     a_ref = _numpy_whitening(gram, 400, ridge)
     np.testing.assert_allclose(a, a_ref, rtol=2e-3, atol=1e-3 * np.abs(a_ref).max())
-    config = FitConfig(epsilon=1.0, delta=1e-5, method="dp_gd", steps=5, learning_rate=2.0,
-                       clip_norm=0.5)
+    config = FitConfig(
+        epsilon=1.0, delta=1e-5, method="dp_gd", steps=5, learning_rate=2.0, clip_norm=0.5
+    )
     # A huge budget: noise std ~ 0.5 sqrt(5) / mu(1e5) ~ 2.5e-3 on sums of 400 rows, i.e. ~6e-6
     # per gradient entry, far below the tolerance below.
     ledger = PrivacyLedger(1e5, 1e-5)
-    w, b = preconditioned_gd(TrainData(jnp.asarray(x), jnp.asarray(y), 3, r), config, ledger,
-                             jax.random.key(0), jnp.asarray(a, jnp.float32))
+    w, b = preconditioned_gd(
+        TrainData(jnp.asarray(x), jnp.asarray(y), 3, r),
+        config,
+        ledger,
+        jax.random.key(0),
+        jnp.asarray(a, jnp.float32),
+    )
     (release,) = ledger.releases
     assert release.count == 5 and release.noise_std < 3e-3
     ref = _numpy_preconditioned_gd(x, y, 3, a, 5, 2.0, 0.5)
@@ -80,23 +86,32 @@ def test_streamed_rows_give_the_in_memory_head():
     pre = Preprocessing(normalize=True, feature_norm=1.0)
     config = FitConfig(epsilon=2.0, delta=1e-5, method="dp_feature_covariance", steps=3)
     heads = []
-    for data in (TrainData(jnp.asarray(x), jnp.asarray(y), 3, 1.0),
-                 TrainData(None, jnp.asarray(y), 3, 1.0,
-                           source=ChunkSource(array=x, labels=y, preprocessing=pre))):
+    for data in (
+        TrainData(jnp.asarray(x), jnp.asarray(y), 3, 1.0),
+        TrainData(
+            None, jnp.asarray(y), 3, 1.0, source=ChunkSource(array=x, labels=y, preprocessing=pre)
+        ),
+    ):
         heads.append(fc_train(data, config, PrivacyLedger(2.0, 1e-5), jax.random.key(4)))
-    np.testing.assert_allclose(np.asarray(heads[0][0]), np.asarray(heads[1][0]), rtol=1e-3,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(heads[0][0]), np.asarray(heads[1][0]), rtol=1e-3, atol=1e-5
+    )
 
 
 def test_ledger_is_one_covariance_release_plus_t_steps():
     rng = np.random.default_rng(2)
     x, y = _anisotropic(rng, 100, 4, 2)
     eps, delta, steps, clip = 2.0, 1e-6, 7, 0.8
-    config = FitConfig(epsilon=eps, delta=delta, method="dp_feature_covariance", steps=steps,
-                       clip_norm=clip, method_options={"covariance_fraction": 0.4})
+    config = FitConfig(
+        epsilon=eps,
+        delta=delta,
+        method="dp_feature_covariance",
+        steps=steps,
+        clip_norm=clip,
+        method_options={"covariance_fraction": 0.4},
+    )
     ledger = PrivacyLedger(eps, delta)
-    fc_train(TrainData(jnp.asarray(x), jnp.asarray(y), 2, 1.0), config, ledger,
-             jax.random.key(0))
+    fc_train(TrainData(jnp.asarray(x), jnp.asarray(y), 2, 1.0), config, ledger, jax.random.key(0))
     cov, gd = ledger.releases
     mu = mu_from_epsilon(eps, delta)
     assert cov.sensitivity == 1.0 and cov.mu == pytest.approx(math.sqrt(0.4) * mu, rel=1e-9)
@@ -104,7 +119,7 @@ def test_ledger_is_one_covariance_release_plus_t_steps():
     sigma = gd.noise_std / clip
     assert gd.mu == pytest.approx(math.sqrt(steps) / sigma, rel=1e-12)
     # mu^2 = mu_cov^2 + T / sigma^2, the whole budget
-    assert ledger.mu ** 2 == pytest.approx(cov.mu ** 2 + steps / sigma ** 2, rel=1e-12)
+    assert ledger.mu**2 == pytest.approx(cov.mu**2 + steps / sigma**2, rel=1e-12)
     assert ledger.epsilon_spent == pytest.approx(epsilon_from_mu(ledger.mu, delta), rel=1e-12)
     assert ledger.epsilon_spent == pytest.approx(eps, rel=1e-6)
 

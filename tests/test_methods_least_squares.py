@@ -41,12 +41,19 @@ def test_noise_free_solution_is_numpy_ridge(append_one):
     rng = np.random.default_rng(0)
     x, y = _rows(rng, 200, 5, 3, r=2.0)
     ridge = 0.7
-    w, b = least_squares_head(_data(x, y, 3, 2.0), jax.random.key(0), gram_noise_std=0.0,
-                              sums_noise_std=0.0, ridge=ridge, append_one=append_one)
+    w, b = least_squares_head(
+        _data(x, y, 3, 2.0),
+        jax.random.key(0),
+        gram_noise_std=0.0,
+        sums_noise_std=0.0,
+        ridge=ridge,
+        append_one=append_one,
+    )
     xt = np.hstack([x, np.ones((200, 1), np.float32)]) if append_one else x
     onehot = np.eye(3)[y]
-    ref = np.linalg.solve(xt.T.astype(np.float64) @ xt + ridge * np.eye(xt.shape[1]),
-                          xt.T.astype(np.float64) @ onehot)
+    ref = np.linalg.solve(
+        xt.T.astype(np.float64) @ xt + ridge * np.eye(xt.shape[1]), xt.T.astype(np.float64) @ onehot
+    )
     np.testing.assert_allclose(np.asarray(w), ref[:5], rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(b), ref[5] if append_one else np.zeros(3), atol=1e-5)
 
@@ -55,8 +62,9 @@ def test_streamed_rows_give_the_in_memory_solution():
     rng = np.random.default_rng(1)
     x, y = _rows(rng, 200, 5, 3)
     pre = Preprocessing(normalize=True, feature_norm=1.0)
-    streamed = TrainData(None, jnp.asarray(y), 3, 1.0,
-                         source=ChunkSource(array=x, labels=y, preprocessing=pre))
+    streamed = TrainData(
+        None, jnp.asarray(y), 3, 1.0, source=ChunkSource(array=x, labels=y, preprocessing=pre)
+    )
     kwargs = dict(gram_noise_std=0.3, sums_noise_std=0.2, ridge=2.0, append_one=True)
     w1, b1 = least_squares_head(_data(x, y, 3), jax.random.key(3), **kwargs)
     w2, b2 = least_squares_head(streamed, jax.random.key(3), chunk_rows=100, **kwargs)
@@ -88,17 +96,23 @@ def test_psd_projection_is_the_nearest_psd_matrix(dim, seed):
     ref = (evecs * np.maximum(evals, 0)) @ evecs.T
     np.testing.assert_allclose(proj, ref, atol=1e-4)
     assert np.linalg.eigvalsh(proj).min() > -1e-4
-    np.testing.assert_allclose(np.asarray(psd_project(jnp.asarray(proj, jnp.float32))), proj,
-                               atol=1e-4)  # idempotent
+    np.testing.assert_allclose(
+        np.asarray(psd_project(jnp.asarray(proj, jnp.float32))), proj, atol=1e-4
+    )  # idempotent
     ridge = 0.5
     rhs = rng.standard_normal((dim, 3))
-    np.testing.assert_allclose(np.asarray(psd_ridge_solve(jnp.asarray(sym, jnp.float32),
-                                                          jnp.asarray(rhs, jnp.float32), ridge)),
-                               np.linalg.solve(ref + ridge * np.eye(dim), rhs), rtol=1e-3,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(
+            psd_ridge_solve(jnp.asarray(sym, jnp.float32), jnp.asarray(rhs, jnp.float32), ridge)
+        ),
+        np.linalg.solve(ref + ridge * np.eye(dim), rhs),
+        rtol=1e-3,
+        atol=1e-4,
+    )
     inv_sqrt = np.asarray(psd_inverse_sqrt(jnp.asarray(sym, jnp.float32), ridge), np.float64)
-    np.testing.assert_allclose(inv_sqrt @ inv_sqrt @ (ref + ridge * np.eye(dim)), np.eye(dim),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        inv_sqrt @ inv_sqrt @ (ref + ridge * np.eye(dim)), np.eye(dim), atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("train_bias", [False, True])
@@ -107,8 +121,14 @@ def test_ledger_records_both_releases_and_the_composed_epsilon(train_bias):
     r = 2.0
     x, y = _rows(rng, 200, 5, 3, r=r)
     eps, delta = 1.5, 1e-5
-    config = FitConfig(epsilon=eps, delta=delta, method="dp_least_squares", feature_norm=r,
-                       train_bias=train_bias, method_options={"gram_fraction": 0.3})
+    config = FitConfig(
+        epsilon=eps,
+        delta=delta,
+        method="dp_least_squares",
+        feature_norm=r,
+        train_bias=train_bias,
+        method_options={"gram_fraction": 0.3},
+    )
     ledger = PrivacyLedger(eps, delta)
     w, b = ls_train(_data(x, y, 3, r), config, ledger, jax.random.key(0))
     assert w.shape == (5, 3) and b.shape == (3,)
@@ -126,10 +146,13 @@ def test_ledger_records_both_releases_and_the_composed_epsilon(train_bias):
 def test_unknown_option_and_bad_fraction_are_clear_errors():
     rng = np.random.default_rng(0)
     data = _data(*_rows(rng, 20, 3, 2), 2)
-    for options, match in [({"gram_frac": 0.5}, "does not understand"),
-                           ({"gram_fraction": 1.0}, "gram_fraction")]:
-        config = FitConfig(epsilon=1.0, delta=1e-5, method="dp_least_squares",
-                           method_options=options)
+    for options, match in [
+        ({"gram_frac": 0.5}, "does not understand"),
+        ({"gram_fraction": 1.0}, "gram_fraction"),
+    ]:
+        config = FitConfig(
+            epsilon=1.0, delta=1e-5, method="dp_least_squares", method_options=options
+        )
         ledger = PrivacyLedger(1.0, 1e-5)
         with pytest.raises(ValueError, match=match):
             ls_train(data, config, ledger, jax.random.key(0))
@@ -142,9 +165,12 @@ def test_least_squares_beats_the_single_step_on_anisotropic_features_at_epsilon_
     # dp_least_squares 0.98 and single_step 0.28.
     data = synthetic.generate(synthetic.preset("anisotropic"))
     kwargs = dict(num_classes=data.num_classes, epsilon=1.0, delta=1e-5, seed=0)
-    accs = {m: private_head.fit(data.train_x, data.train_y, method=m, **kwargs)
-            .accuracy(data.test_x, data.test_y)["top1"]
-            for m in ("single_step", "dp_least_squares")}
+    accs = {
+        m: private_head.fit(data.train_x, data.train_y, method=m, **kwargs).accuracy(
+            data.test_x, data.test_y
+        )["top1"]
+        for m in ("single_step", "dp_least_squares")
+    }
     assert accs["dp_least_squares"] > 0.9, accs
     assert accs["dp_least_squares"] > accs["single_step"] + 0.4, accs
 

@@ -31,16 +31,18 @@ def test_noise_free_head_is_the_numpy_nearest_prototype(metric):
     rng = np.random.default_rng(0)
     x, y = _rows(rng, 120, 7, 4, r=3.0)
     data = TrainData(jnp.asarray(x), jnp.asarray(y), 4, 3.0)
-    w, b = prototype_head(data, jax.random.key(0), metric=metric, sums_noise_std=0.0,
-                          counts_noise_std=0.0)
+    w, b = prototype_head(
+        data, jax.random.key(0), metric=metric, sums_noise_std=0.0, counts_noise_std=0.0
+    )
     means = _numpy_means(x, y, 4)
     if metric == "euclidean":
         np.testing.assert_allclose(np.asarray(w), 2 * means.T, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(np.asarray(b), -(means ** 2).sum(axis=1), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(b), -(means**2).sum(axis=1), rtol=1e-5)
         # the head's argmax is the nearest mean
         dist = ((x[:, None, :] - means[None]) ** 2).sum(axis=2)
-        np.testing.assert_array_equal(np.argmax(x @ np.asarray(w) + np.asarray(b), 1),
-                                      np.argmin(dist, 1))
+        np.testing.assert_array_equal(
+            np.argmax(x @ np.asarray(w) + np.asarray(b), 1), np.argmin(dist, 1)
+        )
     else:
         unit = means / np.linalg.norm(means, axis=1, keepdims=True)
         np.testing.assert_allclose(np.asarray(w), unit.T, rtol=1e-5, atol=1e-6)
@@ -51,8 +53,9 @@ def test_streamed_rows_give_the_in_memory_head():
     rng = np.random.default_rng(1)
     x, y = _rows(rng, 130, 5, 3)
     pre = Preprocessing(normalize=True, feature_norm=1.0)
-    streamed = TrainData(None, jnp.asarray(y), 3, 1.0,
-                         source=ChunkSource(array=x, labels=y, preprocessing=pre))
+    streamed = TrainData(
+        None, jnp.asarray(y), 3, 1.0, source=ChunkSource(array=x, labels=y, preprocessing=pre)
+    )
     memory = TrainData(jnp.asarray(x), jnp.asarray(y), 3, 1.0)
     kwargs = dict(metric="euclidean", sums_noise_std=0.5, counts_noise_std=2.0)
     w1, b1 = prototype_head(memory, jax.random.key(2), **kwargs)
@@ -66,11 +69,15 @@ def test_ledger_charges_sums_and_counts_with_the_composed_epsilon(metric):
     rng = np.random.default_rng(3)
     r, eps, delta = 2.0, 0.8, 1e-6
     x, y = _rows(rng, 60, 4, 3, r=r)
-    config = FitConfig(epsilon=eps, delta=delta, method="dp_prototypes", feature_norm=r,
-                       method_options={"metric": metric, "count_fraction": 0.2})
+    config = FitConfig(
+        epsilon=eps,
+        delta=delta,
+        method="dp_prototypes",
+        feature_norm=r,
+        method_options={"metric": metric, "count_fraction": 0.2},
+    )
     ledger = PrivacyLedger(eps, delta)
-    proto_train(TrainData(jnp.asarray(x), jnp.asarray(y), 3, r), config, ledger,
-                jax.random.key(0))
+    proto_train(TrainData(jnp.asarray(x), jnp.asarray(y), 3, r), config, ledger, jax.random.key(0))
     mu = mu_from_epsilon(eps, delta)
     releases = ledger.releases
     assert releases[0].sensitivity == r
@@ -115,11 +122,12 @@ def test_prototypes_are_robust_to_class_imbalance_where_the_single_step_is_not()
 
 def test_bad_options_are_clear_errors():
     data = TrainData(jnp.ones((4, 2)), jnp.arange(4) % 2, 2, 1.0)
-    for options, match in [({"metric": "manhattan"}, "metric"),
-                           ({"count_fraction": 0.0}, "count_fraction"),
-                           ({"count_floor": 0.0}, "count_floor")]:
-        config = FitConfig(epsilon=1.0, delta=1e-5, method="dp_prototypes",
-                           method_options=options)
+    for options, match in [
+        ({"metric": "manhattan"}, "metric"),
+        ({"count_fraction": 0.0}, "count_fraction"),
+        ({"count_floor": 0.0}, "count_floor"),
+    ]:
+        config = FitConfig(epsilon=1.0, delta=1e-5, method="dp_prototypes", method_options=options)
         ledger = PrivacyLedger(1.0, 1e-5)
         with pytest.raises(ValueError, match=match):
             proto_train(data, config, ledger, jax.random.key(0))

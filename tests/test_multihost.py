@@ -75,11 +75,21 @@ def _start_two_processes(out: str) -> list[subprocess.Popen]:
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
         env.pop("XLA_FLAGS", None)
         if index == 1:
-            env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                       JAX_PROCESS_ID="1")
-        procs.append(subprocess.Popen([sys.executable, "-c", code, out, str(index), str(port)],
-                                      env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+            env.update(
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID="1",
+            )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, out, str(index), str(port)],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     return procs
 
 
@@ -92,10 +102,19 @@ def test_two_processes_equal_one(tmp_path):
     try:  # the one-process reference runs here meanwhile
         single = str(tmp_path / "single.h5")
         extract("digits", "pixels", single, SPLITS, batch_size=64, progress=False)
-        refs = {method: private_head.fit(single + ":train", num_classes=10, epsilon=2.0,
-                                         delta=1e-5, method=method, steps=steps,
-                                         learning_rate=0.5, seed=11)
-                for method, steps in FITS}
+        refs = {
+            method: private_head.fit(
+                single + ":train",
+                num_classes=10,
+                epsilon=2.0,
+                delta=1e-5,
+                method=method,
+                steps=steps,
+                learning_rate=0.5,
+                seed=11,
+            )
+            for method, steps in FITS
+        }
         logs = [p.communicate(timeout=300)[0] for p in procs]
     finally:
         for p in procs:
@@ -108,8 +127,9 @@ def test_two_processes_equal_one(tmp_path):
     shards = [multihost.shard_path(out, i, 2) for i in range(2)]
     with h5py.File(out, "r") as f:
         assert f["train/features"].is_virtual
-        assert {s.file_name for s in f["train/features"].virtual_sources()} == \
-            {os.path.basename(s) for s in shards}
+        assert {s.file_name for s in f["train/features"].virtual_sources()} == {
+            os.path.basename(s) for s in shards
+        }
     assert [store.split_info(s, "train").num_rows for s in shards] == [120, 120]
     for split in ("train", "test"):
         with store.SplitReader(out, split) as multi, store.SplitReader(single, split) as one:
@@ -144,8 +164,7 @@ def test_process_rows_tile_the_split(num_rows, count):
 
 
 def test_initialize_needs_a_complete_set(monkeypatch):
-    for name in (multihost.ENV_COORDINATOR, multihost.ENV_NUM_PROCESSES,
-                 multihost.ENV_PROCESS_ID):
+    for name in (multihost.ENV_COORDINATOR, multihost.ENV_NUM_PROCESSES, multihost.ENV_PROCESS_ID):
         monkeypatch.delenv(name, raising=False)
     assert multihost.initialize() is False  # nothing given: one process
     assert multihost.initialize(num_processes=1, process_id=0, coordinator="h:1") is False
@@ -162,10 +181,15 @@ def test_initialize_needs_a_complete_set(monkeypatch):
 
 def _shard(path, start, rows, seed, **attrs):
     rng = np.random.default_rng(seed)
-    store.write_split(path, "train", rng.normal(size=(rows, 3)), rng.integers(0, 2, rows),
-                      num_classes=2, ids=np.arange(start, start + rows),
-                      attrs={"backbone": "b", "row_start": start, "row_stop": start + rows,
-                             **attrs})
+    store.write_split(
+        path,
+        "train",
+        rng.normal(size=(rows, 3)),
+        rng.integers(0, 2, rows),
+        num_classes=2,
+        ids=np.arange(start, start + rows),
+        attrs={"backbone": "b", "row_start": start, "row_stop": start + rows, **attrs},
+    )
 
 
 def test_assemble_checks_the_shards_tile_and_agree(tmp_path):
@@ -176,8 +200,9 @@ def test_assemble_checks_the_shards_tile_and_agree(tmp_path):
     infos = multihost.assemble(tmp_path / "ab.h5", [a, b])
     assert infos["train"].num_rows == 9
     x, y, _ = store.read_split(tmp_path / "ab.h5", "train")
-    np.testing.assert_array_equal(x, np.concatenate([store.read_split(p, "train")[0]
-                                                     for p in (a, b)]))
+    np.testing.assert_array_equal(
+        x, np.concatenate([store.read_split(p, "train")[0] for p in (a, b)])
+    )
     os.rename(b, b + ".moved")  # a missing or short shard would read as zeros: refused
     with pytest.raises(store.StoreError, match="assembled from shard files.*cannot be read"):
         store.read_split(tmp_path / "ab.h5", "train")

@@ -58,8 +58,9 @@ def test_pure_dp_tradeoff_curve_lies_above_the_dominating_gaussian(eps):
     mu = mu_dominating(eps)
     assert epsilon_dominated_by(mu) == pytest.approx(eps, rel=1e-9)
     alpha = np.linspace(0, 1, 2001)
-    pure = np.maximum.reduce([np.zeros_like(alpha), 1 - math.exp(eps) * alpha,
-                              math.exp(-eps) * (1 - alpha)])
+    pure = np.maximum.reduce(
+        [np.zeros_like(alpha), 1 - math.exp(eps) * alpha, math.exp(-eps) * (1 - alpha)]
+    )
     assert np.all(pure >= _tradeoff_gdp(alpha, mu) - 1e-12)
     knee = 1 / (1 + math.exp(eps))  # the curves touch at the symmetric point
     assert _tradeoff_gdp(knee, mu) == pytest.approx(knee, rel=1e-7)
@@ -73,9 +74,11 @@ def test_gdp_charge_upper_bounds_the_exact_pld_composition(mu_train, mu_sel):
     eps_sel = epsilon_dominated_by(mu_sel)
     charged = epsilon_from_mu(math.hypot(mu_train, mu_sel), delta)
     gauss = privacy_loss_distribution.from_gaussian_mechanism(
-        1 / mu_train, value_discretization_interval=1e-4)
+        1 / mu_train, value_discretization_interval=1e-4
+    )
     pure = privacy_loss_distribution.from_privacy_parameters(
-        common.DifferentialPrivacyParameters(eps_sel, 0.0), value_discretization_interval=1e-4)
+        common.DifferentialPrivacyParameters(eps_sel, 0.0), value_discretization_interval=1e-4
+    )
     exact = gauss.compose(pure).get_epsilon_for_delta(delta)
     assert exact <= charged * (1 + 1e-3)
     assert charged < 1.35 * exact
@@ -84,9 +87,16 @@ def test_gdp_charge_upper_bounds_the_exact_pld_composition(mu_train, mu_sel):
 def test_exponential_mechanism_samples_the_softmax_of_eps_times_counts():
     correct, eps = np.array([3.0, 2.0, 0.0]), 0.7
     draws = 1200
-    picks = np.bincount([_noisy_choice(correct, eps, "exponential",
-                                       jax.random.fold_in(jax.random.key(0), i))
-                         for i in range(draws)], minlength=3) / draws
+    picks = (
+        np.bincount(
+            [
+                _noisy_choice(correct, eps, "exponential", jax.random.fold_in(jax.random.key(0), i))
+                for i in range(draws)
+            ],
+            minlength=3,
+        )
+        / draws
+    )
     expected = np.exp(eps * correct) / np.exp(eps * correct).sum()
     np.testing.assert_allclose(picks, expected, atol=4 * math.sqrt(0.25 / draws))
     laplace = [_noisy_choice(correct, 100.0, "noisy_max", jax.random.key(i)) for i in range(20)]
@@ -104,16 +114,27 @@ def _anisotropic(n, d=16, k=4, seed=0):
     return (means[y] + rng.standard_normal((n, d)) @ factor).astype(np.float32), y
 
 
-CANDIDATES = [{"method": "single_step"}, {"method": "dp_least_squares"},
-              {"method": "dp_prototypes", "metric": "euclidean"}]
+CANDIDATES = [
+    {"method": "single_step"},
+    {"method": "dp_least_squares"},
+    {"method": "dp_prototypes", "metric": "euclidean"},
+]
 
 
 @pytest.mark.parametrize("mechanism", ["noisy_max", "exponential"])
 def test_select_charges_every_candidate_and_the_selection_and_picks_the_best(mechanism):
     x, y = _anisotropic(3000)
     eps, delta = 40.0, 1e-5
-    head = select(x, y, num_classes=4, epsilon=eps, delta=delta, candidates=CANDIDATES,
-                  mechanism=mechanism, seed=0)
+    head = select(
+        x,
+        y,
+        num_classes=4,
+        epsilon=eps,
+        delta=delta,
+        candidates=CANDIDATES,
+        mechanism=mechanism,
+        seed=0,
+    )
     report = head.privacy
     sel = report["selection"]
     assert sel["chosen"] == 1 and head.config.method == "dp_least_squares"
@@ -124,9 +145,12 @@ def test_select_charges_every_candidate_and_the_selection_and_picks_the_best(mec
     assert names[-1].startswith(f"selection: {mechanism}")
     mu = mu_from_epsilon(eps, delta)
     mus = [r["mu"] for r in report["releases"]]
-    per_candidate = {j: math.sqrt(sum(m * m for n, m in zip(names, mus, strict=True)
-                                      if n.startswith(f"candidate {j} ")))
-                     for j in range(3)}
+    per_candidate = {
+        j: math.sqrt(
+            sum(m * m for n, m in zip(names, mus, strict=True) if n.startswith(f"candidate {j} "))
+        )
+        for j in range(3)
+    }
     for j in range(3):  # each candidate spent its share, no more
         assert per_candidate[j] == pytest.approx(math.sqrt(0.9 / 3) * mu, rel=1e-6)
     assert mus[-1] == pytest.approx(math.sqrt(0.1) * mu, rel=1e-9)
@@ -142,24 +166,36 @@ def test_select_charges_every_candidate_and_the_selection_and_picks_the_best(mec
 def test_public_validation_spends_nothing_on_selection():
     x, y = _anisotropic(2000)
     xp, yp = _anisotropic(600, seed=0)  # same distribution (same seed => same means), public
-    head = select(x, y, num_classes=4, epsilon=8.0, delta=1e-5, candidates=CANDIDATES,
-                  public_validation=(xp[-300:], yp[-300:]), seed=1)
+    head = select(
+        x,
+        y,
+        num_classes=4,
+        epsilon=8.0,
+        delta=1e-5,
+        candidates=CANDIDATES,
+        public_validation=(xp[-300:], yp[-300:]),
+        seed=1,
+    )
     sel = head.privacy["selection"]
     assert sel["hyperparameters"] == "selected on public data" and sel["chosen"] == 1
     assert not any(r["name"].startswith("selection") for r in head.privacy["releases"])
     assert head.privacy["mu"] == pytest.approx(mu_from_epsilon(8.0, 1e-5), rel=1e-6)
 
 
-@pytest.mark.parametrize("candidates,kwargs,match", [
-    ([{"method": "dp_sgd"}], {}, "non-Gaussian"),
-    ([{"method": "nonprivate"}], {}, "nonprivate"),
-    ([], {}, "non-empty"),
-    ([{"method": "single_step", "epsilon": 3}], {}, "may not set"),
-    ([{"method": "single_step"}], {"mechanism": "argmax"}, "mechanism"),
-    ([{"method": "single_step"}], {"validation_fraction": 1.0}, "validation_fraction"),
-])
+@pytest.mark.parametrize(
+    "candidates,kwargs,match",
+    [
+        ([{"method": "dp_sgd"}], {}, "non-Gaussian"),
+        ([{"method": "nonprivate"}], {}, "nonprivate"),
+        ([], {}, "non-empty"),
+        ([{"method": "single_step", "epsilon": 3}], {}, "may not set"),
+        ([{"method": "single_step"}], {"mechanism": "argmax"}, "mechanism"),
+        ([{"method": "single_step"}], {"validation_fraction": 1.0}, "validation_fraction"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(candidates, kwargs, match):
     x, y = _anisotropic(200)
     with pytest.raises(ValueError, match=match):
-        select(x, y, num_classes=4, epsilon=1.0, delta=1e-5, candidates=candidates, seed=0,
-               **kwargs)
+        select(
+            x, y, num_classes=4, epsilon=1.0, delta=1e-5, candidates=candidates, seed=0, **kwargs
+        )
