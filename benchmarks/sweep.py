@@ -81,13 +81,9 @@ SELECTIONS: dict[str, dict[str, Any]] = {
 CEILING_C = 1.0  # inverse L2 strength of the scikit-learn ceiling (its default), fixed
 
 # The default suite of `make bench`: (kind, name, scale), with DEFAULT_SUITE_SEEDS noise seeds.
-# Sized to finish in under 10 minutes on 2 CPU cores: with 5 seeds it measured 736 CPU-seconds,
-# most of it dp_sgd's PLD noise calibration (repeated per seed) and the D x D eigendecompositions
-# of dp_least_squares / dp_feature_covariance at D = 768; with 3 seeds 422 CPU-seconds (9 min 21 s
-# wall on 2 cores shared with other jobs).
-# `python -m benchmarks sweep --data digits --synthetic cifar10-like --synthetic anisotropic
-# --scale 0.2` runs the same datasets with 5 seeds.
-DEFAULT_SUITE_SEEDS = 3
+# Sized to finish in under 10 minutes on 2 CPU cores; with the Poisson calibration memoised and the
+# training loops compiled once per shape, 5 seeds take a few minutes (README, Results).
+DEFAULT_SUITE_SEEDS = DEFAULT_SEEDS
 DEFAULT_SUITE = (
     ("digits", "digits", 1.0),
     ("synthetic", "cifar10-like", 0.2),
