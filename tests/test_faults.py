@@ -27,6 +27,7 @@ import private_head
 from feature_extract import multihost, store
 from feature_extract.__main__ import main as extract_main
 from private_head.cli import main as head_main
+from tests.helpers import store_contents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
@@ -153,17 +154,6 @@ def _extract_args(out):
     ]
 
 
-def _contents(path):
-    with h5py.File(path, "r") as f:
-        return {
-            split: (
-                {k: f[split][k][()].tobytes() for k in ("features", "labels", "ids")},
-                {k: store._plain(v) for k, v in f[split].attrs.items()},
-            )
-            for split in f
-        }
-
-
 def test_disk_full_during_extraction_is_a_clear_error_then_resumes(tmp_path):
     # digits train: 1438 rows x 192 float32 in chunks of 1365 rows (1.05 MB each). A 1.5 MB limit
     # holds the first chunk; the batch that needs the second one is refused before any write.
@@ -187,7 +177,7 @@ def test_disk_full_during_extraction_is_a_clear_error_then_resumes(tmp_path):
     with pytest.raises(store.IncompleteSplitError):
         store.split_info(out, "train")
     assert extract_main(_extract_args(out)) == 0  # no limit: resumes at row 1300
-    assert _contents(out) == _contents(reference)
+    assert store_contents(out) == store_contents(reference)
 
 
 def _flip_feature_byte(path, split="train"):

@@ -73,22 +73,13 @@ def test_mock_tfds_through_vit_matches_direct_apply(tmp_path):
 
 def test_digits_pixels_cli_end_to_end(tmp_path, capsys):
     out = str(tmp_path / "digits.h5")
-    assert (
-        main(
-            [
-                "--data",
-                "digits",
-                "--model",
-                "pixels",
-                "--out",
-                out,
-                "--batch-size",
-                "500",
-                "--no-progress",
-            ]
+
+    def cli(*extra: str) -> int:
+        return main(
+            ["--data", "digits", "--model", "pixels", "--out", out, "--no-progress", *extra]
         )
-        == 0
-    )
+
+    assert cli("--batch-size", "500") == 0
     assert "1438 rows x 192" in capsys.readouterr().out
     for split in ("train", "test"):
         x, y, ids, info = _read(out, split)
@@ -101,60 +92,12 @@ def test_digits_pixels_cli_end_to_end(tmp_path, capsys):
         assert info.attrs["checkpoint_sha256"] == "" and info.attrs["backbone"] == "pixels"
 
     # Complete: the same command needs --overwrite; with it the content is rewritten identically.
-    assert main(["--data", "digits", "--model", "pixels", "--out", out, "--no-progress"]) == 2
+    assert cli() == 2
     assert "already complete; pass overwrite=True (--overwrite)" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "--data",
-                "digits",
-                "--model",
-                "pixels",
-                "--out",
-                out,
-                "--no-progress",
-                "--skip-complete",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "--data",
-                "digits",
-                "--model",
-                "pixels",
-                "--out",
-                out,
-                "--no-progress",
-                "--skip-complete",
-                "--dtype",
-                "float32",
-            ]
-        )
-        == 2
-    )  # another run: still refused
+    assert cli("--skip-complete") == 0
+    assert cli("--skip-complete", "--dtype", "float32") == 2  # another run: still refused
     assert "compute_dtype: store has 'bfloat16'" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "--data",
-                "digits",
-                "--model",
-                "pixels",
-                "--out",
-                out,
-                "--no-progress",
-                "--splits",
-                "test",
-                "--overwrite",
-                "--output-dtype",
-                "float16",
-            ]
-        )
-        == 0
-    )
+    assert cli("--splits", "test", "--overwrite", "--output-dtype", "float16") == 0
     x, _, _, info = _read(out, "test")
     assert info.feature_dtype == "float16"
     np.testing.assert_array_equal(x, _digits_pixels("test")[0].astype(np.float16))

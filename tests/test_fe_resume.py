@@ -12,6 +12,7 @@ import pytest
 
 from feature_extract import store
 from feature_extract.__main__ import main
+from tests.helpers import store_contents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The killed process SIGKILLs itself right after the N-th flush of an append: the rows of that
@@ -47,18 +48,6 @@ def _args(out):
     ]
 
 
-def _contents(path):
-    """Every dataset's bytes and every attribute of every split."""
-    with h5py.File(path, "r") as f:
-        return {
-            split: (
-                {k: f[split][k][()].tobytes() for k in ("features", "labels", "ids")},
-                {k: store._plain(v) for k, v in f[split].attrs.items()},
-            )
-            for split in f
-        }
-
-
 @pytest.mark.parametrize("die_at_flush, broken", [(6, "train"), (17, "test")])
 def test_sigkill_then_same_command_gives_identical_store(tmp_path, die_at_flush, broken):
     killed = tmp_path / "killed.h5"
@@ -80,7 +69,7 @@ def test_sigkill_then_same_command_gives_identical_store(tmp_path, die_at_flush,
     assert main(_args(killed)) == 0  # resume
     clean = tmp_path / "clean.h5"
     assert main(_args(clean)) == 0
-    resumed, reference = _contents(killed), _contents(clean)
+    resumed, reference = store_contents(killed), store_contents(clean)
     assert resumed.keys() == reference.keys() == {"train", "test"}
     assert resumed == reference
     ids = np.frombuffer(resumed[broken][0]["ids"], np.int64)
