@@ -14,6 +14,11 @@ checkpoint sha256, dataset and version, preprocessing, feature dtype, number of 
 ``compute_dtype``, ``source_split``, ``row_start``, ``row_stop``); anything else is refused. A
 complete split with the same identity is skipped while other requested splits still need work;
 when every requested split is complete, ``overwrite=True`` is needed to write them again.
+
+One writer. ``extract`` holds the store's writer lock (``store.lock_store``) from the moment it
+reads what the store holds until the last split is written and read back, so a second run on the
+same store (``--overwrite`` or not) fails at once with ``StoreLockedError`` naming the first;
+``run_split`` holds it for its split.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,19 +196,13 @@ def identity_attrs(
 
 
 def _stored_state(path: str, name: str) -> tuple[str, dict[str, Any]] | None:
-    """``("complete" | "partial", attrs)`` of group ``name`` in ``path``, or None if absent."""
-    if not os.path.exists(path):
+    """``("complete" | "partial", attrs)`` of group ``name`` in ``path``, or None if absent.
+
+    A file that is not a readable store raises ``CorruptStoreError`` (``--overwrite`` replaces it).
+    """
+    attrs = store.stored_attrs(path, name)
+    if attrs is None:
         return None
-    try:
-        with h5py.File(path, "r") as f:
-            if name not in f:
-                return None
-            attrs = {k: store._plain(v) for k, v in f[name].attrs.items()}
-    except OSError as err:
-        raise store.StoreError(
-            f"cannot read {path}: {err}. It is not a readable feature store; "
-            "use another --out, or delete the file."
-        ) from err
     return ("complete" if attrs.get("complete") else "partial"), attrs
 
 
@@ -254,6 +252,11 @@ def plan_split(
             f"row range [{start}, {stop}) is not inside the {len(source)} rows of "
             f"{source.name}:{source.split}"
         )
+    if start == stop:
+        raise ValueError(
+            f"split {name!r} ({source.name}:{source.split}, rows [{start}, {stop})) has no rows; "
+            "a stored split needs at least one"
+        )
     attrs = identity_attrs(
         source,
         backbone,
@@ -277,7 +280,32 @@ def run_split(
     prefetch: int | None = None,
     progress: bool = True,
 ) -> store.SplitInfo:
-    """Extract ``job`` into group ``job.name`` of ``out``, resuming a partial split."""
+    """Extract ``job`` into group ``job.name`` of ``out``, resuming a partial split; holds the
+    store's writer lock throughout."""
+    with store.lock_store(out):
+        return _run_split(
+            job,
+            extractor,
+            out,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            workers=workers,
+            prefetch=prefetch,
+            progress=progress,
+        )
+
+
+def _run_split(
+    job: SplitJob,
+    extractor: Extractor,
+    out: str,
+    *,
+    batch_size: int,
+    overwrite: bool,
+    workers: int | None,
+    prefetch: int | None,
+    progress: bool,
+) -> store.SplitInfo:
     state = None if overwrite else _stored_state(out, job.name)
     if state is not None:
         _check_identity(out, job.name, state[1], job.attrs)
@@ -301,41 +329,42 @@ def run_split(
         attrs=attrs,
         overwrite=overwrite,
     )
-    first = job.start + writer.rows_written
-    bar = tqdm(
-        total=job.stop - job.start,
-        initial=writer.rows_written,
-        unit="img",
-        unit_scale=True,
-        desc=f"{job.source.name}:{job.name}",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    with bar:
-        pending = None
-        for batch in pipeline.batches(
-            job.source,
-            preprocess_fn,
-            batch_size,
-            first,
-            job.stop,
-            workers=workers,
-            prefetch=prefetch,
-        ):
-            if batch.images.shape[1:] != image_shape:
-                raise ValueError(
-                    f"rows from {batch.start} of {job.source.name}:{job.name} have "
-                    f"shape {batch.images.shape[1:]} after preprocessing, earlier "
-                    f"rows {image_shape}; add resize(...) to the preprocessing"
-                )
-            features = extractor(batch.images)  # dispatched; written after the next dispatch
+    with writer:
+        first = job.start + writer.rows_written
+        bar = tqdm(
+            total=job.stop - job.start,
+            initial=writer.rows_written,
+            unit="img",
+            unit_scale=True,
+            desc=f"{job.source.name}:{job.name}",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        with bar:
+            pending = None
+            for batch in pipeline.batches(
+                job.source,
+                preprocess_fn,
+                batch_size,
+                first,
+                job.stop,
+                workers=workers,
+                prefetch=prefetch,
+            ):
+                if batch.images.shape[1:] != image_shape:
+                    raise ValueError(
+                        f"rows from {batch.start} of {job.source.name}:{job.name} have "
+                        f"shape {batch.images.shape[1:]} after preprocessing, earlier "
+                        f"rows {image_shape}; add resize(...) to the preprocessing"
+                    )
+                features = extractor(batch.images)  # dispatched; written after the next one
+                if pending is not None:
+                    _write(writer, *pending, bar)
+                pending = (batch, features)
             if pending is not None:
                 _write(writer, *pending, bar)
-            pending = (batch, features)
-        if pending is not None:
-            _write(writer, *pending, bar)
-    writer.finish()
+        writer.finish()
     return store.split_info(out, job.name)
 
 
@@ -422,6 +451,38 @@ def extract(
         )
         for r in requests
     ]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with store.lock_store(out):
+        return _extract_jobs(
+            jobs,
+            backbone,
+            spec,
+            out,
+            batch_size=batch_size,
+            output_dtype=output_dtype,
+            overwrite=overwrite,
+            workers=workers,
+            prefetch=prefetch,
+            progress=progress,
+            skip_complete=skip_complete,
+        )
+
+
+def _extract_jobs(
+    jobs: Sequence[SplitJob],
+    backbone: Backbone,
+    spec: str,
+    out: str,
+    *,
+    batch_size: int,
+    output_dtype: str,
+    overwrite: bool,
+    workers: int | None,
+    prefetch: int | None,
+    progress: bool,
+    skip_complete: bool,
+) -> dict[str, store.SplitInfo]:
+    """``extract``'s work once the store's writer lock is held."""
     states = {} if overwrite else {j.name: _stored_state(out, j.name) for j in jobs}
     for job in jobs:
         if states.get(job.name) is not None:
@@ -433,7 +494,6 @@ def extract(
             f"{out} is already complete; pass overwrite=True (--overwrite) "
             "to extract again."
         )
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     extractor = Extractor(backbone, spec, output_dtype=output_dtype)
     todo_names, infos = {j.name for j in todo}, {}
     for job in jobs:

@@ -13,9 +13,11 @@ Extraction. Each process extracts its share of every split into its own shard fi
 ``OUT.shard-0000i-of-0000P.h5`` (an ordinary store, resumable like any other, with ``row_start``
 and ``row_stop`` telling which rows it holds). After a barrier, process 0 writes ``OUT``: per
 split, HDF5 virtual datasets (``h5py.VirtualLayout``) that concatenate the shards' ``features``,
-``labels`` and ``ids`` in row order, with the attributes a one-process run writes. The normal
-reader (``feature_extract.store``) reads it, checksums included (the filters apply in the shard
-files). The shard files must stay next to ``OUT`` (the virtual sources are relative paths).
+``labels`` and ``ids`` in row order, with the attributes a one-process run writes, plus each
+shard's ``writer_token`` (``source_files``, ``source_tokens``): the reader refuses a shard rewritten
+since. Process 0 holds ``OUT``'s writer lock while it assembles. The normal reader
+(``feature_extract.store``) reads it, checksums included (the filters apply in the shard files).
+The shard files must stay next to ``OUT`` (the virtual sources are relative paths).
 """
 
 from __future__ import annotations
@@ -131,25 +133,27 @@ def assemble(
 
     Every shard must hold every split, complete, with the same identity attributes, and the
     shards' ``row_start``/``row_stop`` must tile ``[0, N)`` in order. The file is written to a
-    temporary name and renamed, so ``out`` is either absent or whole.
+    temporary name and renamed, so ``out`` is either absent or whole; ``out``'s writer lock is
+    held meanwhile (``StoreLockedError`` if another process writes it).
     """
     out = os.fspath(out)
     shards = [os.fspath(s) for s in shards]
     if not shards:
         raise ValueError("no shard files to assemble")
-    names = list(splits) if splits is not None else store.split_names(shards[0])
-    infos = {name: [store.split_info(s, name) for s in shards] for name in names}
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format_version"] = store.FORMAT_VERSION
-            for name, parts in infos.items():
-                _virtual_split(f, out, name, parts)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return {name: store.split_info(out, name) for name in names}
+    with store.lock_store(out):
+        names = list(splits) if splits is not None else store.split_names(shards[0])
+        infos = {name: [store.split_info(s, name) for s in shards] for name in names}
+        tmp = f"{out}.tmp-{os.getpid()}"
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format_version"] = store.FORMAT_VERSION
+                for name, parts in infos.items():
+                    _virtual_split(f, out, name, parts)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return {name: store.split_info(out, name) for name in names}
 
 
 def _virtual_split(f: h5py.File, out: str, name: str, parts: Sequence[store.SplitInfo]) -> None:
@@ -175,19 +179,23 @@ def _virtual_split(f: h5py.File, out: str, name: str, parts: Sequence[store.Spli
         expected += part.num_rows
     group = f.create_group(name)
     folder = os.path.dirname(os.path.abspath(out))
+    files = [os.path.relpath(os.path.abspath(part.path), folder) for part in parts]
+    tokens = [
+        str((store.stored_attrs(part.path, name) or {}).get("writer_token", "")) for part in parts
+    ]
     for dataset in _DATASETS:
         with h5py.File(parts[0].path, "r") as src:
             dtype, tail = src[name][dataset].dtype, src[name][dataset].shape[1:]
         layout = h5py.VirtualLayout(shape=(expected, *tail), dtype=dtype)
         offset = 0
-        for part in parts:
-            rel = os.path.relpath(os.path.abspath(part.path), folder)
+        for part, rel in zip(parts, files, strict=True):
             layout[offset : offset + part.num_rows] = h5py.VirtualSource(
                 rel, f"{name}/{dataset}", shape=(part.num_rows, *tail)
             )
             offset += part.num_rows
         group.create_virtual_dataset(dataset, layout)
     attrs: dict[str, Any] = {k: v for k, v in first.items()}
+    attrs.update(source_files=files, source_tokens=tokens)
     row_stop = int(parts[-1].attrs.get("row_stop", expected))
     attrs.update(
         row_start=int(first.get("row_start", 0)),
@@ -201,7 +209,7 @@ def _virtual_split(f: h5py.File, out: str, name: str, parts: Sequence[store.Spli
 
 def _set_attrs(group: h5py.Group, attrs: Mapping[str, Any]) -> None:
     for key, value in attrs.items():
-        if key == "class_names":
+        if key in ("class_names", "source_files", "source_tokens"):
             group.attrs[key] = np.array([str(c) for c in value or ()], dtype=h5py.string_dtype())
         else:
             group.attrs[key] = value
@@ -238,6 +246,12 @@ def extract_sharded(
         )
         for r in requests
     }
+    for name, (start, stop) in ranges.items():
+        if start == stop:
+            raise ValueError(
+                f"split {name!r} has fewer rows than the {count} processes, so process {index} "
+                "would get none; run with fewer processes"
+            )
     shard = shard_path(out, index, count)
     extract(
         dataset,

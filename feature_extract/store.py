@@ -3,16 +3,36 @@
 Each split group holds
     features  float16/float32 [N, D], chunked by rows, fletcher32 checksums
     labels    int32 [N]
-    ids       int64 [N]   stable per-example ids (source index, or a hash of the TFDS id)
+    ids       int64 [N]   stable per-example ids (source index, or a hash of the TFDS id), unique
 and attributes: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``dataset``,
 ``dataset_version``,
 ``split``, ``preprocessing``, ``feature_dtype``, ``num_classes``, ``class_names``, ``total_rows``,
-``rows_written`` and ``complete``. The file carries ``format_version``.
+``rows_written``, ``complete`` and ``writer_token``. The file carries ``format_version``. A split
+has at least one row and ``num_classes >= 2``.
+
+One writer at a time. A writer (``SplitWriter`` from creation to ``finish``/``close``,
+``write_split``, a whole ``feature_extract`` run) holds ``lock_store(path)``: ``flock`` on the
+sidecar ``<path>.lock``, which records the holder's pid, host, start time and command
+(``feature_extract.lockfile``). A second writer gets ``StoreLockedError`` naming the holder; the
+kernel drops the lock of a process that dies, so a stale lock never blocks. Readers take no lock.
+
+Writer token. ``writer_token`` is a random hex string set when a writer creates a split or takes
+over an unfinished one. A writer checks, before every append and before ``finish``, that the
+split in the file still carries its token (and its committed row count); otherwise the split was
+replaced under it and it raises ``StoreError`` without writing anything. So a complete split only
+holds rows written under the identity it declares. An assembled (virtual) split records the
+``source_files`` and ``source_tokens`` of its shards, and the reader refuses a shard rewritten
+since (its token changed).
 
 Crash consistency: the writer opens the file only while it appends a batch. An append resizes the
 datasets, writes the rows, flushes, and only then commits ``rows_written``; a resumed writer first
 truncates the datasets back to the committed count. A run killed at any point between appends
-therefore resumes with no gap and no duplicate.
+therefore resumes with no gap and no duplicate. A new file is written under a temporary name and
+renamed into place, so a file is never left half-created.
+
+Damage. A file that cannot be opened as a store (truncated, not HDF5, damaged metadata) raises
+``CorruptStoreError`` from every reader and from a writer; ``overwrite=True`` (``--overwrite``)
+replaces such a file whole.
 
 This module imports nothing heavier than numpy and h5py: ``private_head`` reads stores through it.
 """
@@ -21,12 +41,16 @@ from __future__ import annotations
 
 import os
 import resource
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
+
+from feature_extract import lockfile
 
 FORMAT_VERSION = 1
 FEATURE_DTYPES = ("float16", "float32")
@@ -40,8 +64,12 @@ IDENTITY_ATTRS = (
     "feature_dtype",
     "num_classes",
 )
+# Bookkeeping attributes, left out of SplitInfo.attrs (they differ between identical runs).
+INTERNAL_ATTRS = ("writer_token", "source_files", "source_tokens")
 _CHUNK_BYTES = 1 << 20
 _METADATA_BYTES = 1 << 16  # headroom for the B-tree and attribute updates of one append
+# What h5py raises on a damaged file (a StoreError, itself a ValueError, is let through first).
+_H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 
 
 class StoreError(ValueError):
@@ -50,6 +78,95 @@ class StoreError(ValueError):
 
 class IncompleteSplitError(StoreError):
     """A split whose extraction has not finished."""
+
+
+class CorruptStoreError(StoreError):
+    """A file that cannot be opened as a store: truncated, not HDF5, or damaged metadata."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing the store (``holder`` is what it recorded)."""
+
+    def __init__(self, message: str, holder: dict[str, Any]):
+        super().__init__(message)
+        self.holder = holder
+
+
+@contextmanager
+def lock_store(path: str | os.PathLike, *, command: str | None = None) -> Iterator[None]:
+    """Hold the store's writer lock (``<path>.lock``) for the block; re-entrant in one process.
+
+    Raises ``StoreLockedError`` naming the holder when another process writes the store.
+    ``command`` is recorded for that message (default: this process's command line).
+    """
+    path = os.fspath(path)
+    try:
+        lockfile.acquire(path, command)
+    except lockfile.LockHeld as err:
+        raise StoreLockedError(
+            f"{path} is being written by another process: {lockfile.describe(err.holder)}. "
+            "One writer at a time: wait for it to finish (or stop it), then run again; the lock "
+            f"({err.lock_path}) is released automatically when its holder exits or dies.",
+            err.holder,
+        ) from None
+    except OSError as err:
+        raise StoreError(
+            f"cannot create the writer lock {lockfile.lock_path(path)}: {err}. The folder of "
+            "the store must be writable."
+        ) from err
+    try:
+        yield
+    finally:
+        lockfile.release(path)
+
+
+def lock_holder(path: str | os.PathLike) -> dict[str, Any] | None:
+    """What the process writing the store recorded (pid, host, started, command), or None."""
+    return lockfile.holder(path)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _damaged(path: str, err: BaseException) -> StoreError:
+    """The StoreError for an h5py failure on ``path``: corrupt, locked by HDF5, or unreadable."""
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return StoreError(f"cannot open the feature store {path}: {_one_line(err)}")
+    if isinstance(err, OSError) and "unable to lock file" in str(err).lower():
+        return StoreError(
+            f"cannot open {path}: HDF5 reports it locked by another process that has it open "
+            f"({_one_line(err)}); wait for it to close the file and try again"
+        )
+    return CorruptStoreError(
+        f"{path} is corrupt (truncated or not HDF5, or its metadata is damaged: "
+        f"{_one_line(err)}). Extract it again with --overwrite (overwrite=True), which replaces "
+        "the file, or delete it."
+    )
+
+
+@contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """Turn h5py's errors on a damaged file into ``StoreError``s (StoreErrors pass through)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except _H5_ERRORS as err:
+        raise _damaged(path, err) from err
+
+
+def _check_openable(path: str) -> None:
+    """Raise ``CorruptStoreError`` unless the file opens and every group's metadata reads."""
+    with _reading(path), h5py.File(path, "r") as f:
+        _plain(f.attrs.get("format_version"))
+        for name in f:
+            obj = f[name]
+            if isinstance(obj, h5py.Group):
+                {k: _plain(v) for k, v in obj.attrs.items()}
+                for key in obj:
+                    if isinstance(obj[key], h5py.Dataset):
+                        obj[key].shape, obj[key].dtype
 
 
 @dataclass(frozen=True)
@@ -106,12 +223,14 @@ def _chunk_rows(dim: int, itemsize: int) -> int:
 
 
 class SplitWriter:
-    """Append-only, resumable writer of one split.
+    """Append-only, resumable writer of one split; holds the store's writer lock while open.
 
     ``SplitWriter(path, split, dim=..., total_rows=..., num_classes=..., attrs=...)`` creates the
-    split or reopens an unfinished one with the same identity (``IDENTITY_ATTRS``).
-    ``rows_written`` says where to resume; ``append`` writes the next rows; ``finish`` marks the
-    split complete.
+    split or reopens an unfinished one with the same identity (``IDENTITY_ATTRS``), and sets a new
+    ``writer_token``. ``rows_written`` says where to resume; ``append`` writes the next rows;
+    ``finish`` marks the split complete and releases the lock (``close`` releases it without
+    finishing; a ``with`` block closes). ``overwrite=True`` replaces a complete split, and a file
+    that is not a readable store (whose other splits are lost with it).
     """
 
     def __init__(
@@ -131,13 +250,16 @@ class SplitWriter:
             raise ValueError(
                 f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}"
             )
-        if dim < 1 or total_rows < 0 or num_classes < 1:
+        if dim < 1 or total_rows < 1 or num_classes < 2:
             raise ValueError(
-                f"need dim >= 1, total_rows >= 0, num_classes >= 1; got {dim}, "
-                f"{total_rows}, {num_classes}"
+                f"a split needs dim >= 1, total_rows >= 1 and num_classes >= 2 (a classifier "
+                f"needs two classes); got dim={dim}, total_rows={total_rows}, "
+                f"num_classes={num_classes}"
             )
         self.path, self.split, self.dim, self.total_rows = os.fspath(path), split, dim, total_rows
         self.num_classes = num_classes
+        self.rows_written = 0
+        self._open = False
         wanted = {
             **(attrs or {}),
             "split": split,
@@ -145,25 +267,90 @@ class SplitWriter:
             "num_classes": int(num_classes),
             "total_rows": int(total_rows),
         }
-        with h5py.File(self.path, "a") as f:
+        self._lock = lock_store(self.path)
+        self._lock.__enter__()
+        self._open = True
+        try:
+            self._start(wanted, class_names, feature_dtype, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(
+        self,
+        wanted: Mapping[str, Any],
+        class_names: Sequence[str],
+        feature_dtype: str,
+        overwrite: bool,
+    ) -> None:
+        self._token = uuid.uuid4().hex
+        if os.path.exists(self.path):
+            try:
+                _check_openable(self.path)
+            except CorruptStoreError:
+                if not overwrite:
+                    raise
+                self._create_file(wanted, class_names, feature_dtype)  # replaces the damaged file
+                return
+        else:
+            self._create_file(wanted, class_names, feature_dtype)
+            return
+        _check_room(
+            self.path, os.path.getsize(self.path), _METADATA_BYTES, f"add split {self.split!r} to"
+        )
+        with self._writing("open"), h5py.File(self.path, "a") as f:
             f.attrs.setdefault("format_version", FORMAT_VERSION)
-            if split in f:
-                group = f[split]
+            if self.split in f:
+                group = f[self.split]
                 if overwrite:
-                    del f[split]
+                    del f[self.split]
                 elif group.attrs.get("complete", False):
                     raise StoreError(
-                        f"split {split!r} of {self.path} is already complete; pass "
+                        f"split {self.split!r} of {self.path} is already complete; pass "
                         "overwrite=True (--overwrite) to write it again."
                     )
                 else:
                     self._check_same_identity(group, wanted)
-            if split not in f:
+            if self.split not in f:
                 self._create(f, wanted, class_names, feature_dtype)
-            group = f[split]
+            group = f[self.split]
+            group.attrs["writer_token"] = self._token  # take over: an older writer is fenced off
             self.rows_written = int(group.attrs["rows_written"])
             for name in ("features", "labels", "ids"):  # drop rows written after the last commit
                 group[name].resize(self.rows_written, axis=0)
+
+    def _create_file(
+        self, wanted: Mapping[str, Any], class_names: Sequence[str], feature_dtype: str
+    ) -> None:
+        """Write a new file holding only this (empty) split under a temporary name, then rename
+        it into place: a failure (no room, a file-size limit) leaves no half-created file."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        _check_room(self.path, 0, _METADATA_BYTES, "create the store")
+        tmp = os.path.join(folder, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
+        try:
+            with self._writing("create"), h5py.File(tmp, "w") as f:
+                f.attrs["format_version"] = FORMAT_VERSION
+                self._create(f, wanted, class_names, feature_dtype)
+                f[self.split].attrs["writer_token"] = self._token
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self.rows_written = 0
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn h5py's write failures into a StoreError saying what is kept and what to do."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except _H5_ERRORS as err:
+            raise StoreError(
+                f"cannot {what} split {self.split!r} of {self.path}: {_one_line(err)}. The "
+                f"{self.rows_written} rows committed so far are kept; fix the cause (disk space, "
+                "permissions) and run the same command again to resume."
+            ) from err
 
     def _check_same_identity(self, group: h5py.Group, wanted: Mapping[str, Any]) -> None:
         diffs = [
@@ -210,6 +397,23 @@ class SplitWriter:
         group.attrs["rows_written"] = 0
         group.attrs["complete"] = False
 
+    def _own_group(self, f: h5py.File) -> h5py.Group:
+        """This writer's split in ``f``, after checking nobody replaced it since it was opened."""
+        if not self._open:
+            raise StoreError(f"this writer of split {self.split!r} of {self.path} is closed")
+        group = f.get(self.split)
+        token = None if group is None else _plain(group.attrs.get("writer_token"))
+        rows = None if group is None else int(group.attrs.get("rows_written", -1))
+        if token != self._token or rows != self.rows_written:
+            raise StoreError(
+                f"split {self.split!r} of {self.path} was replaced or taken over by another "
+                f"writer after this one opened it (writer token {token!r}, {rows} rows "
+                f"committed; this writer has {self._token!r}, {self.rows_written} rows); nothing "
+                "was written. Only one writer at a time: run the extraction again once the "
+                "other one is done."
+            )
+        return group
+
     def append(self, features: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> None:
         """Write the next rows, flush them, then commit the new row count."""
         features, labels, ids = np.asarray(features), np.asarray(labels), np.asarray(ids)
@@ -227,8 +431,8 @@ class SplitWriter:
         check_finite(features)
         check_labels(labels, self.num_classes)
         start, stop = self.rows_written, self.rows_written + n
-        with h5py.File(self.path, "a") as f:
-            group = f[self.split]
+        with self._writing(f"append rows {start}:{stop} to"), h5py.File(self.path, "a") as f:
+            group = self._own_group(f)
             _check_space(self.path, group, start, stop)
             for name, rows in (("features", features), ("labels", labels), ("ids", ids)):
                 group[name].resize(stop, axis=0)
@@ -238,14 +442,51 @@ class SplitWriter:
         self.rows_written = stop
 
     def finish(self) -> None:
-        """Mark the split complete; every expected row must have been written."""
+        """Mark the split complete (every expected row written) and release the writer lock."""
         if self.rows_written != self.total_rows:
             raise StoreError(
                 f"cannot finish split {self.split!r}: {self.rows_written} of "
                 f"{self.total_rows} rows written"
             )
-        with h5py.File(self.path, "a") as f:
-            f[self.split].attrs["complete"] = True
+        with self._writing("finish"), h5py.File(self.path, "a") as f:
+            self._own_group(f).attrs["complete"] = True
+        self.close()
+
+    def close(self) -> None:
+        """Release the writer lock (an unfinished split stays resumable)."""
+        if self._open:
+            self._open = False
+            self._lock.__exit__(None, None, None)
+
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_open", False):
+            with suppress(Exception):  # at interpreter exit; the process's end drops it anyway
+                self.close()
+
+
+def _check_room(path: str, size: int, need: int, what: str) -> None:
+    """Refuse to ``what`` the file ``path`` (now ``size`` bytes) when the file-size limit
+    (RLIMIT_FSIZE) or the disk cannot hold ``need`` more bytes: HDF5 fails badly, and can leave a
+    broken file, when a metadata write runs out of space."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    free = stat.f_bavail * stat.f_frsize
+    if limit != resource.RLIM_INFINITY and size + need > limit:
+        why = f"the file-size limit (ulimit -f) is {limit} bytes"
+    elif need > free:
+        why = f"the disk has {free} bytes free"
+    else:
+        return
+    raise StoreError(
+        f"no room to {what} {path}: about {size + need} bytes are needed and {why}. Nothing was "
+        "written; free some space (or raise the limit) and run the same command again."
+    )
 
 
 def _check_space(path: str, group: h5py.Group, start: int, stop: int) -> None:
@@ -278,6 +519,29 @@ def _check_space(path: str, group: h5py.Group, start: int, stop: int) -> None:
     )
 
 
+def check_ids(ids: np.ndarray, num_rows: int) -> np.ndarray:
+    """``ids`` as int64 ``[num_rows]``; ValueError unless they are integers that fit and unique."""
+    ids = np.asarray(ids)
+    if ids.shape != (num_rows,):
+        raise ValueError(f"ids must have shape ({num_rows},), one per row; got {ids.shape}")
+    if ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got dtype {ids.dtype}")
+    if ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max:
+        raise ValueError("ids must fit in int64; some uint64 ids are >= 2**63")
+    ids = ids.astype(np.int64)
+    values, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if values.size != ids.size:
+        repeated = np.flatnonzero(counts > 1)
+        value = values[repeated[0]]
+        rows = np.flatnonzero(ids == value)[:5]
+        raise ValueError(
+            f"ids must be unique: {repeated.size} id(s) repeat, e.g. id {value} at rows "
+            f"{', '.join(str(r) for r in rows)}. Pass one distinct id per example (or ids=None "
+            "for the row index)."
+        )
+    return ids
+
+
 def write_split(
     path: str | os.PathLike,
     split: str,
@@ -292,14 +556,27 @@ def write_split(
 ) -> SplitInfo:
     """Write a whole split at once: the public writer for embeddings produced anywhere.
 
-    ``features`` [N, D] (float16 keeps float16, anything else is stored as float32), ``labels`` [N]
-    in ``[0, num_classes)``, ``ids`` [N] (default: the row index). ``attrs`` adds metadata such as
-    ``backbone`` and ``dataset``.
+    ``features`` [N, D] with N >= 1 (float16 keeps float16, anything else is stored as float32),
+    ``labels`` [N] in ``[0, num_classes)`` with ``num_classes >= 2``, ``ids`` [N] unique integers
+    (default: the row index). ``attrs`` adds metadata such as ``backbone`` and ``dataset``. The
+    store's writer lock is held throughout (``StoreLockedError`` if another process writes it).
     """
     features, labels = np.asarray(features), np.asarray(labels)
     if features.ndim != 2 or labels.shape != (features.shape[0],):
         raise ValueError(
             f"features must be [N, D] and labels [N]; got {features.shape} and {labels.shape}"
+        )
+    if features.shape[0] < 1 or features.shape[1] < 1:
+        raise ValueError(
+            f"a split needs at least one row and one feature; got features of shape "
+            f"{features.shape}"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
+    if num_classes < 2:
+        raise ValueError(
+            f"num_classes must be >= 2 (a classifier needs two classes), got {num_classes}; "
+            "it is the size of the public label space, not the number of labels present"
         )
     if class_names and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for num_classes={num_classes}")
@@ -308,21 +585,24 @@ def write_split(
     with np.errstate(over="ignore"):
         stored = features.astype(dtype)
     check_finite(stored, what=f"features (as {dtype})")
-    ids = np.arange(features.shape[0], dtype=np.int64) if ids is None else np.asarray(ids)
-    writer = SplitWriter(
-        path,
-        split,
-        dim=features.shape[1],
-        total_rows=features.shape[0],
-        num_classes=num_classes,
-        class_names=class_names,
-        feature_dtype=dtype,
-        attrs=attrs,
-        overwrite=overwrite,
-    )
-    writer.append(stored, labels.astype(np.int32), ids.astype(np.int64))
-    writer.finish()
-    return split_info(path, split)
+    n = features.shape[0]
+    ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n)
+    with lock_store(path):
+        writer = SplitWriter(
+            path,
+            split,
+            dim=features.shape[1],
+            total_rows=n,
+            num_classes=int(num_classes),
+            class_names=class_names,
+            feature_dtype=dtype,
+            attrs=attrs,
+            overwrite=overwrite,
+        )
+        with writer:
+            writer.append(stored, labels.astype(np.int32), ids)
+            writer.finish()
+        return split_info(path, split)
 
 
 def _plain(value: Any) -> Any:
@@ -368,8 +648,16 @@ def _open_group(f: h5py.File, path: str, split: str) -> h5py.Group:
 
 def _check_virtual_sources(path: str, group: h5py.Group) -> None:
     """Refuse a virtual dataset (a store assembled from shard files) whose source is missing,
-    shorter than mapped, or incomplete: HDF5 would silently read fill values there."""
+    shorter than mapped, incomplete, or rewritten since the assembly (its ``writer_token`` is not
+    the one recorded in ``source_tokens``): HDF5 would silently read fill values or other rows."""
     folder = os.path.dirname(os.path.abspath(path))
+    recorded = dict(
+        zip(
+            _plain(group.attrs.get("source_files", [])) or [],
+            _plain(group.attrs.get("source_tokens", [])) or [],
+            strict=False,
+        )
+    )
     for name in ("features", "labels", "ids"):
         if not group[name].is_virtual:
             continue
@@ -379,14 +667,16 @@ def _check_virtual_sources(path: str, group: h5py.Group) -> None:
             shard = os.path.join(folder, source.file_name)  # relative to the virtual file
             try:
                 with h5py.File(shard, "r") as f:
-                    have, complete = (
+                    parent = f[source.dset_name].parent
+                    have, complete, token = (
                         f[source.dset_name].shape[0],
-                        f[source.dset_name].parent.attrs.get("complete", False),
+                        parent.attrs.get("complete", False),
+                        _plain(parent.attrs.get("writer_token")),
                     )
-            except (OSError, KeyError) as err:
+            except _H5_ERRORS as err:
                 raise StoreError(
                     f"{path} is assembled from shard files, and {shard} "
-                    f"({source.dset_name}) cannot be read: {err}. Keep the shards "
+                    f"({source.dset_name}) cannot be read: {_one_line(err)}. Keep the shards "
                     "next to it, or extract them again."
                 ) from err
             low, high = source.vspace.get_select_bounds()
@@ -397,53 +687,96 @@ def _check_virtual_sources(path: str, group: h5py.Group) -> None:
                     f"{source.dset_name} (complete: {bool(complete)}) where the "
                     f"assembled store maps {need}; extract the shards again."
                 )
+            if source.file_name in recorded and recorded[source.file_name] != token:
+                raise StoreError(
+                    f"shard {shard} of {path} was rewritten after the store was assembled (its "
+                    "writer token changed), so the assembled split would read rows it does not "
+                    "describe; run the multi-process extraction again to reassemble it."
+                )
 
 
 def split_info(path: str | os.PathLike, split: str) -> SplitInfo:
-    """The metadata of a complete split (raises ``IncompleteSplitError`` for an unfinished one)."""
+    """The metadata of a complete split (raises ``IncompleteSplitError`` for an unfinished one).
+
+    ``attrs`` holds the split's attributes except the bookkeeping ones (``INTERNAL_ATTRS``).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise StoreError(
             f"no feature store at {path}; run `make features` (or feature_extract) "
             "first, or write your embeddings with feature_extract.store.write_split"
         )
-    try:
-        with h5py.File(path, "r") as f:
-            group = _open_group(f, path, split)
-            attrs = {k: _plain(v) for k, v in group.attrs.items()}
-            return SplitInfo(
-                path=path,
-                split=split,
-                num_rows=int(attrs["rows_written"]),
-                dim=int(group["features"].shape[1]),
-                feature_dtype=str(group["features"].dtype),
-                num_classes=int(attrs["num_classes"]),
-                class_names=tuple(attrs.get("class_names") or ()),
-                attrs=attrs,
-            )
-    except OSError as err:
-        raise StoreError(
-            f"cannot read {path}: {err}. The file is truncated or not HDF5; extract it again."
-        ) from err
+    with _reading(path), h5py.File(path, "r") as f:
+        group = _open_group(f, path, split)
+        attrs = {k: _plain(v) for k, v in group.attrs.items() if k not in INTERNAL_ATTRS}
+        return SplitInfo(
+            path=path,
+            split=split,
+            num_rows=int(attrs["rows_written"]),
+            dim=int(group["features"].shape[1]),
+            feature_dtype=str(group["features"].dtype),
+            num_classes=int(attrs["num_classes"]),
+            class_names=tuple(attrs.get("class_names") or ()),
+            attrs=attrs,
+        )
+
+
+def stored_attrs(path: str | os.PathLike, split: str) -> dict[str, Any] | None:
+    """All attributes of group ``split`` (complete or not), or None when the file or the group
+    is absent; ``CorruptStoreError`` when the file cannot be opened as a store."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    _check_openable(path)
+    with _reading(path), h5py.File(path, "r") as f:
+        if split not in f:
+            return None
+        return {k: _plain(v) for k, v in f[split].attrs.items()}
 
 
 def split_names(path: str | os.PathLike) -> list[str]:
     """The splits stored in a file, complete or not."""
-    with h5py.File(os.fspath(path), "r") as f:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise StoreError(f"no feature store at {path}")
+    _check_openable(path)
+    with _reading(path), h5py.File(path, "r") as f:
         return sorted(k for k in f if isinstance(f[k], h5py.Group))
 
 
 class SplitReader:
     """Streaming reader of one complete split; use as a context manager.
 
-    ``read(start, stop)`` returns ``(features, labels)`` rows; ``iter_chunks(rows)`` yields them in
-    order. Checksum failures (flipped bytes) raise ``StoreError``, never wrong numbers.
+    ``read(start, stop)`` returns new ``(features, labels)`` arrays; ``iter_chunks(rows)`` yields
+    them in order; ``read_into(start, stop, features_out, labels_out)`` fills caller-owned buffers
+    (the fast path for streaming: size reads as multiples of ``chunk_rows_hint``). Checksum
+    failures (flipped bytes) raise ``StoreError``, never wrong numbers.
     """
 
     def __init__(self, path: str | os.PathLike, split: str):
         self.info = split_info(path, split)
-        self._file = h5py.File(self.info.path, "r")
-        self._group = self._file[split]
+        with _reading(self.info.path):
+            self._file = h5py.File(self.info.path, "r")
+            try:
+                self._group = self._file[split]
+                self._features, self._labels = self._group["features"], self._group["labels"]
+                self.chunk_rows_hint = self._chunk_rows_of(self._features)
+            except BaseException:
+                self._file.close()
+                raise
+
+    def _chunk_rows_of(self, ds: h5py.Dataset) -> int:
+        """The HDF5 chunk row count of ``ds`` (of the first shard's dataset for a virtual one)."""
+        if ds.chunks:
+            return int(ds.chunks[0])
+        if ds.is_virtual:
+            source = ds.virtual_sources()[0]
+            if source.file_name != ".":
+                folder = os.path.dirname(os.path.abspath(self.info.path))
+                with h5py.File(os.path.join(folder, source.file_name), "r") as f:
+                    if f[source.dset_name].chunks:
+                        return int(f[source.dset_name].chunks[0])
+        return _chunk_rows(self.info.dim, np.dtype(self.info.feature_dtype).itemsize)
 
     def __enter__(self) -> SplitReader:
         return self
@@ -454,19 +787,63 @@ class SplitReader:
     def close(self) -> None:
         self._file.close()
 
+    def _failure(self, name: str, start: int, stop: int, err: BaseException) -> StoreError:
+        return StoreError(
+            f"checksum or read failure in {name}[{start}:{stop}] of split "
+            f"{self.info.split!r} of {self.info.path}: {_one_line(err)}. The file is "
+            "corrupt; extract it again."
+        )
+
     def _read(self, name: str, start: int, stop: int) -> np.ndarray:
         try:
             return self._group[name][start:stop]
-        except OSError as err:
-            raise StoreError(
-                f"checksum or read failure in {name}[{start}:{stop}] of split "
-                f"{self.info.split!r} of {self.info.path}: {err}. The file is "
-                "corrupt; extract it again."
-            ) from err
+        except _H5_ERRORS as err:
+            raise self._failure(name, start, stop, err) from err
 
     def read(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         stop = self.info.num_rows if stop is None else min(stop, self.info.num_rows)
         return self._read("features", start, stop), self._read("labels", start, stop)
+
+    def read_into(
+        self, start: int, stop: int, features_out: np.ndarray, labels_out: np.ndarray
+    ) -> int:
+        """Read rows ``[start, min(stop, N))`` into ``features_out[:n]`` and ``labels_out[:n]``;
+        returns ``n``.
+
+        ``features_out`` is a writeable C-contiguous ``[>= n, D]`` array of the store's dtype and
+        ``labels_out`` a writeable ``[>= n]`` int32 array; both are reused across calls (no
+        allocation, no copy beyond HDF5's checksum pass). HDF5 reads each chunk once when
+        ``start`` and ``stop`` are multiples of ``chunk_rows_hint``. h5py releases the GIL while
+        it reads, so a caller's background thread overlaps the read with its own work.
+        """
+        num_rows = self.info.num_rows
+        if not 0 <= start <= num_rows or stop < start:
+            raise ValueError(f"rows [{start}, {stop}) are not a range inside [0, {num_rows}]")
+        n = min(stop, num_rows) - start
+        dtype = np.dtype(self.info.feature_dtype)
+        for what, out, shape, want in (
+            ("features_out", features_out, (n, self.info.dim), dtype),
+            ("labels_out", labels_out, (n,), np.dtype(np.int32)),
+        ):
+            if not isinstance(out, np.ndarray) or out.dtype != want:
+                got = getattr(out, "dtype", type(out).__name__)
+                raise ValueError(f"{what} must be a numpy array of dtype {want}, got {got}")
+            if out.ndim != len(shape) or out.shape[0] < n or out.shape[1:] != shape[1:]:
+                want_shape = ", ".join([f">= {n}", *map(str, shape[1:])])
+                raise ValueError(f"{what} must have shape [{want_shape}], got {out.shape}")
+            if not (out.flags.c_contiguous and out.flags.writeable):
+                raise ValueError(f"{what} must be C-contiguous and writeable")
+        if n == 0:
+            return 0
+        for name, ds, out in (
+            ("features", self._features, features_out),
+            ("labels", self._labels, labels_out),
+        ):
+            try:
+                ds.read_direct(out, np.s_[start : start + n], np.s_[0:n])
+            except _H5_ERRORS as err:
+                raise self._failure(name, start, start + n, err) from err
+        return n
 
     def ids(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         stop = self.info.num_rows if stop is None else min(stop, self.info.num_rows)

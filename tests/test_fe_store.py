@@ -42,16 +42,16 @@ def _rows(start, stop, dim=3):
 
 
 @given(
-    n=st.integers(0, 40),
+    n=st.integers(1, 40),
     dim=st.integers(1, 9),
     dtype=st.sampled_from([np.float16, np.float32]),
-    classes=st.integers(1, 6),
+    classes=st.integers(2, 6),
     data=st.data(),
 )
 def test_write_read_round_trip(n, dim, dtype, classes, data):
     x = data.draw(hnp.arrays(dtype, (n, dim), elements=st.floats(-1e3, 1e3, width=16)))
     y = data.draw(hnp.arrays(np.int64, n, elements=st.integers(0, classes - 1)))
-    ids = data.draw(hnp.arrays(np.int64, n, elements=st.integers(-(2**62), 2**62)))
+    ids = data.draw(hnp.arrays(np.int64, n, elements=st.integers(-(2**62), 2**62), unique=True))
     names = tuple(f"class {k}" for k in range(classes))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "f.h5")
@@ -80,8 +80,7 @@ def test_write_read_round_trip(n, dim, dtype, classes, data):
             np.testing.assert_array_equal(reader.ids(), ids)
             chunks = list(reader.iter_chunks(7))
         assert len(chunks) == -(-n // 7)
-        if n:
-            np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), x)
+        np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), x)
         assert got_info == info and store.split_names(path) == ["test"]
 
 
@@ -169,7 +168,7 @@ def test_nan_rows_are_named_and_labels_checked(tmp_path):
 def test_flipped_bytes_are_caught_by_the_checksum(tmp_path):
     path = tmp_path / "f.h5"
     x = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
-    store.write_split(path, "train", x, np.zeros(64, int), num_classes=1)
+    store.write_split(path, "train", x, np.zeros(64, int), num_classes=2)
     with h5py.File(path, "r") as f:
         chunk = f["train/features"].id.get_chunk_info(0)
     with open(path, "r+b") as fh:
@@ -183,7 +182,7 @@ def test_flipped_bytes_are_caught_by_the_checksum(tmp_path):
 
 def test_truncated_file_gives_a_store_error(tmp_path):
     path = tmp_path / "f.h5"
-    store.write_split(path, "train", np.ones((500, 32)), np.zeros(500, int), num_classes=1)
+    store.write_split(path, "train", np.ones((500, 32)), np.zeros(500, int), num_classes=2)
     size = os.path.getsize(path)
     with open(path, "r+b") as fh:
         fh.truncate(size // 2)
@@ -195,6 +194,30 @@ def test_missing_store_and_split_are_explained(tmp_path):
     with pytest.raises(StoreError, match="no feature store.*make features"):
         store.split_info(tmp_path / "none.h5", "train")
     path = tmp_path / "f.h5"
-    store.write_split(path, "train", np.ones((2, 2)), np.zeros(2, int), num_classes=1)
+    store.write_split(path, "train", np.ones((2, 2)), np.zeros(2, int), num_classes=2)
     with pytest.raises(StoreError, match=r"no split 'test'.*\['train'\]"):
         store.split_info(path, "test")
+
+
+def test_empty_one_class_and_duplicate_id_splits_are_refused(tmp_path):
+    path = tmp_path / "f.h5"
+    x, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="at least one row"):
+        store.write_split(path, "train", np.ones((0, 2)), np.zeros(0, int), num_classes=2)
+    with pytest.raises(ValueError, match=r"num_classes must be >= 2 .*got 1"):
+        store.write_split(path, "train", x, np.zeros(4, int), num_classes=1)
+    with pytest.raises(
+        ValueError, match=r"ids must be unique: 1 id\(s\) repeat, e.g. id 5 at rows 1, 3"
+    ):
+        store.write_split(path, "train", x, y, num_classes=2, ids=np.array([2, 5, 7, 5]))
+    with pytest.raises(ValueError, match="ids must be integers"):
+        store.write_split(path, "train", x, y, num_classes=2, ids=np.array([0.5, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"ids must have shape \(4,\)"):
+        store.write_split(path, "train", x, y, num_classes=2, ids=np.arange(3))
+    for total_rows, num_classes in ((0, 2), (5, 1)):
+        with pytest.raises(ValueError, match="total_rows >= 1 and num_classes >= 2"):
+            SplitWriter(path, "train", dim=2, total_rows=total_rows, num_classes=num_classes)
+    assert not os.path.exists(path)  # nothing was written
+    store.write_split(path, "train", x, y, num_classes=2, ids=np.array([2, 5, 7, 9]))
+    with SplitReader(path, "train") as reader:
+        np.testing.assert_array_equal(reader.ids(), [2, 5, 7, 9])

@@ -8,7 +8,9 @@ Accounting: ValueError for impossible or non-finite budgets.
 from __future__ import annotations
 
 import math
+import os
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -104,11 +106,19 @@ def test_store_refuses_misshaped_arrays(tmp_path):
             store.write_split(tmp_path / "f.h5", "train", features, labels, num_classes=K)
 
 
-def test_empty_split_is_written_but_refused_for_training(tmp_path):
+def test_empty_split_is_refused_when_written_and_for_training(tmp_path):
     path = tmp_path / "f.h5"
-    store.write_split(
-        path, "train", np.zeros((0, D), np.float32), np.zeros(0, np.int32), num_classes=K
-    )
+    with pytest.raises(ValueError, match="at least one row"):
+        store.write_split(
+            path, "train", np.zeros((0, D), np.float32), np.zeros(0, np.int32), num_classes=K
+        )
+    assert not os.path.exists(path)
+    # A store from an older writer may hold an empty split: it reads, and training refuses it.
+    store.write_split(path, "train", np.zeros((1, D), np.float32), np.zeros(1, int), num_classes=K)
+    with h5py.File(path, "a") as f:
+        for name in ("features", "labels", "ids"):
+            f["train"][name].resize(0, axis=0)
+        f["train"].attrs["rows_written"] = f["train"].attrs["total_rows"] = 0
     features, labels, info = store.read_split(path, "train")
     assert features.shape == (0, D) and labels.shape == (0,) and info.num_rows == 0
     with pytest.raises(ValueError, match="empty"):
