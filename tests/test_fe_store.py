@@ -221,3 +221,113 @@ def test_empty_one_class_and_duplicate_id_splits_are_refused(tmp_path):
     store.write_split(path, "train", x, y, num_classes=2, ids=np.array([2, 5, 7, 9]))
     with SplitReader(path, "train") as reader:
         np.testing.assert_array_equal(reader.ids(), [2, 5, 7, 9])
+
+
+# --- read_into: caller-owned buffers ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """float32 and float16 stores of 500 rows x 4000 (chunks of 65 and 131 rows) and a virtual
+    store assembled from two float32 shards of 230 and 270 rows."""
+    from feature_extract import multihost
+
+    folder = tmp_path_factory.mktemp("read_into")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 4000)).astype(np.float32)
+    y = rng.integers(0, 7, 500)
+    paths = {}
+    for dtype in ("float32", "float16"):
+        paths[dtype] = folder / f"{dtype}.h5"
+        store.write_split(paths[dtype], "train", x.astype(dtype), y, num_classes=7)
+    shards = []
+    for i, (lo, hi) in enumerate(((0, 230), (230, 500))):
+        shards.append(str(folder / f"shard{i}.h5"))
+        store.write_split(
+            shards[-1],
+            "train",
+            x[lo:hi],
+            y[lo:hi],
+            num_classes=7,
+            ids=np.arange(lo, hi),
+            attrs={"row_start": lo, "row_stop": hi},
+        )
+    paths["virtual"] = folder / "virtual.h5"
+    multihost.assemble(paths["virtual"], shards)
+    return paths
+
+
+RANGES = [(0, 500), (0, 65), (65, 130), (7, 300), (64, 66), (455, 500), (490, 500), (499, 900)]
+
+
+@pytest.mark.parametrize("kind", ["float32", "float16", "virtual"])
+def test_read_into_equals_read_for_any_range(stores, kind):
+    with SplitReader(stores[kind], "train") as reader:
+        want_rows = {"float32": 65, "float16": 131, "virtual": 65}[kind]
+        assert reader.chunk_rows_hint == want_rows
+        dtype = np.dtype(reader.info.feature_dtype)
+        features = np.full((600, 4000), -1, dtype)  # reused for every range, larger than needed
+        labels = np.full(600, -1, np.int32)
+        for start, stop in [*RANGES, (500, 500), (500, 600)]:
+            n = reader.read_into(start, stop, features, labels)
+            want_x, want_y = reader.read(start, stop)
+            assert n == want_x.shape[0] == min(stop, 500) - start
+            np.testing.assert_array_equal(features[:n], want_x)
+            np.testing.assert_array_equal(labels[:n], want_y)
+        features[:], labels[:] = -1, -1
+        n = reader.read_into(10, 20, features, labels)
+        assert (features[n:] == -1).all() and (labels[n:] == -1).all()  # rows past n untouched
+
+
+def test_read_into_streams_whole_chunks_into_one_buffer(stores):
+    with SplitReader(stores["float32"], "train") as reader:
+        rows = 3 * reader.chunk_rows_hint
+        features, labels = np.empty((rows, 4000), np.float32), np.empty(rows, np.int32)
+        parts, start = [], 0
+        while n := reader.read_into(start, start + rows, features, labels):
+            parts.append((features[:n].copy(), labels[:n].copy()))
+            start += n
+        x, y = reader.read()
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y)
+    assert [p[0].shape[0] for p in parts] == [195, 195, 110]
+
+
+def test_read_into_refuses_buffers_it_cannot_fill(stores):
+    with SplitReader(stores["float16"], "train") as reader:
+        labels = np.empty(100, np.int32)
+        bad = {
+            "dtype float16": np.empty((100, 4000), np.float32),
+            r"shape \[>= 100, 4000\]": np.empty((99, 4000), np.float16),
+            r"shape \[>= 100, 4000\], got \(100, 3999\)": np.empty((100, 3999), np.float16),
+            "C-contiguous": np.empty((100, 8000), np.float16)[:, ::2],
+        }
+        for message, features in bad.items():
+            with pytest.raises(ValueError, match=message):
+                reader.read_into(0, 100, features, labels)
+        features = np.empty((100, 4000), np.float16)
+        with pytest.raises(ValueError, match="labels_out must be a numpy array of dtype int32"):
+            reader.read_into(0, 100, features, np.empty(100, np.int64))
+        with pytest.raises(ValueError, match=r"not a range inside \[0, 500\]"):
+            reader.read_into(501, 600, features, labels)
+        with pytest.raises(ValueError, match="not a range"):
+            reader.read_into(10, 5, features, labels)
+
+
+def test_read_into_turns_a_flipped_byte_into_a_store_error(tmp_path):
+    path = tmp_path / "f.h5"
+    x = np.random.default_rng(0).normal(size=(300, 4000)).astype(np.float32)
+    store.write_split(path, "train", x, np.arange(300) % 2, num_classes=2)
+    with h5py.File(path, "r") as f:
+        chunk = f["train/features"].id.get_chunk_info(2)  # rows 130:195
+    with open(path, "r+b") as fh:
+        fh.seek(chunk.byte_offset + chunk.size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    features, labels = np.empty((65, 4000), np.float32), np.empty(65, np.int32)
+    with SplitReader(path, "train") as reader:
+        assert reader.read_into(65, 130, features, labels) == 65  # an intact chunk reads
+        np.testing.assert_array_equal(features, x[65:130])
+        with pytest.raises(StoreError, match=r"checksum.*features\[130:195\].*corrupt"):
+            reader.read_into(130, 195, features, labels)
