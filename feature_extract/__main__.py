@@ -1,55 +1,94 @@
 """Command line: ``python -m feature_extract --data digits --model pixels --out features/x.h5``.
 
-Errors (bad arguments, missing data or weights, a store written by another run) print one line and
-exit with status 2; an interrupted run exits 130 and resumes when the same command is run again.
+Errors (bad arguments, missing data or weights, an unreachable download server, a store written
+by another run or being written right now, a damaged store) print one line, ``error: ...``, on
+stderr and exit with status 2; an interrupted run exits 130 and resumes when the same command is
+run again. ``--list-models`` prints the registered backbones.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from feature_extract import multihost
 from feature_extract.extraction import COMPUTE_DTYPES
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, ``error: ...``, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default: ``(default: X)``, ``(default: off)`` for a flag,
+    or the help's own ``(default: ...)`` text where the value is computed at run time."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or "required" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0:  # a flag
+            return f"{text} (default: off)"
+        if action.default is None:
+            return f"{text} (default: none)"
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m feature_extract",
         description="Cache the embeddings of a frozen backbone on a dataset in an HDF5 store. "
         "Run the same command again to resume a killed run.",
+        formatter_class=DefaultsFormatter,
     )
-    p.add_argument("--data", required=True, help="'digits' (bundled, offline) or a TFDS name")
-    p.add_argument("--model", required=True, help="registered backbone (--list-models)")
+    p.add_argument(
+        "--data", help="'digits' (bundled, offline) or a TFDS name (required unless --list-models)"
+    )
+    p.add_argument(
+        "--model", help="registered backbone, see --list-models (required unless --list-models)"
+    )
+    p.add_argument(
+        "--list-models",
+        action="store_true",
+        help="print the registered backbones (feature dim, input size, checkpoint) and exit",
+    )
     p.add_argument("--out", help="store path (default: features/DATA-MODEL.h5)")
     p.add_argument(
         "--splits",
         default="train,test",
-        help="comma list of splits; name=spec for slices, e.g. "
-        "train=train[:90%%],val=train[90%%:] (default: train,test)",
+        help="comma list of splits; name=spec for slices, e.g. train=train[:90%%],val=train[90%%:]",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per device batch")
     p.add_argument(
-        "--dtype",
-        default="bfloat16",
-        choices=sorted(COMPUTE_DTYPES),
-        help="compute dtype (default bfloat16)",
+        "--dtype", default="bfloat16", choices=sorted(COMPUTE_DTYPES), help="compute dtype"
     )
     p.add_argument(
         "--output-dtype",
         default="float32",
         choices=("float32", "float16"),
-        help="stored feature dtype (default float32)",
+        help="stored feature dtype",
     )
-    p.add_argument("--checkpoint", help="local .npz (optionally FILE.npz:key) for the model")
+    p.add_argument(
+        "--checkpoint",
+        help="local .npz (optionally FILE.npz:key) for the model (default: the registered "
+        "checkpoint, from the download cache)",
+    )
     p.add_argument(
         "--init-random",
         action="store_true",
         help="random weights (seed --seed) instead of a checkpoint: for testing",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of --init-random")
-    p.add_argument("--resolution", type=int, help="input size instead of the model's default")
-    p.add_argument("--preprocessing", help="override the model's preprocessing string")
+    p.add_argument(
+        "--resolution", type=int, help="input size (default: the model's, see --list-models)"
+    )
+    p.add_argument(
+        "--preprocessing", help="preprocessing string (default: the model's, after decode)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace complete splits")
     p.add_argument(
         "--skip-complete",
@@ -57,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 without work when every split is already complete "
         "(same backbone, data and preprocessing); for make",
     )
-    p.add_argument("--data-dir", help="TFDS data directory")
-    p.add_argument("--cache-dir", help="checkpoint download cache (default $DPLP_CACHE)")
+    p.add_argument(
+        "--data-dir", help="TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        help="checkpoint download cache (default: $DPLP_CACHE or ~/.cache/dp_linear_probe)",
+    )
     p.add_argument("--no-download", action="store_true", help="never download datasets or weights")
     p.add_argument("--workers", type=int, help="decoding threads (default: usable CPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,8 +110,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def list_models() -> str:
+    """The table printed by ``--list-models``."""
+    from feature_extract.registry import describe_backbones
+
+    rows = [("name", "dim", "input", "checkpoint")]
+    for b in describe_backbones():
+        dim = "H*W*3" if b["dim"] is None else str(b["dim"])
+        size = "image" if b["resolution"] is None else f"{b['resolution']}px"
+        if b["checkpoint"]:
+            where = b["checkpoint"]
+        elif b["name"] == "pixels":
+            where = "none (no weights): " + b["description"]
+        else:
+            where = "none published: --init-random or --checkpoint FILE.npz"
+        rows.append((b["name"], dim, size, where))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_models:
+        print(list_models())
+        return 0
+    missing = [f"--{k}" for k in ("data", "model") if not getattr(args, k)]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     from feature_extract.extraction import extract
 
     out = args.out or f"features/{args.data}-{args.model}.h5"
@@ -99,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except (ValueError, OSError) as err:  # Store/Dataset/PreprocessError are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        print(
+            f"error: out of memory ({' '.join(str(err).split())}); use a smaller --batch-size "
+            "(or --resolution); rows already written are kept, rerun to resume",
+            file=sys.stderr,
+        )
         return 2
     for name, info in infos.items():
         print(

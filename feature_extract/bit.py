@@ -181,7 +181,7 @@ class _Body(nn.Module):
 
 
 class ResNetV2(nn.Module):
-    """BiT feature extractor: images ``[B, H, W, 3]`` in [-1, 1] -> features ``[B, 256 * width]``.
+    """BiT feature extractor: images ``[B, H, W, 3]`` in [-1, 1] -> features ``[B, 2048 * width]``.
 
     ``blocks`` are the unit counts of the four stages; stage ``b`` has bottleneck width
     ``64 * width * 2^b`` and output width four times that (``width=0.5`` is allowed for tests).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,8 +55,22 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     file, key = split_selector(path)
     if not os.path.exists(file):
         raise FileNotFoundError(f"checkpoint file {file!r} does not exist")
-    with np.load(file, allow_pickle=False) as npz:
-        flat = {name: _fix_dtype(npz[name]) for name in npz.files}
+    try:
+        npz = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"checkpoint {file!r} is not a readable .npz archive ({' '.join(str(err).split())}); "
+            "pass the published .npz file (fetch it again if it was cut short)"
+        ) from err
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"checkpoint {file!r} holds a single array, not an .npz archive of names")
+    try:
+        with npz:
+            flat = {name: _fix_dtype(npz[name]) for name in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"checkpoint {file!r} is damaged ({' '.join(str(err).split())}); fetch it again"
+        ) from err
     for prefix in _PREFIXES:
         if any(k.startswith(prefix) for k in flat):
             flat = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}

@@ -15,12 +15,19 @@ the split as given. ``digits`` ids are the row index in scikit-learn's ``load_di
 from __future__ import annotations
 
 import abc
+import contextlib
+import difflib
 import hashlib
+import logging
+import os
+import shutil
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 
 import numpy as np
+
+from feature_extract import netprobe
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
@@ -134,6 +141,8 @@ class TFDSSource(Source):
     """A TFDS split read through ``tfds.data_source`` (ArrayRecord; TensorFlow not needed).
 
     The label space and class names come from ``info.features[label_key]`` (public metadata).
+    Opening: see ``_open_tfds`` (an unknown name, an offline download and a failed download each
+    give one ``DatasetError`` line).
     """
 
     def __init__(
@@ -146,17 +155,7 @@ class TFDSSource(Source):
         image_key: str = "image",
         label_key: str = "label",
     ):
-        import tensorflow_datasets as tfds
-
-        try:
-            self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-        except Exception as err:  # tfds raises many types: say what to do, keep the cause
-            raise DatasetError(
-                f"cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}): "
-                f"{type(err).__name__}: {str(err).rstrip('.')}. Prepare it once in ArrayRecord "
-                f"format (e.g. `tfds build {name} --file_format=array_record`) and pass "
-                "--data-dir, or allow downloading."
-            ) from err
+        self._source = _open_tfds(name, split, data_dir, download)
         info = self._source.dataset_info
         features = info.features
         for key in (image_key, label_key):
@@ -200,6 +199,127 @@ class TFDSSource(Source):
             if isinstance(value, (str, bytes, np.bytes_, np.str_)):
                 return hash_id(value.decode() if isinstance(value, bytes) else str(value))
         return self._index_id(index)
+
+
+def _one_line(err: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """Silence TFDS's absl warnings (e.g. "Variant folder ... has no dataset_info.json") while it
+    only looks for a prepared dataset: an error must stay one line."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _unknown_name(name: str) -> DatasetError:
+    """``unknown dataset 'x'``, with the closest bundled or TFDS names."""
+    import tensorflow_datasets as tfds
+
+    base = name.split(":")[0].split("/")[0].lower()
+    names = [*BUNDLED, *tfds.list_builders(with_community_datasets=False)]
+    close = difflib.get_close_matches(base, names, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return DatasetError(
+        f"unknown dataset {name!r}: neither bundled ({', '.join(BUNDLED)}) nor a TFDS dataset; "
+        f"{hint}`python -c 'import tensorflow_datasets as t; print(t.list_builders())'` lists "
+        "the TFDS names"
+    )
+
+
+def _snapshot(root: str, depth: int = 3) -> set[str]:
+    """Paths under ``root`` down to ``depth`` levels (``root`` itself when it exists)."""
+    if not os.path.isdir(root):
+        return set()
+    found = {root}
+    for here, dirs, files in os.walk(root):
+        level = os.path.relpath(here, root).count(os.sep) + (here != root)
+        found.update(os.path.join(here, n) for n in (*dirs, *files))
+        if level + 1 >= depth:
+            dirs.clear()
+    return found
+
+
+def _remove_created(root: str, before: set[str]) -> None:
+    """Remove what appeared under ``root`` since ``before`` (top-most new paths first)."""
+    for path in sorted(_snapshot(root) - before, key=len):
+        if not os.path.lexists(path):
+            continue  # inside a folder removed just before
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def _open_tfds(name: str, split: str, data_dir: str | None, download: bool):
+    """``tfds.data_source(name, split)``, with one-line errors and a fast offline failure.
+
+    1. A prepared dataset (in ``data_dir``) is opened without any network access.
+    2. An unknown name is a ``DatasetError`` naming the closest known names.
+    3. Not prepared: with ``download`` off, say how to prepare it; with it on, first probe the
+       dataset's download servers (``builder.url_infos``; ``netprobe``) and fail in a few seconds
+       when they cannot be reached, before anything is written; otherwise download, and on any
+       failure remove what the attempt created under the data directory.
+    """
+    import tensorflow_datasets as tfds
+
+    not_found = tfds.core.registered.DatasetNotFoundError
+    with _quiet_absl():
+        try:
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        except not_found:
+            raise _unknown_name(name) from None
+        except Exception as err:  # tfds raises many types: decide below what it meant
+            first = err
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+            prepared = builder.is_prepared()
+        except Exception:  # noqa: BLE001 - report the first error instead
+            builder, prepared = None, True
+    prepare = (
+        f"prepare it once in ArrayRecord format on a machine with network (`tfds build {name} "
+        "--file_format=array_record`), copy its data directory here and pass --data-dir DIR"
+    )
+    if prepared:  # or no builder: the first error is the one to report
+        raise DatasetError(
+            f"cannot open TFDS dataset {name!r} split {split!r} (data_dir={data_dir!r}): "
+            f"{type(first).__name__}: {_one_line(first)}. {prepare[0].upper()}{prepare[1:]}."
+        ) from first
+    root = os.fspath(getattr(builder, "_data_dir_root", None) or data_dir or "")
+    if not download:
+        raise DatasetError(
+            f"TFDS dataset {name!r} is not prepared in {root or data_dir!r} and downloading is "
+            f"off (--no-download): {prepare}, or allow downloading."
+        ) from None
+    urls = list(getattr(builder, "url_infos", None) or {}) or ["https://storage.googleapis.com"]
+    down = netprobe.unreachable(urls)
+    if down:
+        raise DatasetError(
+            f"cannot reach the download servers of TFDS dataset {name!r} ({', '.join(down)}) "
+            f"within {netprobe.DEFAULT_TIMEOUT:g} s, so it cannot be downloaded: {prepare}; or "
+            "use --data digits (bundled, offline)."
+        ) from None
+    before = _snapshot(root) if root else set()
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=True)
+    except BaseException as err:
+        if root:
+            _remove_created(root, before)
+        if not isinstance(err, Exception):
+            raise
+        raise DatasetError(
+            f"downloading TFDS dataset {name!r} failed ({type(err).__name__}: "
+            f"{_one_line(err)}); what this run had created under {root} was removed. "
+            f"Run again, or {prepare}."
+        ) from err
 
 
 BUNDLED = {"digits": DigitsSource}

@@ -45,15 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"unset values come from ${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES}, ${ENV_PROCESS_ID}",
     )
     group.add_argument(
-        "--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator service"
+        "--coordinator",
+        metavar="HOST:PORT",
+        help=f"address of process 0's coordinator service (default: ${ENV_COORDINATOR})",
     )
-    group.add_argument("--num-processes", type=int, help="number of processes (hosts)")
-    group.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
+    group.add_argument(
+        "--num-processes",
+        type=int,
+        help=f"number of processes (hosts) (default: ${ENV_NUM_PROCESSES}, else one process)",
+    )
+    group.add_argument(
+        "--process-id", type=int, help=f"this process's index, 0..N-1 (default: ${ENV_PROCESS_ID})"
+    )
     group.add_argument(
         "--distributed",
         action="store_true",
         help="start jax.distributed, detecting what is unset from the cluster "
-        "(SLURM, Open MPI, Kubernetes, TPU pod slice)",
+        "(SLURM, Open MPI, Kubernetes, TPU pod slice) (default: off)",
     )
 
 

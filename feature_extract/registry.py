@@ -165,6 +165,45 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def spec_feature_dim(spec: BackboneSpec) -> int | None:
+    """The feature size D of a registry entry, from its config alone (no model is built).
+
+    ViT: ``pre_logits`` when set (``True`` means the width), else the width. BiT: the last
+    stage's output, ``2048 * width``. ``pixels``: None (``H * W * 3`` of the images, or
+    ``3 r^2`` with a resolution ``r``).
+    """
+    if spec.arch == "vit":
+        from feature_extract import vit
+
+        config = dict(spec.config)
+        kwargs = vit.decode_variant(config.pop("variant")) if "variant" in spec.config else {}
+        kwargs.update(config)
+        pre = kwargs.get("pre_logits")
+        return int(kwargs["width"] if pre in (None, False, True) else pre)
+    if spec.arch == "bit":
+        from feature_extract import bit
+
+        config = dict(spec.config)
+        kwargs = bit.decode_variant(config.pop("variant")) if "variant" in spec.config else {}
+        kwargs.update(config)
+        return int(2048 * kwargs["width"])
+    return None
+
+
+def describe_backbones() -> list[dict[str, Any]]:
+    """One row per registered backbone: name, feature dim, input size, checkpoint, description."""
+    return [
+        {
+            "name": spec.name,
+            "dim": spec_feature_dim(spec),
+            "resolution": spec.resolution,
+            "checkpoint": spec.url,
+            "description": spec.description,
+        }
+        for spec in (_REGISTRY[n] for n in list_backbones())
+    ]
+
+
 def get_spec(name: str) -> BackboneSpec:
     """The registry entry for ``name`` (ValueError listing the known names otherwise)."""
     try:

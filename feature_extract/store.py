@@ -156,8 +156,14 @@ def _reading(path: str) -> Iterator[None]:
         raise _damaged(path, err) from err
 
 
+def _not_a_directory(path: str) -> None:
+    if os.path.isdir(path):
+        raise StoreError(f"{path} is a directory; give a file path for the store")
+
+
 def _check_openable(path: str) -> None:
     """Raise ``CorruptStoreError`` unless the file opens and every group's metadata reads."""
+    _not_a_directory(path)
     with _reading(path), h5py.File(path, "r") as f:
         _plain(f.attrs.get("format_version"))
         for name in f:
@@ -284,6 +290,7 @@ class SplitWriter:
         overwrite: bool,
     ) -> None:
         self._token = uuid.uuid4().hex
+        _not_a_directory(self.path)
         if os.path.exists(self.path):
             try:
                 _check_openable(self.path)
@@ -706,6 +713,7 @@ def split_info(path: str | os.PathLike, split: str) -> SplitInfo:
             f"no feature store at {path}; run `make features` (or feature_extract) "
             "first, or write your embeddings with feature_extract.store.write_split"
         )
+    _not_a_directory(path)
     with _reading(path), h5py.File(path, "r") as f:
         group = _open_group(f, path, split)
         attrs = {k: _plain(v) for k, v in group.attrs.items() if k not in INTERNAL_ATTRS}
