@@ -3,6 +3,9 @@
 python -m accounting --epsilon 4 --delta 1e-6 --steps 1            # prints sigma (GDP)
 python -m accounting --noise-multiplier 1.2 --delta 1e-6 --steps 1 # prints epsilon (GDP)
 add --sampling-rate q for Poisson-subsampled steps (PLD), --json for a JSON object.
+
+Bad input of any kind (a missing or malformed argument, a value out of range, a PLD grid too large
+for memory) prints one line, ``error: ...``, on stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+from typing import NoReturn
 
 from accounting.gdp import epsilon_full_batch, noise_multiplier_full_batch
 from accounting.poisson import (
@@ -22,32 +26,61 @@ from accounting.poisson import (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line, ``error: ...``, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (``off`` for a flag) or says it is required."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or "required" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0:
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m accounting`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m accounting",
         description=(
             "Privacy accounting for Gaussian steps under add-or-remove-one adjacency. Full batch "
             "(default) is exact GDP, mu = sqrt(steps)/sigma; --sampling-rate uses PLD."
         ),
+        formatter_class=DefaultsFormatter,
     )
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--epsilon", type=float, help="target epsilon: print the noise multiplier")
     target.add_argument(
-        "--noise-multiplier", type=float, help="noise std / sensitivity: print epsilon"
+        "--epsilon",
+        type=float,
+        help="target epsilon: print the noise multiplier (this or --noise-multiplier required)",
     )
-    parser.add_argument("--delta", type=float, required=True, help="target delta in (0, 1)")
-    parser.add_argument("--steps", type=int, default=1, help="number of steps (default 1)")
+    target.add_argument(
+        "--noise-multiplier",
+        type=float,
+        help="noise std / sensitivity: print epsilon (this or --epsilon required)",
+    )
+    parser.add_argument(
+        "--delta", type=float, required=True, help="target delta in (0, 1) (required)"
+    )
+    parser.add_argument("--steps", type=int, default=1, help="number of steps")
     parser.add_argument(
         "--sampling-rate",
         type=float,
-        help="Poisson sampling rate q in (0, 1]: account with dp-accounting's PLD",
+        help="Poisson sampling rate q in (0, 1]: account with dp-accounting's PLD "
+        "(default: none, full batch, exact GDP)",
     )
     parser.add_argument(
         "--discretization",
         type=float,
         default=DEFAULT_DISCRETIZATION,
-        help=f"PLD value discretisation interval (default {DEFAULT_DISCRETIZATION})",
+        help="PLD value discretisation interval (used with --sampling-rate)",
     )
     parser.add_argument(
         "--cross-check-rdp",
@@ -61,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 def compute(args: argparse.Namespace) -> dict:
     """Run the requested calibration; raises ValueError on bad input."""
     poisson = args.sampling_rate is not None
+    if not (math.isfinite(args.discretization) and args.discretization > 0):
+        raise ValueError(f"--discretization must be finite and > 0, got {args.discretization}")
     result: dict = {
         "accountant": "pld" if poisson else "gdp",
         "adjacency": "add_or_remove_one",
@@ -110,8 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = compute(args)
-    except ValueError as err:
+    except (ValueError, OverflowError) as err:
         parser.error(str(err))
+    except MemoryError:
+        parser.error(
+            f"the PLD accountant needs more memory than is available for --steps {args.steps} "
+            f"at --discretization {args.discretization:g}; use fewer steps or a coarser "
+            "--discretization (e.g. 1e-3)"
+        )
     if args.json:
         print(json.dumps({k: _json_value(v) for k, v in result.items()}))
     else:

@@ -122,3 +122,58 @@ def test_module_entry_point_subprocess():
     )
     assert done.returncode == 0 and done.stderr == ""
     assert json.loads(done.stdout)["noise_multiplier"] == pytest.approx(1.1935, abs=5e-4)
+
+
+ODD_INPUTS = [
+    (["--epsilon", "abc", "--delta", "1e-6"], "argument --epsilon: invalid float value: 'abc'"),
+    (["--epsilon", "1", "--delta", "1e-6", "--steps", "0"], "steps must be >= 1, got 0"),
+    (["--epsilon", "1", "--delta", "1e-6", "--steps", "1.5"], "invalid int value: '1.5'"),
+    (["--epsilon", "1", "--delta", "1e-6", "--sampling-rate", "2"], "sampling_rate must be in"),
+    ([], "the following arguments are required"),
+    (["--delta", "1e-6"], "one of the arguments --epsilon --noise-multiplier is required"),
+    (["--epsilon", "1"], "the following arguments are required: --delta"),
+    (["--epsilon", "nan", "--delta", "1e-6"], "epsilon must be > 0, got nan"),
+    (["--epsilon", "1", "--delta", "0"], "delta must be in (0, 1)"),
+    (["--epsilon", "1", "--delta", "1e-6", "--discretization", "0"], "--discretization must be"),
+    (["--epsilon", "1", "--delta", "1e-6", "--bogus"], "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), ODD_INPUTS)
+def test_odd_input_is_one_error_line_with_status_2_in_a_subprocess(argv, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "accounting", *argv], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+
+
+def test_a_grid_too_large_for_memory_is_one_error_line(capsys, monkeypatch):
+    import accounting.__main__ as cli
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.50 TiB")
+
+    monkeypatch.setattr(cli, "epsilon_poisson", out_of_memory)
+    argv = ["--noise-multiplier", "1", "--delta", "1e-6", "--sampling-rate", "0.1"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--steps", "10000000000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the PLD accountant needs more memory") and err.count("\n") == 1
+
+
+def test_help_shows_every_default():
+    from accounting.__main__ import build_parser
+
+    parser = build_parser()
+    formatter = parser.formatter_class(prog=parser.prog)
+    for action in parser._actions:
+        if action.dest != "help":
+            text = formatter._get_help_string(action) % {"default": action.default}
+            assert "default" in text or "required" in text, action.option_strings
+    done = subprocess.run(
+        [sys.executable, "-m", "accounting", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "(default: 1)" in done.stdout and "(default: 0.0001)" in done.stdout
