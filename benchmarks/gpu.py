@@ -3,61 +3,62 @@
     python -m benchmarks.gpu [--out-dir DIR] [--deadline-s 420] [--sections head,fit,...]
     python -m benchmarks.gpu --tiny      # the same code on small shapes (CPU, seconds)
 
-Sections, in this order (the most important first), each independent: a failing unit records its
-error and the run goes on; a unit that would start past ``--deadline-s`` is recorded as skipped.
+Sections run in this order, the figures behind the issue's targets first; each is independent: a
+failing unit records its error and the run goes on, and a unit that would end past
+``--deadline-s`` (by the plan's rough estimate of it) is not started and recorded as skipped.
 
-    matmul   bf16 matmul rate (one large jnp.dot) and device copy bandwidth: the ceilings
-    head     one full-batch step of the linear head at the CIFAR (50,000 x 768, K = 10) and
-             ImageNet-1k (1,281,167 x 1280, K = 1000) shapes, float32 and bfloat16: non-private
-             gradient step, private fused clipped sum step, zero-init single step; ratios to the
-             non-private step and to the roofline (two GEMMs of 2NDK flops at the measured rate)
-    fit      private_head.fit end to end at the ImageNet shape from a host float16 array and from
-             a float16 store, single_step and dp_gd (10 steps), against the kernel time and the
-             host-to-device copy of X (jax.device_put)
-    extract  ViT-B/16 at 224 px, bfloat16: model only (batch 256 and 512) and end to end from
-             synthetic uint8 images through the extraction loop into a store, images/s
-    timm     timm's ViT-B/16, eager and torch.compile, bf16 autocast, channels-last, images/s
-    opacus   one Opacus full-batch DP step of the same linear head (hooks and ghost clipping,
-             chunked to fit memory)
+    matmul        bf16 matmul rate (one large jnp.dot) and device copy bandwidth: the ceilings
+    head          one full-batch step of the linear head at the CIFAR (50,000 x 768, K = 10) and
+                  ImageNet-1k (1,281,167 x 1280, K = 1000) shapes, float32 and bfloat16:
+                  non-private gradient step, private fused clipped-sum step, zero-init single
+                  step; ratios to the non-private step and to the roofline (two GEMMs of 2NDK
+                  flops each at the measured bf16 rate)
+    fit           private_head.fit(method="single_step") end to end at the ImageNet shape from a
+                  host float16 array and from a float16 store, against the kernel time and the
+                  host-to-device copy of X (jax.device_put), both measured here
+    extract       ViT-B/16 at 224 px, bfloat16, model only at batch 256, images/s
+    timm          timm's ViT-B/16, eager and torch.compile, bf16 autocast, channels-last
+    opacus        one Opacus full-batch DP step of the same linear head (hooks and ghost
+                  clipping, chunked to fit memory) and torch's non-private step
+    fit_dp_gd     fit(method="dp_gd", steps=10), same data, store and references as ``fit``
+    extract_more  ViT-B/16 model only at batch 512, and end to end from synthetic uint8 images
+                  (threaded host resize, transfer, forward, store writes)
 
 Device times are medians of a few repeats after a warm-up call (compilation excluded), each call
 ended by ``block_until_ready`` (``torch.cuda.synchronize`` for torch); data is generated on the
-device, so no host transfer is timed unless the row says so. Writes ``results.json`` and
-``table.md`` (device, versions, shapes, targets with pass/fail) into ``--out-dir``.
+device, so no host transfer is timed unless the row says so. ``results.json`` and ``table.md``
+(device, versions, shapes, targets with pass/fail) are written into ``--out-dir`` after every
+section, so a run stopped from outside keeps what it measured.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import math
 import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-# Before jax is imported: leave half of the accelerator's memory to torch (timm, Opacus sections).
-os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import importlib.metadata  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-SECTIONS = ("matmul", "head", "fit", "extract", "timm", "opacus")
+SECTIONS = ("matmul", "head", "fit", "extract", "timm", "opacus", "fit_dp_gd", "extract_more")
 CLIP, SIGMA = 1.0, 1.0  # as benchmarks.head_speed's step functions
 VERSION_PACKAGES = (
     "jax",
@@ -85,7 +86,7 @@ class Plan:
     dtypes: tuple[str, ...]
     repeats: int
     fit_shape: tuple[int, int, int]
-    fit_runs: dict[str, dict[str, int]]  # source -> method -> calls (the first one compiles)
+    fit_runs: dict[str, dict[str, int]]  # method -> source -> calls (the first one compiles)
     dp_gd_steps: int
     store_chunk_rows: int
     vit_model: str
@@ -113,7 +114,7 @@ FULL = Plan(
     dtypes=("float32", "bfloat16"),
     repeats=10,
     fit_shape=IMAGENET,
-    fit_runs={"array": {"single_step": 2, "dp_gd": 1}, "store": {"single_step": 1, "dp_gd": 1}},
+    fit_runs={"single_step": {"array": 2, "store": 1}, "dp_gd": {"array": 1, "store": 1}},
     dp_gd_steps=10,
     store_chunk_rows=65536,
     vit_model="vit-b16-i21k",
@@ -128,7 +129,7 @@ FULL = Plan(
     opacus_hooks_chunk=4096,
     opacus_hooks_rows=8 * 4096,
     opacus_ghost_chunk=131072,
-    estimates={"fit": 30.0, "store": 30.0, "vit": 40.0, "e2e": 40.0, "compile": 120.0},
+    estimates={"fit": 45.0, "store": 30.0, "vit": 40.0, "e2e": 40.0, "compile": 120.0},
 )
 TINY = Plan(
     name="tiny",
@@ -138,7 +139,7 @@ TINY = Plan(
     dtypes=("float32", "bfloat16"),
     repeats=2,
     fit_shape=(2048, 64, 200),
-    fit_runs={"array": {"single_step": 2, "dp_gd": 1}, "store": {"single_step": 1, "dp_gd": 1}},
+    fit_runs={"single_step": {"array": 2, "store": 1}, "dp_gd": {"array": 1, "store": 1}},
     dp_gd_steps=10,
     store_chunk_rows=512,
     vit_model="vit-mu16",
@@ -159,10 +160,25 @@ TINY = Plan(
 class Runner:
     """Wall clock, progress log and deadline guard of one run."""
 
-    def __init__(self, deadline_s: float, plan: Plan):
+    def __init__(self, deadline_s: float, plan: Plan, tmp_dir: str | None = None):
         self.start = time.perf_counter()
         self.deadline_s = deadline_s
         self.plan = plan
+        self.tmp_dir = tmp_dir
+        self.state: dict[str, Any] = {}  # what later sections reuse (host data, store, model)
+        self._scratch: str | None = None
+
+    def scratch(self) -> str:
+        """A temporary folder for this run (``close`` removes it)."""
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="bench-gpu-", dir=self.tmp_dir)
+        return self._scratch
+
+    def close(self) -> None:
+        """Drop the shared state and remove the temporary folder."""
+        self.state.clear()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -423,29 +439,33 @@ def fit_wall(features: Any, labels: Any, k: int, method: str, steps: int) -> dic
 
 
 def _fit_runs(
-    run: Runner, source: str, features: Any, labels: Any, k: int, ref: dict[str, Any]
+    run: Runner, method: str, source: str, features: Any, labels: Any, ref: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Every (method, repeat) of the plan from one source; adds ``wall_over_reference``."""
+    """The plan's calls of ``method`` from one source; adds ``wall_over_reference``."""
     plan, rows = run.plan, []
-    for method, repeats in plan.fit_runs[source].items():
-        for i in range(repeats):
-            row = run.unit(
-                f"fit {source} {method} run {i + 1}",
-                lambda m=method: fit_wall(features, labels, k, m, plan.dp_gd_steps),
-                estimate="fit",
-                table="fit calls (run 1 includes compilation)",
-            )
-            row |= {"source": source, "method": method, "run": i + 1}
-            kernel, h2d = ref.get(f"{method}_kernel_s"), ref.get("h2d_s")
-            if row["status"] == "ok" and kernel is not None and h2d is not None:
-                row |= {"kernel_s": kernel, "h2d_s": h2d, "reference_s": kernel + h2d}
-                row["wall_over_reference"] = row["wall_s"] / (kernel + h2d)
-            rows.append(row)
+    k = plan.fit_shape[2]
+    for i in range(plan.fit_runs[method][source]):
+        row = run.unit(
+            f"fit {source} {method} run {i + 1}",
+            lambda: fit_wall(features, labels, k, method, plan.dp_gd_steps),
+            estimate="fit",
+            table="fit calls (run 1 includes compilation)",
+        )
+        row |= {"source": source, "method": method, "run": i + 1}
+        kernel, h2d = ref.get(f"{method}_kernel_s"), ref.get("h2d_s")
+        if row["status"] == "ok" and kernel is not None and h2d is not None:
+            row |= {"kernel_s": kernel, "h2d_s": h2d, "reference_s": kernel + h2d}
+            row["wall_over_reference"] = row["wall_s"] / (kernel + h2d)
+        rows.append(row)
     return rows
 
 
-def section_fit(run: Runner, tmp_dir: str | None) -> dict[str, Any]:
-    """fit end to end from a host array and from a store, with its two references."""
+def fit_inputs(run: Runner) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[dict]]:
+    """``(x, y, references, new rows)``: the host data and the two references of every fit
+    figure, made once per run (the first fit section measures them, later ones reuse them)."""
+    if "fit" in run.state:
+        x, y, ref = run.state["fit"]
+        return x, y, ref, []
     plan = run.plan
     n, d, k = plan.fit_shape
     x, y = host_features(n, d, k)
@@ -458,27 +478,52 @@ def section_fit(run: Runner, tmp_dir: str | None) -> dict[str, Any]:
         ref["h2d_s"] = rows[0]["median_s"]
     if rows[1]["status"] == "ok":
         ref |= {key: rows[1][key] for key in ("single_step_kernel_s", "dp_gd_kernel_s")}
-    rows += _fit_runs(run, "array", x, y, k, ref)
-    folder = tempfile.mkdtemp(prefix="bench-gpu-", dir=tmp_dir)
-    try:
-        path = os.path.join(folder, "features.h5")
-        written = run.unit(
-            "write float16 store",
-            lambda: write_store(path, x, y, k, plan.store_chunk_rows),
-            estimate="store",
-            table="store",
-        )
-        rows.append(written)
-        if written["status"] == "ok":
-            rows += _fit_runs(run, "store", f"{path}:train", None, k, ref)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    run.state["fit"] = x, y, ref
+    return x, y, ref, rows
+
+
+def fit_store(run: Runner, x: np.ndarray, y: np.ndarray) -> tuple[str | None, list[dict]]:
+    """``("file.h5:train" or None, new rows)``: the float16 store, written once per run."""
+    if "store" in run.state:
+        return run.state["store"], []
+    path = os.path.join(run.scratch(), "features.h5")
+    written = run.unit(
+        "write float16 store",
+        lambda: write_store(path, x, y, run.plan.fit_shape[2], run.plan.store_chunk_rows),
+        estimate="store",
+        table="store",
+    )
+    run.state["store"] = f"{path}:train" if written["status"] == "ok" else None
+    return run.state["store"], [written]
+
+
+def _fit_section(run: Runner, method: str) -> dict[str, Any]:
+    """``method``'s fit calls from the host array, then from the store."""
+    plan = run.plan
+    x, y, ref, rows = fit_inputs(run)
+    rows += _fit_runs(run, method, "array", x, y, ref)
+    store, written = fit_store(run, x, y)
+    rows += written
+    if store is not None:
+        rows += _fit_runs(run, method, "store", store, None, ref)
+    n, d, k = plan.fit_shape
+    steps = f", steps={plan.dp_gd_steps}" if method != "single_step" else ""
     return {
         "shape": {"N": n, "D": d, "K": k, "dtype": "float16"},
-        "fit_call": "private_head.fit(x, y, num_classes=K, epsilon=4.0, delta=1e-6, method=M, "
-        f"seed=0[, steps={plan.dp_gd_steps}])",
+        "fit_call": "private_head.fit(x, y, num_classes=K, epsilon=4.0, delta=1e-6, "
+        f"method={method!r}, seed=0{steps})",
         "rows": rows,
     }
+
+
+def section_fit(run: Runner) -> dict[str, Any]:
+    """fit single_step end to end from a host array and from a store, with its references."""
+    return _fit_section(run, "single_step")
+
+
+def section_fit_dp_gd(run: Runner) -> dict[str, Any]:
+    """fit dp_gd (``plan.dp_gd_steps`` steps) end to end, same data, store and references."""
+    return _fit_section(run, "dp_gd")
 
 
 # --------------------------------------------------------------------------------------- extract
@@ -558,24 +603,50 @@ def vit_end_to_end(extractor: Any, rows: int, size: int, batch: int) -> dict[str
     }
 
 
-def section_extract(run: Runner) -> dict[str, Any]:
-    """ViT-B/16 (random weights: speed does not depend on them), bfloat16 compute."""
+def vit_extractor(run: Runner) -> Any:
+    """The plan's ViT (random weights: speed does not depend on them), bfloat16, made once."""
     from feature_extract.extraction import Extractor
     from feature_extract.registry import load_backbone
 
+    if "extractor" not in run.state:
+        backbone = load_backbone(run.plan.vit_model, init_random=True, dtype=jnp.bfloat16)
+        run.state["extractor"] = Extractor(backbone)
+    return run.state["extractor"]
+
+
+def _model_only_unit(run: Runner, extractor: Any, batch: int) -> dict[str, Any]:
+    repeats = max(2, run.plan.repeats // 2)
+    return run.unit(
+        f"vit model only batch {batch}",
+        lambda: vit_model_only(extractor, batch, run.plan.vit_steps, repeats),
+        estimate="vit",
+        table="model only: device-resident uint8 batch",
+    )
+
+
+def _extract_info(run: Runner, extractor: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    res = extractor.backbone.resolution
+    return {
+        "model": run.plan.vit_model,
+        "resolution": res,
+        "compute_dtype": "bfloat16",
+        "rows": rows,
+    }
+
+
+def section_extract(run: Runner) -> dict[str, Any]:
+    """Model-only images/s at the plan's first batch size (the one timm is compared at)."""
+    extractor = vit_extractor(run)
+    return _extract_info(
+        run, extractor, [_model_only_unit(run, extractor, run.plan.vit_batches[0])]
+    )
+
+
+def section_extract_more(run: Runner) -> dict[str, Any]:
+    """Model-only images/s at the other batch sizes, then end to end from synthetic images."""
     plan = run.plan
-    backbone = load_backbone(plan.vit_model, init_random=True, dtype=jnp.bfloat16)
-    extractor = Extractor(backbone)
-    repeats = max(2, plan.repeats // 2)
-    rows = [
-        run.unit(
-            f"vit model only batch {batch}",
-            lambda b=batch: vit_model_only(extractor, b, plan.vit_steps, repeats),
-            estimate="vit",
-            table="model only: device-resident uint8 batch",
-        )
-        for batch in plan.vit_batches
-    ]
+    extractor = vit_extractor(run)
+    rows = [_model_only_unit(run, extractor, batch) for batch in plan.vit_batches[1:]]
     rows.append(
         run.unit(
             "vit end to end",
@@ -586,12 +657,7 @@ def section_extract(run: Runner) -> dict[str, Any]:
             table="end to end: synthetic images -> store",
         )
     )
-    return {
-        "model": plan.vit_model,
-        "resolution": backbone.resolution,
-        "compute_dtype": "bfloat16",
-        "rows": rows,
-    }
+    return _extract_info(run, extractor, rows)
 
 
 # ------------------------------------------------------------------------------------------ timm
@@ -916,6 +982,38 @@ def nvidia_smi() -> str | None:
     return None
 
 
+MEM_FRACTION_VARS = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+
+
+def limit_jax_memory(fraction: float) -> None:
+    """Have JAX preallocate ``fraction`` of the accelerator's memory, unless the caller chose.
+
+    Read when JAX creates its GPU client. Newer jaxlibs read ``XLA_CLIENT_MEM_FRACTION`` (and
+    refuse it together with the deprecated ``XLA_PYTHON_CLIENT_MEM_FRACTION``), older ones only
+    the latter: set the one this jaxlib's option code names.
+    """
+    if any(os.environ.get(v) for v in MEM_FRACTION_VARS):
+        return
+    name = MEM_FRACTION_VARS[1]
+    with contextlib.suppress(Exception):
+        import inspect
+
+        from jaxlib import xla_client
+
+        if repr(MEM_FRACTION_VARS[0]) in inspect.getsource(
+            xla_client.generate_pjrt_gpu_plugin_options
+        ):
+            name = MEM_FRACTION_VARS[0]
+    os.environ[name] = str(fraction)
+
+
+def device_memory_limit() -> int | None:
+    """Bytes JAX's allocator may use on the first device (None on CPU)."""
+    with contextlib.suppress(Exception):
+        return jax.devices()[0].memory_stats()["bytes_limit"]
+    return None
+
+
 def environment(plan: Plan, argv: list[str], deadline_s: float) -> dict[str, Any]:
     """Device, host, versions, settings and the plan's shapes."""
     devices = jax.devices()
@@ -926,9 +1024,10 @@ def environment(plan: Plan, argv: list[str], deadline_s: float) -> dict[str, Any
         "versions": versions(),
         "env": {
             k: os.environ[k]
-            for k in ("XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_FLAGS", "JAX_PLATFORMS")
+            for k in (*MEM_FRACTION_VARS, "XLA_FLAGS", "JAX_PLATFORMS")
             if k in os.environ
         },
+        "jax_memory_limit_bytes": device_memory_limit(),
         "jax_default_matmul_precision": str(
             getattr(jax.config, "jax_default_matmul_precision", "?")
         ),
@@ -1027,8 +1126,9 @@ def run_section(name: str, fn: Callable[[], dict[str, Any]], run: Runner) -> dic
             "traceback": traceback.format_exc(limit=6),
         }
     result.setdefault("status", "ok")
-    if result["status"] == "ok" and all(r["status"] == "skipped" for r in result.get("rows", [])):
-        result |= {"status": "skipped", "reason": "skipped: every unit was skipped"}
+    rows = result.get("rows", [])
+    if result["status"] == "ok" and rows and all(r["status"] == "skipped" for r in rows):
+        result |= {"status": "skipped", "reason": rows[0]["reason"]}
     result["seconds"] = time.perf_counter() - start
     return result
 
@@ -1043,17 +1143,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--deadline-s",
         type=float,
         default=420.0,
-        help="start no unit past this many seconds (default 420)",
+        help="start no unit expected to end past this many seconds from the start (default 420)",
     )
     p.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma list (default {','.join(SECTIONS)})"
     )
     p.add_argument("--tmp-dir", help="where the temporary feature store is written")
     args = p.parse_args(argv)
-    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(args.sections) - set(SECTIONS))
+    chosen = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sorted(chosen - set(SECTIONS))
     if unknown:
         p.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    args.sections = [s for s in SECTIONS if s in chosen]  # always in the order above
     return args
 
 
@@ -1068,33 +1169,54 @@ def write_report(report: dict[str, Any], out_dir: str) -> tuple[str, str]:
     return paths
 
 
+def build_report(
+    env: dict[str, Any], results: dict[str, Any], plan: Plan, run: Runner, complete: bool
+) -> dict[str, Any]:
+    """Environment, sections so far, targets, total seconds; ``complete`` False while partial."""
+    report = {
+        "environment": env,
+        "complete": complete,
+        "sections": results,
+        "targets": [],
+        "total_s": run.elapsed(),
+    }
+    try:
+        report["targets"] = targets(results, plan)
+    except Exception as err:  # noqa: BLE001 - the measurements must be written whatever happens
+        report["targets_error"] = f"{type(err).__name__}: {err}"
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections in order, write the report; 1 if a section or unit failed."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    limit_jax_memory(0.5)  # before JAX creates its GPU client: leave half to torch
     plan = TINY if args.tiny else FULL
-    run = Runner(args.deadline_s, plan)
+    run = Runner(args.deadline_s, plan, args.tmp_dir)
     env = environment(plan, argv, args.deadline_s)
     run.log(f"device {env['device']}; plan {plan.name}; sections {','.join(args.sections)}")
     results: dict[str, Any] = {}
     bodies = {
         "matmul": lambda: section_matmul(run),
         "head": lambda: section_head(run, results),
-        "fit": lambda: section_fit(run, args.tmp_dir),
+        "fit": lambda: section_fit(run),
         "extract": lambda: section_extract(run),
         "timm": lambda: section_timm(run),
         "opacus": lambda: section_opacus(run),
+        "fit_dp_gd": lambda: section_fit_dp_gd(run),
+        "extract_more": lambda: section_extract_more(run),
     }
-    for name in args.sections:
-        results[name] = run_section(name, bodies[name], run)
-    report = {"environment": env, "sections": results, "targets": [], "total_s": run.elapsed()}
-    try:
-        report["targets"] = targets(results, plan)
-    except Exception as err:  # noqa: BLE001 - the measurements must be written whatever happens
-        report["targets_error"] = f"{type(err).__name__}: {err}"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_dir = args.out_dir or os.path.join("benchmarks", "results", f"gpu-{stamp}")
-    paths = write_report(report, out_dir)
+    try:
+        for i, name in enumerate(args.sections):
+            results[name] = run_section(name, bodies[name], run)
+            # after every section, so that a run killed later still leaves what it measured
+            report = build_report(env, results, plan, run, complete=i + 1 == len(args.sections))
+            paths = write_report(report, out_dir)
+    finally:
+        run.close()
     print(markdown(report), flush=True)
     print("\n".join(["## Targets (again)", "", *_target_lines(report["targets"])]), flush=True)
     print(f"wrote {paths[0]} and {paths[1]} ({run.elapsed():.1f} s)", flush=True)
