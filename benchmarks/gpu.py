@@ -1115,6 +1115,10 @@ def markdown(report: dict[str, Any]) -> str:
 def run_section(name: str, fn: Callable[[], dict[str, Any]], run: Runner) -> dict[str, Any]:
     """``{"status", "seconds", ...}`` of one section; never raises."""
     print(f"== {name}", flush=True)
+    if run.elapsed() > run.deadline_s:  # not even the section's data is made
+        reason = f"skipped: deadline ({run.elapsed():.0f} s > --deadline-s {run.deadline_s:.0f})"
+        run.log(f"section {name}: {reason}")
+        return {"status": "skipped", "reason": reason, "seconds": 0.0}
     start = time.perf_counter()
     try:
         result = fn()
