@@ -1,6 +1,8 @@
 """A privacy ledger: named releases, tight composition, refusal before overspending.
 
-Adjacency is add-or-remove one example and the dataset size is public. A Gaussian release adds
+Adjacency is add-or-remove one example. The ledger composes exactly what it is told: the caller must
+make sure that nothing else it publishes depends on the private data (the true dataset size
+included: a size that is used or shown must be public or a charged release). A Gaussian release adds
 N(0, noise_std^2) noise to a statistic of L2 sensitivity C and is exactly mu_i-GDP with
 mu_i = C / noise_std; `count` identical releases (e.g. T full-batch steps) give sqrt(count) mu_i.
 While every release is Gaussian the ledger composes exactly in GDP,
@@ -46,19 +48,20 @@ class Release:
     """One recorded release. `mu` is its GDP parameter (None when the event is not Gaussian)."""
 
     name: str
-    kind: str  # "gaussian" or "event"
+    kind: str  # "gaussian", "gdp" (a mechanism known to be mu-GDP) or "event"
     mu: float | None
     sensitivity: float | None = None
     noise_std: float | None = None
     count: int = 1
     event: dp_accounting.DpEvent | None = None
+    description: str | None = None
 
     @property
     def noise_multiplier(self) -> float | None:
         """noise_std / sensitivity for a Gaussian release (the sigma of DESIGN.md section 4)."""
-        if self.kind != "gaussian":
-            return _gaussian_noise_multiplier(self.event)
-        return self.noise_std / self.sensitivity
+        if self.sensitivity is not None and self.noise_std is not None:
+            return self.noise_std / self.sensitivity
+        return _gaussian_noise_multiplier(self.event)
 
 
 def gaussian_event_mu(event: dp_accounting.DpEvent) -> float | None:
@@ -136,9 +139,45 @@ class PrivacyLedger:
         )
         return self._record(release)
 
-    def record_event(self, name: str, event: dp_accounting.DpEvent) -> Release:
-        """Charge an arbitrary dp-accounting DpEvent (composed with PLD, add-or-remove-one)."""
-        return self._record(self._event_release(name, event))
+    def record_gdp(self, name: str, mu: float, *, description: str) -> Release:
+        """Charge a mechanism known to be ``mu``-GDP that adds no Gaussian noise of its own (e.g. an
+        epsilon-DP selection charged as the mu-GDP that dominates it); ``description`` says why."""
+        mu = check_positive_finite("mu", mu)
+        if not isinstance(description, str) or not description:
+            raise ValueError("record_gdp needs a description of the mechanism and its GDP bound")
+        return self._record(Release(_check_name(name), "gdp", mu, description=description))
+
+    def record_event(
+        self,
+        name: str,
+        event: dp_accounting.DpEvent,
+        *,
+        description: str | None = None,
+        sensitivity: float | None = None,
+        noise_std: float | None = None,
+        count: int = 1,
+    ) -> Release:
+        """Charge an arbitrary dp-accounting DpEvent (composed with PLD, add-or-remove-one).
+
+        ``description``, ``sensitivity``, ``noise_std`` and ``count`` only describe the release in
+        the report (e.g. the Gaussian noise each of ``count`` Poisson-sampled steps adds).
+        """
+        release = self._event_release(name, event)
+        if sensitivity is not None:
+            sensitivity = check_positive_finite("sensitivity", sensitivity)
+        if noise_std is not None:
+            noise_std = check_nonnegative("noise_std", noise_std)
+        release = Release(
+            release.name,
+            release.kind,
+            release.mu,
+            sensitivity=sensitivity,
+            noise_std=noise_std,
+            count=check_steps(count, "count"),
+            event=event,
+            description=description,
+        )
+        return self._record(release)
 
     def epsilon_after_event(self, event: dp_accounting.DpEvent) -> float:
         """Epsilon that recording `event` would bring the ledger to; records nothing.
@@ -225,7 +264,6 @@ class PrivacyLedger:
             "mu": _json_float(self.mu),
             "accountant": self.accountant,
             "adjacency": "add_or_remove_one",
-            "dataset_size": "public",
             "releases": [_release_dict(r) for r in self._releases],
         }
 
@@ -299,4 +337,5 @@ def _release_dict(r: Release) -> dict[str, Any]:
         "count": r.count,
         "mu": _json_float(r.mu),
         "event": None if r.event is None else repr(r.event),
+        "description": r.description,
     }

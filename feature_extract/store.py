@@ -855,6 +855,11 @@ class SplitReader:
         stop = self.info.num_rows if stop is None else min(stop, self.info.num_rows)
         return self._read("ids", start, stop)
 
+    def labels(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The labels of rows ``[start, stop)`` alone (the features are not read)."""
+        stop = self.info.num_rows if stop is None else min(stop, self.info.num_rows)
+        return self._read("labels", start, stop)
+
     def iter_chunks(self, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if rows < 1:
             raise ValueError(f"rows per chunk must be >= 1, got {rows}")

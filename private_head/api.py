@@ -1,50 +1,246 @@
-"""``fit``: validate, preprocess, train with a registered method, and report the privacy spent."""
+"""``fit``: route the options, open the rows, plan and charge every release, run, and report.
+
+    fit(x, y, num_classes=K, epsilon=4, delta=1e-6)  ->  PrivateHead
+
+The steps (docs/architecture.md, "What fit does"):
+
+1. the options are sorted into the method's option type and the shared types (``options``);
+2. the rows are opened (``rows.open_rows``): shapes, dtype and labels checked, nothing released;
+3. the divisor n: the caller's public ``dataset_size``, or the noisy count ``N + N(0, 1 / mu_n^2)``
+   (planned, charged, released first; rounded, at least 1);
+4. with ``center="private"``, the private mean of the bounded rows (planned, charged, released:
+   a sum of sensitivity r, divided by n);
+5. the method plans its releases from public information and the allowance left; the whole plan
+   is charged to the ledger (which refuses to overspend) before the method runs;
+6. the method runs; every planned draw must have been made.
+
+Budget shares are fractions of the total mu^2 (``budget.split_mu``): ``count_budget_fraction``
+to the count, ``center_budget_fraction`` to the mean, the rest to the method. The report never
+holds the true row count; ``performance`` (not part of the privacy report) says how the rows
+were read.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import numpy as np
 
 from accounting import PrivacyLedger
-from private_head.config import FitConfig
-from private_head.data import check_num_classes, load_train_data
+from private_head.budget import Allowance, Ledger, remaining_allowance, split_mu
 from private_head.head import PrivateHead
-from private_head.methods import get_method
+from private_head.keys import noise_key
+from private_head.methods import Context, Method, PublicInfo, get_method
+from private_head.options import DatasetSize, Options, Performance, Preprocess, route
+from private_head.plan import Plan, PlannedRelease, Releaser
+from private_head.preprocessing import Preprocessing
+from private_head.rows import Rows, open_rows
+from private_head.statistics import RowSum
 
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(FitConfig)} - {"method_options"}
-
-
-def noise_seed(seed: int | None) -> tuple[int, bool]:
-    """``(seed, seeded)``: the caller's seed, else 63 bits from the OS secure random source.
-
-    With several JAX processes the unseeded draw of process 0 is broadcast, so that every process
-    adds the same noise (DESIGN.md 5).
-    """
-    if seed is not None:
-        if isinstance(seed, bool) or int(seed) != seed:
-            raise ValueError(f"seed must be an integer or None, got {seed!r}")
-        return int(seed), True
-    drawn = secrets.randbits(63)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        drawn = int(multihost_utils.broadcast_one_to_all(np.int64(drawn)))
-    return drawn, False
+COUNT, CENTER = "dataset_size/noisy_count", "center/row_sum"
+ADJACENCY = (
+    "add_or_remove_one: the guarantee hides whether any one row (features and label) is in the "
+    "training data, its presence included; nothing released depends on the true row count except "
+    "through charged releases. Replace-one adjacency: twice the reported mu (GDP)."
+)
 
 
 def make_ledger(epsilon: float, delta: float) -> PrivacyLedger:
     """The budget as a ledger; an (epsilon, delta) no finite noise can meet is a ValueError."""
     try:
-        return PrivacyLedger(epsilon, delta)
-    except ValueError as err:
+        return PrivacyLedger(float(epsilon), float(delta))
+    except (TypeError, ValueError) as err:
         raise ValueError(
             f"the budget epsilon={epsilon}, delta={delta} cannot be met: {err}"
         ) from err
+
+
+def check_budget(method: Method, epsilon: Any, delta: Any) -> tuple[float, float]:
+    """``epsilon = inf`` exactly for the non-private method; delta in (0, 1)."""
+    try:
+        epsilon, delta = float(epsilon), float(delta)
+    except (TypeError, ValueError):
+        raise ValueError(f"epsilon and delta must be numbers, got {epsilon!r}, {delta!r}") from None
+    if not epsilon > 0:
+        raise ValueError(
+            f"epsilon must be > 0 (math.inf only for method='nonprivate'), got {epsilon}"
+        )
+    if math.isinf(epsilon) == method.private:
+        raise ValueError(
+            "epsilon=math.inf is accepted only with method='nonprivate', and 'nonprivate' needs "
+            f"epsilon=math.inf (got method={method.name!r}, epsilon={epsilon})."
+        )
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    return epsilon, delta
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained head with everything its report needs."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    preprocessing: Preprocessing
+    settings: dict[str, Any]
+    dataset_size: dict[str, Any]
+    plan: Plan
+    details: dict[str, Any]
+
+
+def preprocessing_of(opts: Preprocess, public_mean: Any, dim: int) -> Preprocessing:
+    """The map before any private statistic (the private mean is filled in later)."""
+    kind = "normalize" if opts.normalize else "shrink"
+    if opts.center == "public" or public_mean is not None:
+        if public_mean is None:
+            raise ValueError("center='public' needs public_mean (a [D] vector from public data)")
+        if opts.center == "private":
+            raise ValueError("public_mean was given with center='private'; choose one")
+        mean = np.asarray(public_mean, dtype=np.float32)
+        if mean.shape != (dim,):
+            raise ValueError(f"public_mean must have shape ({dim},), got {mean.shape}")
+        if not np.isfinite(mean).all():
+            raise ValueError("public_mean holds NaN or infinite values")
+        return Preprocessing(kind, opts.feature_norm, "public", mean)
+    return Preprocessing(kind, opts.feature_norm)
+
+
+def train(
+    rows: Rows,
+    method: Method,
+    options: Options,
+    preprocess: Preprocess,
+    size: DatasetSize,
+    ledger: Ledger,
+    key: jax.Array,
+    *,
+    public_mean: Any = None,
+    size_scale: float = 1.0,
+    observer: Any = None,
+) -> Trained:
+    """Steps 3-6 of the module docstring on ``rows`` against ``ledger``; ``size_scale`` scales
+    the divisor (a public fraction of the rows, e.g. select's training part)."""
+    pre = preprocessing_of(preprocess, public_mean, rows.dim)
+    private = not math.isinf(ledger.mu_budget)
+    shares = {}
+    if private and size.dataset_size is None:
+        shares["count"] = size.count_budget_fraction
+    if preprocess.center == "private" and private:
+        shares["center"] = preprocess.center_budget_fraction
+    mu = split_mu(remaining_allowance(ledger).mu, shares, rest="method") if shares else {}
+    keys = jax.random.split(key, 3)
+
+    n, size_report = _divisor(rows, size, ledger, mu.get("count"), keys[0], private, observer)
+    n *= size_scale
+    if preprocess.center == "private":
+        pre = _private_mean(rows, pre, ledger, mu.get("center"), n, keys[1], observer)
+    public = PublicInfo(
+        dim=rows.dim,
+        num_classes=rows.num_classes,
+        dataset_size=n,
+        size_source=size_report["source"],
+        epsilon=ledger.epsilon,
+        delta=ledger.delta,
+        feature_norm=pre.feature_norm,
+        feature_dtype=rows.dtype.name,
+    )
+    allowance = (
+        remaining_allowance(ledger) if private else Allowance(math.inf, math.inf, ledger.delta)
+    )
+    plan = method.plan(options, public, allowance)
+    plan.charge(ledger)
+    releaser = Releaser(plan, keys[2], observer)
+    weights, bias = method.run(plan, rows, releaser, Context(public, pre))
+    missing = releaser.unreleased()
+    if missing:
+        raise RuntimeError(f"method {method.name!r} charged draws it never made: {missing}")
+    weights, bias = np.asarray(weights, np.float32), np.asarray(bias, np.float32)
+    if weights.shape != (rows.dim, rows.num_classes) or bias.shape != (rows.num_classes,):
+        raise RuntimeError(
+            f"method {method.name!r} returned weights {weights.shape} and bias {bias.shape}; "
+            f"expected ({rows.dim}, {rows.num_classes}) and ({rows.num_classes},)"
+        )
+    if private and not ledger.releases:
+        raise RuntimeError(f"method {method.name!r} returned parameters without charging anything")
+    if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
+        raise ValueError(
+            f"training with method {method.name!r} diverged (non-finite weights); lower the "
+            "learning_rate or the number of steps"
+        )
+    settings = {
+        "method": method.name,
+        "options": options.to_dict(),
+        "resolved": _plain(plan.settings),
+        "preprocess": preprocess.to_dict(),
+        "dataset_size": size.to_dict(),
+    }
+    details = method.details(plan) if method.details is not None else {}
+    return Trained(weights, bias, pre, settings, size_report, plan, details)
+
+
+def _divisor(
+    rows: Rows, size: DatasetSize, ledger: Ledger, mu: float | None, key, private: bool, observer
+) -> tuple[float, dict[str, Any]]:
+    """The public divisor n and how it was obtained (never the true count)."""
+    if size.dataset_size is not None:
+        return float(size.dataset_size), {"source": "public", "value": size.dataset_size}
+    if not private:  # the non-private ceiling: nothing is protected, nothing is reported
+        return float(rows.global_rows), {"source": "true_count_not_private"}
+    std = Allowance(mu, ledger.epsilon, ledger.delta).gaussian_std(1.0)
+    plan = Plan((PlannedRelease(COUNT, 1.0, std),))
+    plan.charge(ledger)
+    released = Releaser(plan, key, observer).release(COUNT, np.float64(rows.global_rows))
+    n = max(1.0, float(np.round(np.asarray(released, np.float64))))
+    return n, {
+        "source": "noisy_count",
+        "value": n,
+        "noise_std": std,
+        "budget_fraction": size.count_budget_fraction,
+    }
+
+
+def _private_mean(rows, pre, ledger, mu, n, key, observer) -> Preprocessing:
+    """The released mean ``(sum_i bound(x_i) + N(0, (r / mu_c)^2 I)) / n``."""
+    bound = Preprocessing(pre.kind, pre.feature_norm)
+    if math.isinf(ledger.mu_budget):  # the non-private ceiling: the exact mean
+        total = rows.sum(RowSum(), None, bound)
+        return Preprocessing(pre.kind, pre.feature_norm, "private", np.asarray(total) / n)
+    r = pre.feature_norm
+    std = Allowance(mu, ledger.epsilon, ledger.delta).gaussian_std(r)
+    plan = Plan((PlannedRelease(CENTER, r, std),))
+    plan.charge(ledger)
+    total = Releaser(plan, key, observer).release(CENTER, rows.sum(RowSum(), None, bound))
+    return Preprocessing(pre.kind, pre.feature_norm, "private", np.asarray(total) / n)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "_asdict"):
+        return dict(value._asdict())
+    return value
+
+
+def privacy_report(
+    ledger: Ledger, method: Method, seeded: bool, trained: Trained
+) -> dict[str, Any]:
+    """The privacy report: the ledger's composition plus what the guarantee covers."""
+    report = {
+        **ledger.report(),
+        "adjacency": "add_or_remove_one",
+        "adjacency_detail": ADJACENCY,
+        "private": method.private,
+        "method": method.name,
+        "seeded": seeded,
+        "dataset_size": trained.dataset_size,
+        **trained.details,
+    }
+    if not method.private:
+        report.update(epsilon_spent="inf", mu="inf")
+    return report
 
 
 def fit(
@@ -55,80 +251,46 @@ def fit(
     epsilon: float,
     delta: float,
     method: str = "single_step",
-    steps: int = 1,
-    clip_norm: float = 1.0,
-    learning_rate: float = 1.0,
-    optimizer: str = "sgd",
     seed: int | None = None,
     public_mean: Any = None,
     split: str = "train",
     **options: Any,
 ) -> PrivateHead:
-    """Train a differentially private linear head on features and return it with its report.
+    """Train a differentially private linear head and return it with its report.
 
-    ``features``: an array [N, D] (with ``labels`` [N]) or a store path ``"file.h5:train"``
-    (``split`` when the path names none). ``num_classes`` is required: the label space is public.
-    ``epsilon = math.inf`` only with ``method="nonprivate"``. Options that are FitConfig fields
-    (``weight_decay``, ``loss``, ``train_bias``, ``normalize``, ``feature_norm``, ``center``,
-    ``center_budget_fraction``, ``max_device_bytes``, ...) set them; any other option goes to
-    ``config.method_options`` for the method. A ``public_mean`` implies ``center="public"``.
-    The noise key comes from the OS secure random source unless ``seed`` is given; the report
-    says ``seeded``.
+    ``features``: an array [N, D] (float32, float16 or bfloat16; numpy or jax) with ``labels``
+    [N], or a store path ``"file.h5:train"`` (``split`` when the path names none).
+    ``num_classes`` is required: the label space is public. ``epsilon = math.inf`` only with
+    ``method="nonprivate"``. ``options`` are the method's own (``describe_options(method)``) and
+    the shared ones (``Preprocess``, ``DatasetSize``, ``Performance``); anything else is an error.
+    The noise key comes from 64 bits of the OS secure random source unless ``seed`` is given
+    (the report then says ``seeded: true``).
     """
-    num_classes = check_num_classes(num_classes)
-    if public_mean is not None:
-        options.setdefault("center", "public")
-    config_options = {k: options.pop(k) for k in list(options) if k in _CONFIG_FIELDS}
-    config = FitConfig(
-        epsilon=float(epsilon),
-        delta=float(delta),
-        method=method,
-        steps=steps,
-        clip_norm=clip_norm,
-        learning_rate=learning_rate,
-        optimizer=optimizer,
-        seed=seed,
-        method_options=options,
-        **config_options,
-    )
-    train = get_method(method)
-    ledger = make_ledger(config.epsilon, config.delta)
-    seed_value, seeded = noise_seed(seed)
-    center_key, method_key = jax.random.split(jax.random.key(seed_value))
-    data = load_train_data(
+    chosen = get_method(method)
+    epsilon, delta = check_budget(chosen, epsilon, delta)
+    method_options, preprocess, size, performance = route(method, chosen.options, options)
+    rows = open_rows(
         features,
         labels,
-        config=config,
         num_classes=num_classes,
-        public_mean=public_mean,
-        ledger=ledger,
-        key=center_key,
+        feature_norm=preprocess.feature_norm,
         split=split,
+        performance=performance,
     )
-    weights, bias = train(data, config, ledger, method_key)
-    weights, bias = np.asarray(weights, np.float32), np.asarray(bias, np.float32)
-    if weights.shape != (data.dim, num_classes) or bias.shape != (num_classes,):
-        raise RuntimeError(
-            f"method {method!r} returned weights {weights.shape} and bias "
-            f"{bias.shape}; expected ({data.dim}, {num_classes}) and "
-            f"({num_classes},)"
-        )
-    private = not math.isinf(config.epsilon)
-    if private and not ledger.releases:
-        raise RuntimeError(f"method {method!r} returned parameters without charging the ledger")
-    if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
-        raise ValueError(
-            f"training with method {method!r} diverged (non-finite weights); lower "
-            "the learning_rate or the number of steps"
-        )
-    privacy = {
-        **ledger.report(),
-        "private": private,
-        "method": method,
-        "seeded": seeded,
-        "dataset_size_public": True,
-        "num_rows": data.num_rows,
-    }
-    if not private:  # no noise at all: the release is not private
-        privacy.update(epsilon_spent="inf", mu="inf")
-    return PrivateHead(weights, bias, config, privacy, data.preprocessing)
+    ledger = make_ledger(epsilon, delta)
+    key, seeded = noise_key(seed)
+    trained = train(
+        rows, chosen, method_options, preprocess, size, ledger, key, public_mean=public_mean
+    )
+    performance_report = {**rows.describe(), "performance_options": performance.to_dict()}
+    return PrivateHead(
+        trained.weights,
+        trained.bias,
+        trained.preprocessing,
+        privacy_report(ledger, chosen, seeded, trained),
+        trained.settings,
+        performance_report,
+    )
+
+
+__all__ = ["Performance", "fit", "train"]

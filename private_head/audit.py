@@ -28,6 +28,7 @@ separate evaluation runs, so the search does not inflate the bound.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.stats import beta
-
-from private_head.config import FitConfig
 
 ReleaseFn = Callable[[Any, jax.Array], Any]
 
@@ -205,32 +204,86 @@ def projection_statistic(direction: Any) -> Callable[[Any], jax.Array]:
     return statistic
 
 
-def method_release(method: str, config: FitConfig, num_classes: int) -> ReleaseFn:
-    """A registered training method as a release ``(X, y), key -> (S_W [D, K], S_b [K])``.
+AUDITABLE = (
+    "single_step",
+    "dp_gd",
+    "dp_sgd",
+    "dp_least_squares",
+    "dp_feature_covariance",
+    "dp_prototypes",
+)
 
-    Runs the real code path: ``data.preprocess`` (validation, per-example normalisation), a fresh
-    ``PrivacyLedger(config.epsilon, config.delta)``, and ``get_method(method)(data, config,
-    ledger, key)`` with its own noise calibration, clipping and noise. The head ``(W, b)`` is
-    mapped back to the released gradient sums by public post-processing,
 
-        S_W = -(N / lr) W,    S_b = -(N / lr) (b - b0),
+def method_release(
+    method: str,
+    options: dict[str, Any],
+    *,
+    num_classes: int,
+    dim: int,
+    epsilon: float,
+    delta: float,
+    dataset_size: int,
+) -> ReleaseFn:
+    """A registered method as a release ``(X, y), key -> (-n W, -n (b - b0))``.
 
-    which for ``single_step`` (and ``dp_gd`` with ``optimizer="sgd"``) is exactly the noisy
-    clipped gradient sum (summed over the T steps); N is public (DESIGN.md 4).
+    Runs the method's real plan (calibration against a fresh ledger) and its real run (the rows
+    path, preprocessing, clipping and noise) with a public ``dataset_size`` n, the same constant
+    in both worlds: the worlds are true neighbours (N and N + 1 rows) and the divisor is public, so
+    ``-n W`` is post-processing of the head (for ``single_step`` it is the noisy clipped sum).
+    Methods whose run is not a traceable function of the key (``nonprivate``, private selection)
+    are refused.
     """
     from accounting import PrivacyLedger
-    from private_head.data import preprocess
-    from private_head.methods import get_method
+    from private_head.budget import remaining_allowance
+    from private_head.methods import Context, PublicInfo, get_method
+    from private_head.options import route
+    from private_head.plan import Releaser
+    from private_head.preprocessing import Preprocessing
+    from private_head.rows import open_rows
 
-    train = get_method(method)
-    b0 = config.initial_bias(num_classes)
+    if method not in AUDITABLE:
+        raise ValueError(
+            f"the audit covers {', '.join(AUDITABLE)}, got {method!r} (auto runs one of them; "
+            "nonprivate is not private)"
+        )
+    m = get_method(method)
+    opts, pre_opts, _, _ = route(method, m.options, options)
+    public = PublicInfo(
+        dim,
+        num_classes,
+        float(dataset_size),
+        "public",
+        epsilon,
+        delta,
+        pre_opts.feature_norm,
+        "float32",
+    )
+    plan = m.plan(opts, public, remaining_allowance(PrivacyLedger(epsilon, delta)))
+    pre = Preprocessing("normalize" if pre_opts.normalize else "shrink", pre_opts.feature_norm)
+    bias0 = getattr(plan.settings, "bias0", 0.0)
+    prepared: dict[int, Any] = {}
+
+    def rows_of(dataset: tuple[Any, Any]):
+        key = id(dataset[0])
+        if key not in prepared:  # open and validate once, outside any trace
+            rows = open_rows(
+                jnp.asarray(dataset[0]),
+                dataset[1],
+                num_classes=num_classes,
+                feature_norm=pre_opts.feature_norm,
+            )
+            rows.validate(pre)
+            prepared[key] = rows
+        return prepared[key]
 
     def release(dataset: tuple[Any, Any], key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        data = preprocess(dataset[0], dataset[1], config, num_classes=num_classes)
-        W, b = train(data, config, PrivacyLedger(config.epsilon, config.delta), key)
-        scale = -data.num_rows / config.learning_rate
-        return scale * jnp.asarray(W, jnp.float32), scale * (jnp.asarray(b, jnp.float32) - b0)
+        rows = rows_of(dataset)
+        W, b = m.run(plan, rows, Releaser(plan, key), Context(public, pre))
+        return -dataset_size * jnp.asarray(W, jnp.float32), -dataset_size * (
+            jnp.asarray(b, jnp.float32) - bias0
+        )
 
+    release.prepare = rows_of  # type: ignore[attr-defined]
     return release
 
 
@@ -257,18 +310,18 @@ def statistics_sampler(
             statistic(release_fn(neighbours.with_canary, keys[1])),
         )
 
-    fn = jax.jit(jax.vmap(both))
+    # lax.map over blocks of 512 keys, not one vmap over the whole batch: XLA:CPU deadlocked on
+    # some batch sizes (e.g. 3000 runs of dp_least_squares) with the whole batch in one op.
+    fn = jax.jit(lambda raw: jax.lax.map(both, raw, batch_size=min(512, raw.shape[0])))
 
     def sample(rng: np.random.Generator, runs: int) -> tuple[np.ndarray, np.ndarray]:
         size = max(1, min(batch, runs))
-        out = [
-            fn(rng.integers(0, 2**32, size=(size, 2, *key_shape), dtype=np.uint32))
-            for _ in range(-(-runs // size))
-        ]
-        stats = tuple(
-            np.concatenate([np.asarray(o[w]) for o in out])[:runs].astype(np.float64)
-            for w in (0, 1)
-        )
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for _ in range(-(-runs // size)):  # one batch in flight at a time, read back at once
+            keys = rng.integers(0, 2**32, size=(size, 2, *key_shape), dtype=np.uint32)
+            s0, s1 = jax.device_get(fn(keys))
+            out.append((np.asarray(s0, np.float64), np.asarray(s1, np.float64)))
+        stats = tuple(np.concatenate([o[w] for o in out])[:runs] for w in (0, 1))
         if not all(np.all(np.isfinite(x)) for x in stats):
             raise ValueError("the mechanism released non-finite values; audit a finite mechanism")
         return stats
@@ -389,13 +442,16 @@ def audit_method(
 ) -> AuditResult:
     """Audit a registered training method at (epsilon, delta) on synthetic worst-case neighbours.
 
-    ``num_rows`` Gaussian rows spanning ``dim - 1`` dimensions with random labels, plus an
-    orthogonal canary of norm ``feature_norm`` (``orthogonal_canary``) whose gradient is clipped
-    from ``0.71 * feature_norm`` to ``clip_norm``. ``options`` are further FitConfig fields
-    (``steps``, ``learning_rate``, ``optimizer``, ...). Audits the method's own code, calibration
-    and noise (``method_release``); the statistic is the projection on the canary's direction.
+    ``num_rows`` Gaussian rows spanning ``dim - 1`` dimensions with random labels (D, N rows) and
+    D plus an orthogonal canary of norm ``feature_norm`` (``orthogonal_canary``: N + 1 rows), whose
+    gradient is clipped from ``0.71 * feature_norm`` to ``clip_norm``. The divisor is the public
+    ``dataset_size = num_rows`` in both worlds. ``options`` are the method's (``steps``,
+    ``learning_rate``, ...). Audits the method's own plan and run (``method_release``); the
+    statistic is the projection on the canary's direction.
     """
-    config = FitConfig(epsilon=epsilon, delta=delta, method=method, clip_norm=clip_norm, **options)
+    if method in ("single_step", "dp_gd", "dp_sgd", "dp_feature_covariance"):
+        options = {"clip_norm": clip_norm, **options}
+    feature_norm = float(options.get("feature_norm", 1.0))
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_rows, dim)).astype(np.float32)
     x[:, -1] = 0.0
@@ -403,11 +459,22 @@ def audit_method(
         x,
         rng.integers(0, num_classes, size=num_rows),
         num_classes,
-        clip_norm,
-        canary_norm=config.feature_norm,
+        min(clip_norm, float(options.get("clip_norm", clip_norm))),
+        canary_norm=feature_norm,
     )
+    release = method_release(
+        method,
+        options,
+        num_classes=num_classes,
+        dim=dim,
+        epsilon=epsilon,
+        delta=delta,
+        dataset_size=num_rows,
+    )
+    for dataset in (neighbours.without, neighbours.with_canary):
+        release.prepare(dataset)
     return audit_mechanism(
-        method_release(method, config, num_classes),
+        release,
         neighbours,
         epsilon_claimed=epsilon,
         delta=delta,
@@ -440,34 +507,75 @@ def gaussian_shift_epsilon_bound(
     return _bound_on_fresh_runs(cal0, cal1, ev0, ev1, delta, alpha)[0]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """``python -m private_head.audit --method dp_gd --steps 3 --epsilon 1 2 4 --runs 200000``."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--method", default="single_step")
-    parser.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 2.0, 4.0])
-    parser.add_argument("--delta", type=float, default=1e-5)
-    parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=100_000, help="runs per world")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
     from accounting import mu_from_epsilon
 
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def positive(kind):
+        def parse(text: str):
+            try:
+                value = kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected a positive number, got {text!r}"
+                ) from None
+            if not value > 0 or (isinstance(value, float) and math.isinf(value)):
+                raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+            return value
+
+        return parse
+
+    parser = Parser(
+        prog="python -m private_head.audit",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--method", default="single_step", choices=AUDITABLE)
+    parser.add_argument("--epsilon", type=positive(float), nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--delta", type=positive(float), default=1e-5)
+    parser.add_argument(
+        "--steps",
+        type=positive(int),
+        help="steps of dp_gd, dp_sgd and "
+        "dp_feature_covariance (default 3: the audit unrolls every step)",
+    )
+    parser.add_argument("--runs", type=positive(int), default=100_000, help="runs per world")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not args.delta < 1:
+        parser.error(f"argument --delta: must lie in (0, 1), got {args.delta}")
+    options: dict[str, Any] = {}
+    iterative = ("dp_gd", "dp_sgd", "dp_feature_covariance")
+    if args.steps is not None and args.method not in iterative:
+        parser.error(f"--steps applies to {', '.join(iterative)}, not {args.method}")
+    if args.method in iterative:
+        options["steps"] = args.steps or 3
+    if args.method == "dp_sgd":
+        options["batch_size"] = 5
     print(
-        f"method={args.method} steps={args.steps} delta={args.delta} runs={args.runs} per world "
+        f"method={args.method} options={options} delta={args.delta} runs={args.runs} per world "
         "(20% calibration, 80% evaluation); each bound holds with 95% confidence"
     )
     print("epsilon_claimed  epsilon_lower_bound  ideal_gaussian_bound  fpr      fnr")
     for eps in args.epsilon:
-        result = audit_method(
-            args.method,
-            epsilon=eps,
-            delta=args.delta,
-            runs=args.runs,
-            seed=args.seed,
-            steps=args.steps,
-        )
+        try:
+            result = audit_method(
+                args.method,
+                epsilon=eps,
+                delta=args.delta,
+                runs=args.runs,
+                seed=args.seed,
+                **options,
+            )
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         ideal = gaussian_shift_epsilon_bound(
             mu_from_epsilon(eps, args.delta), args.runs, args.delta, seed=args.seed
         )
@@ -475,7 +583,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{eps:<16g} {result.epsilon_lower_bound:<20.3f} {ideal:<21.3f} "
             f"{result.fpr:<8.5f} {result.fnr:.5f}"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

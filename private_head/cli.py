@@ -1,14 +1,16 @@
 """``python -m private_head``: train a head on a store's train split, evaluate it on the test split.
 
     python -m private_head --features features/digits-pixels.h5 --epsilon 4
+    python -m private_head --features F --epsilon 2 --method dp_sgd --batch-size 256 --steps 50
+    python -m private_head --method dp_gd --help        # the options of one method
 
 prints the accuracy and the privacy report and writes the head (``.npz``) and a JSON result next to
-the features (or in ``--out-dir``): ``<store>.<method>.eps<epsilon>.{npz,json}``. ``--epsilon inf``
-trains the ``nonprivate`` ceiling. Without ``--delta`` the budget uses ``delta = min(1e-5, 1/(2N))``
-for N training rows. Bad input ends with a one-line message and exit status 2. With several
-processes (``--coordinator HOST:PORT --num-processes P --process-id I``, the ``JAX_*`` environment
-variables, or ``--distributed``) each process trains on its share of the rows and process 0
-writes the outputs.
+the features (or in ``--out-dir``): ``<store>.<method>.eps<epsilon>.{npz,json}``; a file written
+with other settings is not overwritten (``--overwrite``). ``--epsilon inf`` trains the
+``nonprivate`` ceiling. Without ``--delta``: ``min(1e-5, 1/(2n))`` for a public ``--dataset-size``
+n, else 1e-5. Every requested split is checked before training. Bad input ends with one line
+``error: ...`` and exit status 2. The option flags are generated from the option types (their
+defaults are in ``--help``); ``--option KEY=VALUE`` passes any option too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,22 +28,57 @@ import jax
 
 from feature_extract import multihost, store
 from private_head.api import fit
-from private_head.config import LOSSES, OPTIMIZERS
 from private_head.head import PrivateHead
-from private_head.methods import available_methods
+from private_head.methods import available_methods, get_method
+from private_head.options import SHARED, Options
 
 EVAL_CHUNK_ROWS = 65536
+DEFAULT_DELTA = 1e-5
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _epsilon(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"epsilon must be a number or inf, got {text!r}") from None
     if math.isnan(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"epsilon must be > 0 or inf, got {text}")
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_options(group: argparse._ArgumentGroup, kind: type[Options], taken: set[str]) -> None:
+    """One flag per field of ``kind`` (default SUPPRESS: only given flags reach ``fit``)."""
+    for spec in kind.describe():
+        name = spec["name"]
+        if name in taken:
+            continue
+        taken.add(name)
+        default = "the rule" if spec["default"] is None and spec["optional"] else spec["default"]
+        text = f"{spec['help']} (default: {default})"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": text}
+        if spec["type"] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {int: int, float: float, str: str}[spec["type"]]
+            if spec["choices"]:
+                kwargs["choices"] = spec["choices"]
+            kwargs["metavar"] = spec["name"].upper() if not spec["choices"] else None
+        group.add_argument(_flag(name), **kwargs)
+
+
+def parser(method: str | None = None) -> Parser:
+    p = Parser(
         prog="python -m private_head",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,47 +87,47 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epsilon", type=_epsilon, required=True, help="privacy budget; inf: nonprivate"
     )
-    p.add_argument("--delta", type=float, help="default: min(1e-5, 1/(2N)), N training rows")
+    p.add_argument(
+        "--delta",
+        type=float,
+        help="default: min(1e-5, 1/(2n)) with a public --dataset-size n, else 1e-5",
+    )
     p.add_argument(
         "--method",
-        help="default single_step (nonprivate when epsilon is inf); "
-        f"one of {', '.join(available_methods())}",
-    )
-    p.add_argument("--steps", type=int, default=1)
-    p.add_argument("--clip-norm", type=float, default=1.0)
-    p.add_argument("--learning-rate", type=float, default=1.0)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--loss", choices=LOSSES, default="softmax")
-    p.add_argument("--train-bias", action="store_true", help="train the bias (default: fixed)")
-    p.add_argument("--feature-norm", type=float, default=1.0, help="rows are scaled to this norm")
-    p.add_argument(
-        "--center",
-        choices=("none", "private"),
-        default="none",
-        help="private: subtract a noisy mean of the training rows (charged)",
+        default=method,
+        help=f"one of {', '.join(available_methods())} "
+        "(default: single_step; nonprivate when epsilon is inf)",
     )
     p.add_argument(
         "--seed",
         type=int,
-        help="noise seed (default: OS randomness; the report then says seeded: false)",
-    )
-    p.add_argument(
-        "--max-device-bytes",
-        type=int,
-        help="stream the training rows from the store when they exceed this size",
+        help="noise seed (default: 64 OS-random bits; the report then says seeded: false)",
     )
     p.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a method option, e.g. --option batch_size=256 for dp_sgd (VALUE is read "
-        "as JSON when it parses, else as a string); repeatable",
+        help="any option, e.g. --option batch_size=256 (VALUE is read as JSON when it "
+        "parses, else as a string); repeatable",
     )
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--test-split", default="test")
+    p.add_argument("--train-split", default="train", help="(default: train)")
+    p.add_argument("--test-split", help="(default: test, when the store has it)")
     p.add_argument("--out-dir", help="where the head and JSON go (default: next to the features)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier head of this method and epsilon written with other settings",
+    )
+    taken: set[str] = set()
+    shown = method or "single_step"
+    _add_options(
+        p.add_argument_group(f"options of method {shown!r} (see --method NAME --help)"),
+        get_method(shown).options,
+        taken,
+    )
+    for kind in SHARED:
+        _add_options(p.add_argument_group(f"{kind.__name__} options (every method)"), kind, taken)
     multihost.add_arguments(p)
     return p
 
@@ -108,15 +146,37 @@ def method_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-def default_delta(num_rows: int) -> float:
-    """min(1e-5, 1 / (2N)): below 1/N, the usual requirement for a meaningful delta."""
-    return min(1e-5, 1.0 / (2 * num_rows))
+def default_delta(dataset_size: int | None) -> tuple[float, str]:
+    """``(delta, rule)``: ``min(1e-5, 1/(2n))`` for a public size n, else 1e-5 (the true N is
+    private, so it cannot pick delta)."""
+    if dataset_size is None:
+        return DEFAULT_DELTA, "default 1e-5 (no public dataset size; pass --delta well below 1/N)"
+    return min(DEFAULT_DELTA, 1.0 / (2 * dataset_size)), "default min(1e-5, 1/(2n)), n public"
 
 
-def evaluate(head: PrivateHead, path: str, split: str) -> dict[str, Any]:
-    """Top-1/top-5 accuracy on a store split, read in chunks; None when the split is absent."""
-    if split not in store.split_names(path):
-        return {"split": split, "num_rows": 0, "top1": None, "top5": None}
+def check_splits(path: str, train_split: str, test_split: str | None) -> tuple[Any, str | None]:
+    """The train split's info and the test split to evaluate (None: none), checked before any
+    training: a named split must exist, be complete and match the train split."""
+    info = store.split_info(path, train_split)
+    names = store.split_names(path)
+    if test_split is None:
+        test_split = "test" if "test" in names else None
+    elif test_split not in names:
+        raise ValueError(f"{path} has no split {test_split!r} to evaluate; it has {names}")
+    if test_split is not None:
+        test = store.split_info(path, test_split)
+        if (test.dim, test.num_classes) != (info.dim, info.num_classes):
+            raise ValueError(
+                f"test split {test_split!r} of {path} has dim {test.dim} and {test.num_classes} "
+                f"classes, the train split {train_split!r} {info.dim} and {info.num_classes}"
+            )
+    return info, test_split
+
+
+def evaluate(head: PrivateHead, path: str, split: str | None) -> dict[str, Any]:
+    """Top-1/top-5 accuracy on a store split (public data), read in chunks."""
+    if split is None:
+        return {"split": None, "num_rows": 0, "top1": None, "top5": None}
     counts, total = {"top1": 0.0, "top5": 0.0}, 0
     with store.SplitReader(path, split) as reader:
         for x, y in reader.iter_chunks(EVAL_CHUNK_ROWS):
@@ -124,8 +184,6 @@ def evaluate(head: PrivateHead, path: str, split: str) -> dict[str, Any]:
             for k in counts:
                 counts[k] += acc[k] * len(y)
             total += len(y)
-    if total == 0:
-        raise ValueError(f"split {split!r} of {path} is empty; nothing to evaluate")
     return {"split": split, "num_rows": total, **{k: v / total for k, v in counts.items()}}
 
 
@@ -136,59 +194,73 @@ def output_stem(features: str, method: str, epsilon: float, out_dir: str | None)
     return os.path.join(folder, f"{base}.{method}.eps{epsilon:g}")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, evaluate, write the head and the JSON result; returns the result."""
+def _settings_key(result: dict[str, Any]) -> Any:
+    return (result["settings"], result["privacy"]["delta"], result.get("seed"))
+
+
+def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """Check, train, evaluate, write the head and the JSON result; returns the result."""
     path = args.features
-    info = store.split_info(path, args.train_split)
+    info, test_split = check_splits(path, args.train_split, args.test_split)
     method = args.method or ("nonprivate" if math.isinf(args.epsilon) else "single_step")
     if math.isinf(args.epsilon) and method != "nonprivate":
         raise ValueError(
-            f"--epsilon inf trains the nonprivate ceiling; method {method!r} needs a finite epsilon"
+            f"--epsilon inf (make probe EPS=inf) trains the nonprivate ceiling; "
+            f"method {method!r} needs a finite epsilon"
         )
-    delta_rule = "given" if args.delta is not None else "default min(1e-5, 1/(2N))"
-    delta = args.delta if args.delta is not None else default_delta(info.num_rows)
-    options: dict[str, Any] = {
-        "weight_decay": args.weight_decay,
-        "loss": args.loss,
-        "train_bias": args.train_bias,
-        "feature_norm": args.feature_norm,
-        "center": args.center,
-        "max_device_bytes": args.max_device_bytes,
-        **method_options(args.option),
-    }
+    if args.delta is not None:
+        delta, delta_rule = args.delta, "given"
+    else:
+        delta, delta_rule = default_delta(options.get("dataset_size"))
+    stem = output_stem(path, method, args.epsilon, args.out_dir)
+    started = time.perf_counter()
     head = fit(
         f"{path}:{args.train_split}",
         num_classes=info.num_classes,
         epsilon=args.epsilon,
         delta=delta,
         method=method,
-        steps=args.steps,
-        clip_norm=args.clip_norm,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
         seed=args.seed,
         **options,
     )
+    seconds = time.perf_counter() - started
     if jax.process_index() != 0:  # several processes: the head is the same; process 0 writes it
         return {"privacy": head.privacy}
-    stem = output_stem(path, method, args.epsilon, args.out_dir)
-    if os.path.dirname(stem):
-        os.makedirs(os.path.dirname(stem), exist_ok=True)
     result = {
         "features": path,
         "train_split": args.train_split,
-        "num_train": info.num_rows,
         "num_classes": info.num_classes,
         "delta_rule": delta_rule,
-        "test": evaluate(head, path, args.test_split),
+        "seed": args.seed,
+        "test": evaluate(head, path, test_split),
         "privacy": head.privacy,
-        "config": head.config.to_dict(),
-        "head_file": head.save(stem + ".npz"),
-        "result_file": stem + ".json",
+        "settings": head.settings,
+        "performance": head.performance,
+        "seconds": seconds,
     }
+    _refuse_other_settings(stem + ".json", result, args.overwrite)
+    if os.path.dirname(stem):
+        os.makedirs(os.path.dirname(stem), exist_ok=True)
+    result.update(head_file=head.save(stem + ".npz"), result_file=stem + ".json")
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=2, sort_keys=True)
     return result
+
+
+def _refuse_other_settings(json_path: str, result: dict[str, Any], overwrite: bool) -> None:
+    if overwrite or not os.path.exists(json_path):
+        return
+    try:
+        with open(json_path) as f:
+            earlier = json.load(f)
+        same = _settings_key(earlier) == _settings_key(result)
+    except (OSError, ValueError, KeyError):
+        same = False
+    if not same:
+        raise ValueError(
+            f"{json_path} holds a head trained with other settings; pass --overwrite to replace "
+            "it, or --out-dir to keep both"
+        )
 
 
 def _num(x: Any) -> str:
@@ -197,44 +269,88 @@ def _num(x: Any) -> str:
 
 def summary(result: dict[str, Any]) -> str:
     """The lines printed after a run."""
-    p, test = result["privacy"], result["test"]
-    lines = [
-        f"features  {result['features']} (train: {result['num_train']} rows, "
-        f"{result['num_classes']} classes)"
-    ]
+    p, test, perf = result["privacy"], result["test"], result["performance"]
+    lines = [f"features  {result['features']} ({result['num_classes']} classes)"]
     if test["top1"] is None:
-        lines.append(f"test      no split {test['split']!r}: not evaluated")
+        lines.append("test      the store has no test split: not evaluated")
     else:
         lines.append(
             f"test      top-1 {test['top1']:.4f}  top-5 {test['top5']:.4f} "
             f"({test['num_rows']} rows of {test['split']!r})"
         )
+    mu = "n/a (PLD)" if p["mu"] is None else _num(p["mu"])
     lines.append(
         f"privacy   method {p['method']}: epsilon {_num(p['epsilon_spent'])} of "
-        f"{_num(p['epsilon_budget'])}, delta {p['delta']:g} ({result['delta_rule']}), "
-        f"mu {_num(p['mu'])}, accountant {p['accountant']}, seeded {p['seeded']}"
+        f"{_num(p['epsilon_budget'])}, delta {p['delta']:g} ({result['delta_rule']}), mu {mu}, "
+        f"accountant {p['accountant']}, seeded {p['seeded']}"
     )
-    for r in p["releases"]:
-        if r.get("kind") == "event":
-            lines.append(f"  release {r['name']}: {r['event']}")
-            continue
+    size = p["dataset_size"]
+    if size["source"] == "noisy_count":
         lines.append(
-            f"  release {r['name']}: sensitivity {_num(r['sensitivity'])}, noise std "
-            f"{_num(r['noise_std'])}, noise multiplier {_num(r['noise_multiplier'])}, "
-            f"count {r['count']}"
+            f"  size    noisy count {size['value']:g} (noise std {size['noise_std']:.3g}, "
+            f"{size['budget_fraction']:g} of mu^2), the divisor"
         )
+    elif size["source"] == "public":
+        lines.append(f"  size    public dataset_size {size['value']}, the divisor")
+    if "auto" in p:
+        lines.append(f"  auto    chose {p['auto']['chosen']}: {p['auto']['reason']}")
+    for r in p["releases"]:
+        if r["kind"] == "gaussian":
+            lines.append(
+                f"  release {r['name']}: sensitivity {_num(r['sensitivity'])}, noise std "
+                f"{_num(r['noise_std'])}, noise multiplier {_num(r['noise_multiplier'])}, "
+                f"count {r['count']}"
+            )
+        else:
+            lines.append(f"  release {r['name']}: {r['description']}")
+    lines.append(
+        f"rows      {perf['rows']} ({perf['dtype']}), chunks of at most "
+        f"{perf['chunk_rows_max']} rows, {perf['passes']} passes, "
+        f"{result['seconds']:.2f} s"
+    )
     lines.append(f"wrote     {result['head_file']} and {result['result_file']}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    early = Parser(add_help=False)
+    early.add_argument("--method")
+    known, _ = early.parse_known_args(argv)
+    if known.method is not None and known.method not in available_methods():
+        print(
+            f"python -m private_head: error: unknown method {known.method!r}; available: "
+            f"{', '.join(available_methods())}",
+            file=sys.stderr,
+        )
+        return 2
+    args = parser(known.method).parse_args(argv)
+    options = {k: v for k, v in vars(args).items() if k not in _FIXED}
     try:
+        options.update(method_options(args.option))
         multihost.initialize_from_args(args)
-        result = run(args)
+        result = run(args, options)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if "head_file" in result:
         print(summary(result))
     return 0
+
+
+_FIXED = {
+    "features",
+    "epsilon",
+    "delta",
+    "method",
+    "seed",
+    "option",
+    "train_split",
+    "test_split",
+    "out_dir",
+    "overwrite",
+    "coordinator",
+    "num_processes",
+    "process_id",
+    "distributed",
+}

@@ -1,11 +1,12 @@
-"""``PrivateHead``: the trained linear head, its privacy report, and its file format.
+"""``PrivateHead``: the trained linear head, its reports, and its file format.
 
-Prediction applies the training preprocessing to every row (``data.Preprocessing``), then
-``logits = x W + b``. A head file (``.npz`` or ``.h5``) holds the arrays ``weights`` [D, K],
-``bias`` [K] and, when centring was used, ``mean`` [D], plus one JSON report with the privacy
-report, the FitConfig, the preprocessing and ``arrays_sha256``: the sha256 over each array's name,
-dtype, shape and little-endian bytes, in name order. ``load`` recomputes it and refuses a file
-whose arrays and report disagree.
+Prediction applies the training preprocessing to every row (``preprocessing.Preprocessing``, on
+the device, in chunks), then ``logits = x' W + b``. A head file (``.npz`` or ``.h5``) holds the
+arrays ``weights`` [D, K], ``bias`` [K] and, when centring was used, ``mean`` [D], plus one JSON
+report (format, shapes, the privacy report, the settings, the preprocessing, the performance
+facts) and ``sha256``: the SHA-256 over each array's name, dtype, shape and little-endian bytes
+in name order, then the report's canonical JSON. ``load`` recomputes it and refuses a file whose
+arrays or report were changed.
 """
 
 from __future__ import annotations
@@ -13,43 +14,53 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
 
 from feature_extract import store
-from private_head.config import FitConfig
-from private_head.data import Preprocessing
+from private_head.preprocessing import Preprocessing
 
-FORMAT = "private_head/1"
+FORMAT = "private_head/2"
+PREDICT_CHUNK_ROWS = 65536
 
 
 @dataclass(frozen=True)
 class PrivateHead:
-    """A linear head ``z = preprocess(x) W + b`` with the privacy report of its training."""
+    """A linear head ``z = preprocess(x) W + b`` with the reports of its training."""
 
     weights: np.ndarray  # [D, K] float32
     bias: np.ndarray  # [K] float32
-    config: FitConfig
-    privacy: dict[str, Any]
     preprocessing: Preprocessing
+    privacy: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    performance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         w, b = np.asarray(self.weights, np.float32), np.asarray(self.bias, np.float32)
         if w.ndim != 2 or b.shape != (w.shape[1],):
-            raise ValueError(
-                f"a head needs weights [D, K] and bias [K], got {w.shape} and {b.shape}"
-            )
+            raise ValueError(f"a head needs weights [D, K] and bias [K], got {w.shape}, {b.shape}")
         mean = self.preprocessing.mean
         if mean is not None and np.shape(mean) != (w.shape[0],):
             raise ValueError(
-                f"the preprocessing mean has shape {np.shape(mean)}, the weights "
-                f"expect {w.shape[0]} features"
+                f"the preprocessing mean has shape {np.shape(mean)}, the weights expect "
+                f"{w.shape[0]} features"
             )
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "bias", b)
+
+    def __repr__(self) -> str:
+        p = self.privacy
+        eps = p.get("epsilon_spent")
+        eps = f"{eps:.4g}" if isinstance(eps, float) else eps
+        return (
+            f"PrivateHead(method={p.get('method')!r}, dim={self.dim}, num_classes="
+            f"{self.num_classes}, epsilon={eps}, delta={p.get('delta')}, "
+            f"private={p.get('private')}, seeded={p.get('seeded')})"
+        )
 
     @property
     def dim(self) -> int:
@@ -65,7 +76,11 @@ class PrivateHead:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features must be [N, {self.dim}] for this head, got shape {x.shape}")
         store.check_finite(x)
-        return self.preprocessing.apply(x) @ self.weights + self.bias
+        out = np.empty((x.shape[0], self.num_classes), np.float32)
+        for start in range(0, x.shape[0], PREDICT_CHUNK_ROWS):
+            rows = self.preprocessing.apply(x[start : start + PREDICT_CHUNK_ROWS])
+            out[start : start + rows.shape[0]] = rows @ self.weights + self.bias
+        return out
 
     def predict(self, x: Any) -> np.ndarray:
         """The top-1 class of each row (int [N])."""
@@ -103,21 +118,19 @@ class PrivateHead:
             "dim": self.dim,
             "num_classes": self.num_classes,
             "privacy": self.privacy,
-            "config": self.config.to_dict(),
+            "settings": self.settings,
+            "performance": self.performance,
             "preprocessing": self.preprocessing.to_dict(),
-            "arrays_sha256": arrays_sha256(self._arrays()),
         }
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the head to ``path`` (``.npz`` or ``.h5``); returns the path.
-
-        Atomic: the file is written under a temporary name in the same folder and renamed, so a
-        run killed while saving leaves the previous file (or none), never a half-written head.
-        """
+        """Write the head to ``path`` (``.npz`` or ``.h5``), atomically; returns the path."""
         path = os.fspath(path)
-        text = json.dumps(self.report(), sort_keys=True)
         if not path.endswith((".npz", ".h5", ".hdf5")):
             raise ValueError(f"a head file must end in .npz or .h5, got {path!r}")
+        report = self.report()
+        report["sha256"] = checksum(self._arrays(), report)
+        text = json.dumps(report, sort_keys=True, allow_nan=False)
         folder, name = os.path.split(path)
         tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}{os.path.splitext(path)[1]}")
         try:
@@ -135,14 +148,17 @@ class PrivateHead:
         return path
 
 
-def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
-    """sha256 over (name, dtype, shape, little-endian bytes) of each array, in name order."""
+def checksum(arrays: dict[str, np.ndarray], report: dict[str, Any]) -> str:
+    """SHA-256 over (name, dtype, shape, little-endian bytes) of each array, in name order, then
+    the canonical JSON of ``report`` without its ``sha256`` field."""
     digest = hashlib.sha256()
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
         digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         digest.update(a.tobytes())
+    body = {k: v for k, v in report.items() if k != "sha256"}
+    digest.update(json.dumps(body, sort_keys=True, allow_nan=False).encode())
     return digest.hexdigest()
 
 
@@ -150,31 +166,45 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], str]:
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-        return arrays, str(arrays.pop("report", ""))
+        if "report" not in arrays:
+            raise ValueError(
+                f"{path} is an .npz file without a head report (arrays {sorted(arrays)})"
+            )
+        return arrays, str(arrays.pop("report"))
     if path.endswith((".h5", ".hdf5")):
         with h5py.File(path, "r") as f:
-            arrays = {k: f[k][()] for k in f}
-            text = f.attrs.get("report", "")
+            if "format_version" in f.attrs and "report" not in f.attrs:
+                raise ValueError(
+                    f"{path} is a feature store (format_version {f.attrs['format_version']}), "
+                    "not a head file; heads are written by PrivateHead.save"
+                )
+            if "report" not in f.attrs:
+                raise ValueError(f"{path} is an HDF5 file without a head report")
+            arrays = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
+            text = f.attrs["report"]
         return arrays, text.decode() if isinstance(text, bytes) else str(text)
     raise ValueError(f"a head file must end in .npz or .h5, got {path!r}")
 
 
 def load(path: str | os.PathLike) -> PrivateHead:
-    """Read a head file written by ``PrivateHead.save``; refuses one whose arrays and report
-    disagree (checksum, shapes, number of classes) with a ValueError."""
+    """Read a head file written by ``PrivateHead.save``; a ValueError for a file that is not one
+    (naming what it is), is damaged, or whose arrays or report were modified."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"no head file at {path}")
     try:
         arrays, text = _read(path)
         report = json.loads(text)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable head file ({err})") from err
-    if not isinstance(report, dict) or report.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a head file of format {FORMAT}")
-    if arrays_sha256(arrays) != report.get("arrays_sha256"):
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError) as err:
         raise ValueError(
-            f"{path} was modified: its arrays do not match the sha256 in its report; "
+            f"{path} is not a readable head file (truncated or damaged: {err})"
+        ) from err
+    if not isinstance(report, dict) or report.get("format") != FORMAT:
+        found = report.get("format") if isinstance(report, dict) else type(report).__name__
+        raise ValueError(f"{path} is a head file of format {found!r}, not {FORMAT!r}")
+    if checksum(arrays, report) != report.get("sha256"):
+        raise ValueError(
+            f"{path} was modified: its arrays or report do not match the sha256 it carries; "
             "refusing to load it (train the head again)"
         )
     try:
@@ -187,15 +217,13 @@ def _from_report(path: str, arrays: dict[str, np.ndarray], report: dict[str, Any
     w, b = arrays.get("weights"), arrays.get("bias")
     if w is None or b is None or w.shape != (report["dim"], report["num_classes"]):
         raise ValueError(
-            f"{path}: weights of shape {None if w is None else w.shape} disagree "
-            f"with the report (dim={report['dim']}, K={report['num_classes']})"
+            f"{path}: weights of shape {None if w is None else w.shape} disagree with the report "
+            f"(dim={report['dim']}, K={report['num_classes']})"
         )
     pre = report["preprocessing"]
-    preprocessing = Preprocessing(
-        bool(pre["normalize"]), float(pre["feature_norm"]), str(pre["center"]), arrays.get("mean")
-    )
-    if (preprocessing.center != "none") != (preprocessing.mean is not None):
-        raise ValueError(f"{path}: center={preprocessing.center!r} disagrees with the stored mean")
+    if (pre["center"] != "none") != ("mean" in arrays):
+        raise ValueError(f"{path}: center={pre['center']!r} disagrees with the stored mean")
+    preprocessing = Preprocessing.from_dict(pre, arrays.get("mean"))
     return PrivateHead(
-        w, b, FitConfig.from_dict(report["config"]), report["privacy"], preprocessing
+        w, b, preprocessing, report["privacy"], report["settings"], report["performance"]
     )

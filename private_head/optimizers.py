@@ -1,32 +1,31 @@
-"""The optax optimiser of a few-step private head, and the head's parameter tree.
+"""The optax optimiser of a few-step head, the head's parameter tree, and one noisy update.
 
 Parameters are ``{"W": [D, K]}`` plus ``{"b": [K]}`` when the bias is trained; an untrained bias
-stays at its initial value and is never released. Weight decay (``lambda``) acts on W only and is
-post-processing of the noisy gradients (no privacy cost):
+stays at its initial value and is never released. Weight decay ``lambda`` acts on W only and is
+post-processing of the released gradients (no privacy cost):
 
-    sgd, momentum:  u = -lr * (g + lambda W)         (with heavy-ball momentum for "momentum")
+    sgd, momentum:  u = -lr * (g + lambda W)         (heavy-ball momentum for "momentum")
     adam:           AdamW, decoupled decay lr * lambda * W
     lamb:           LAMB, decoupled decay inside the trust ratio
+
+``apply_step`` divides the released sums by the public divisor n and applies one update; it is
+compiled once per ``Descent`` settings and shapes, so repeated fits reuse it.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from private_head.config import FitConfig
+OPTIMIZERS = ("sgd", "momentum", "adam", "lamb")
 
 
-class LoopSettings(NamedTuple):
-    """The fit settings a compiled training loop depends on, hashable so that ``jax.jit`` takes
-    them as one static argument: equal settings (and shapes) reuse the compiled loop.
-
-    Stands in for ``FitConfig`` in ``init_params``, ``head_bias``, ``make_optimizer`` and the
-    gradient sums (same field names; ``initial_bias`` is fixed for ``num_classes``).
-    """
+class Descent(NamedTuple):
+    """The settings a descent loop is compiled for (hashable: a static jit argument)."""
 
     num_classes: int
     steps: int
@@ -39,62 +38,57 @@ class LoopSettings(NamedTuple):
     momentum: float
     weight_decay: float
 
-    @classmethod
-    def of(cls, config: FitConfig, num_classes: int) -> LoopSettings:
-        """The loop settings of ``config`` for ``num_classes`` (public) classes."""
-        return cls(
-            int(num_classes),
-            int(config.steps),
-            float(config.clip_norm),
-            config.loss,
-            bool(config.train_bias),
-            float(config.initial_bias(num_classes)),
-            config.optimizer,
-            float(config.learning_rate),
-            float(config.momentum),
-            float(config.weight_decay),
-        )
 
-    def initial_bias(self, num_classes: int) -> float:
-        """``bias0`` (computed for ``self.num_classes``, the only class count it serves)."""
-        if num_classes != self.num_classes:
-            raise ValueError(f"settings for {self.num_classes} classes, asked for {num_classes}")
-        return self.bias0
-
-
-Settings = FitConfig | LoopSettings
-
-
-def init_params(dim: int, num_classes: int, config: Settings) -> dict[str, jax.Array]:
+def init_params(dim: int, settings: Descent) -> dict[str, jax.Array]:
     """Zero W (and the initial bias when it is trained)."""
-    params = {"W": jnp.zeros((dim, num_classes), jnp.float32)}
-    if config.train_bias:
-        params["b"] = jnp.full(num_classes, config.initial_bias(num_classes), jnp.float32)
+    params = {"W": jnp.zeros((dim, settings.num_classes), jnp.float32)}
+    if settings.train_bias:
+        params["b"] = jnp.full(settings.num_classes, settings.bias0, jnp.float32)
     return params
 
 
-def head_bias(params: dict[str, jax.Array], num_classes: int, config: Settings) -> jax.Array:
-    """The bias the head uses: trained, or fixed at ``config.initial_bias``."""
+def head_bias(params: dict[str, jax.Array], settings: Descent) -> jax.Array:
+    """The bias the head uses: trained, or fixed at ``bias0``."""
     if "b" in params:
         return params["b"]
-    return jnp.full(num_classes, config.initial_bias(num_classes), jnp.float32)
+    return jnp.full(settings.num_classes, settings.bias0, jnp.float32)
 
 
-def make_optimizer(config: Settings) -> optax.GradientTransformation:
-    """The optax transformation named by ``config.optimizer`` (module docstring)."""
-    lr, wd = config.learning_rate, config.weight_decay
+def make_optimizer(settings: Descent) -> optax.GradientTransformation:
+    """The optax transformation named by ``settings.optimizer`` (module docstring)."""
+    lr, wd = settings.learning_rate, settings.weight_decay
 
     def decay_mask(params):
         return {name: name == "W" for name in params}
 
-    if config.optimizer in ("sgd", "momentum"):
-        momentum = config.momentum if config.optimizer == "momentum" else None
+    if settings.optimizer in ("sgd", "momentum"):
+        momentum = settings.momentum if settings.optimizer == "momentum" else None
         base = optax.sgd(lr, momentum=momentum)
         if wd == 0:
             return base
         return optax.chain(optax.add_decayed_weights(wd, mask=decay_mask), base)
-    if config.optimizer == "adam":
+    if settings.optimizer == "adam":
         return optax.adamw(lr, weight_decay=wd, mask=decay_mask)
-    if config.optimizer == "lamb":
+    if settings.optimizer == "lamb":
         return optax.lamb(lr, weight_decay=wd, mask=decay_mask)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def init_state(params: dict[str, jax.Array], *, settings: Descent) -> Any:
+    return make_optimizer(settings).init(params)
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def apply_step(
+    params: dict[str, jax.Array],
+    state: Any,
+    released: dict[str, jax.Array],
+    divisor: float | jax.Array,
+    *,
+    settings: Descent,
+) -> tuple[dict[str, jax.Array], Any]:
+    """``params <- opt(params, released / n)``: one update from released (noisy) sums."""
+    grads = jax.tree_util.tree_map(lambda s: s / divisor, released)
+    updates, state = make_optimizer(settings).update(grads, state, params)
+    return optax.apply_updates(params, updates), state

@@ -1,10 +1,29 @@
-"""Test-wide settings: CPU only, deterministic hypothesis runs without deadlines (JIT compiles)."""
+"""Test-wide settings and shared fixtures: CPU only, deterministic hypothesis runs without
+deadlines (JIT compiles), small data and stores."""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
+
+from tests.helpers import blobs, write_store  # noqa: E402
 
 settings.register_profile("ci", deadline=None, derandomize=True, max_examples=40)
 settings.load_profile("ci")
+
+
+@pytest.fixture
+def toy():
+    """A small 3-class problem ``(x [240, 8] float32, y [240])``."""
+    return blobs()
+
+
+@pytest.fixture
+def toy_store(tmp_path):
+    """A store with train (240 rows) and test (90 rows) splits of the toy problem; its path."""
+    x, y = blobs(330, seed=1)
+    return write_store(
+        tmp_path / "toy.h5", {"train": (x[:240], y[:240]), "test": (x[240:], y[240:])}, 3
+    )

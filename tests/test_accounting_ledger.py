@@ -108,7 +108,7 @@ def test_report_round_trips_through_json():
     report = ledger.report()
     assert json.loads(json.dumps(report, allow_nan=False)) == report
     assert report["accountant"] == "pld" and report["adjacency"] == "add_or_remove_one"
-    assert report["dataset_size"] == "public" and report["delta"] == 1e-6
+    assert "dataset_size" not in report and report["delta"] == 1e-6  # fit states the size source
     assert report["epsilon_budget"] == 4.0 and report["mu"] is None
     assert report["epsilon_spent"] == pytest.approx(ledger.epsilon_spent)
     steps, sgd = report["releases"]
@@ -121,8 +121,31 @@ def test_report_round_trips_through_json():
         "count": 9,
         "mu": pytest.approx(0.6),
         "event": None,
+        "description": None,
     }
     assert sgd["kind"] == "event" and "PoissonSampledDpEvent" in sgd["event"]
+
+
+def test_record_gdp_composes_in_gdp_and_says_what_it_is():
+    ledger = PrivacyLedger(4.0, 1e-6)
+    ledger.record_gaussian("steps", sensitivity=1.0, noise_std=2.0)
+    release = ledger.record_gdp("selection", 0.3, description="0.1-DP, dominated by 0.3-GDP")
+    assert release.kind == "gdp" and release.noise_std is None
+    assert ledger.accountant == "gdp" and ledger.mu == pytest.approx(math.hypot(0.5, 0.3))
+    entry = ledger.report()["releases"][1]
+    assert entry["description"] == "0.1-DP, dominated by 0.3-GDP" and entry["noise_std"] is None
+    with pytest.raises(ValueError, match="description"):
+        ledger.record_gdp("x", 0.1, description="")
+
+
+def test_record_event_keeps_the_noise_it_describes():
+    ledger = PrivacyLedger(4.0, 1e-6, value_discretization_interval=FAST)
+    event = poisson_event(2.0, 0.05, 10)
+    release = ledger.record_event(
+        "sgd", event, description="10 Poisson steps", sensitivity=1.0, noise_std=2.0, count=10
+    )
+    assert release.noise_multiplier == 2.0 and release.count == 10
+    assert ledger.report()["releases"][0]["description"] == "10 Poisson steps"
 
 
 @pytest.mark.parametrize(

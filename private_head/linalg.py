@@ -1,0 +1,44 @@
+"""PSD algebra of the second-order heads, on the device, in float32 through one eigendecomposition.
+
+- ``psd_project(G) = V diag(max(lambda, 0)) V^T`` for ``sym(G) = V diag(lambda) V^T``: the nearest
+  PSD matrix in Frobenius norm;
+- ``psd_ridge_solve(G, B, ridge) = (psd_project(G) + ridge I)^{-1} B``;
+- ``whitening(G, n, ridge) = a (M + ridge I)^{-1/2}`` with ``M = psd_project(G) / n`` and
+  ``a^2 = tr(M) / tr((M + ridge I)^{-1} M)``, so the whitened rows keep their mean squared norm
+  (DP-FC).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
+    matrix = matrix.astype(jnp.float32)
+    return jnp.linalg.eigh(0.5 * (matrix + matrix.T))
+
+
+@jax.jit
+def psd_project(matrix: jax.Array) -> jax.Array:
+    evals, evecs = _eigh(matrix)
+    return jnp.matmul(evecs * jnp.maximum(evals, 0.0), evecs.T, precision=_HIGHEST)
+
+
+@jax.jit
+def psd_ridge_solve(gram: jax.Array, rhs: jax.Array, ridge: float | jax.Array) -> jax.Array:
+    evals, evecs = _eigh(gram)
+    scale = 1.0 / (jnp.maximum(evals, 0.0) + ridge)
+    proj = jnp.matmul(evecs.T, rhs.astype(jnp.float32), precision=_HIGHEST)
+    return jnp.matmul(evecs, proj * scale[:, None], precision=_HIGHEST)
+
+
+@jax.jit
+def whitening(gram: jax.Array, num_rows: float | jax.Array, ridge: float | jax.Array) -> jax.Array:
+    evals, evecs = _eigh(gram / num_rows)
+    evals = jnp.maximum(evals, 0.0)
+    inv = 1.0 / (evals + ridge)
+    scale = jnp.sqrt(jnp.sum(evals) / jnp.maximum(jnp.sum(evals * inv), 1e-30))
+    return scale * jnp.matmul(evecs * jnp.sqrt(inv), evecs.T, precision=_HIGHEST)

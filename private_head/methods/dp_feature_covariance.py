@@ -1,0 +1,94 @@
+"""``dp_feature_covariance`` (DP-FC): one noisy feature covariance, then preconditioned DP-GD.
+
+Following Mehta et al. 2023, with rows bounded to ``||x_i|| <= r``, the allowance mu split as
+``mu_cov^2 = covariance_fraction mu^2`` and ``mu_gd^2 = mu^2 - mu_cov^2``:
+
+1. Release ``G~ = X^T X + s (U + U^T) / 2`` (sensitivity r^2, ``s = r^2 / mu_cov``; see
+   ``dp_least_squares``).
+2. Post-processing of ``G~`` only: ``M = psd_project(G~) / n`` (n: the public divisor), the
+   preconditioner ``P = (M + lambda I)^{-1}`` with ``lambda = ridge_scale sqrt(2 D) s / n`` (the
+   Gram noise's spectral norm, in units of M) or the option ``ridge``, and ``A = a P^{1/2}`` with
+   ``a^2 = tr(M) / tr(P M)``, so the transformed rows keep about their mean squared norm. When the
+   noise dominates M, A tends to the identity and DP-FC to plain ``dp_gd``.
+3. ``dp_gd`` on the rows ``x' = A x`` (``Rows.mapped``) with ``mu_gd``: per-example gradients are
+   clipped to C in the transformed space, each of the T steps releases a sum of sensitivity C,
+   ``sigma = sqrt(T) / mu_gd``. A is a function of the released G~ alone, so this is DP-GD on a
+   fixed public map of the data, and the whole is exactly GDP with ``mu^2 = mu_cov^2 + T /
+   sigma^2`` (adaptive composition).
+4. The head is ``W = A W'``, ``b = b'``: gradient descent preconditioned by ``a^2 (M + lambda
+   I)^{-1}`` on the original rows, with the clipping and the noise applied in the whitened space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from private_head.budget import Allowance, check_fraction
+from private_head.linalg import whitening
+from private_head.methods import Context, Method, PublicInfo, register_method
+from private_head.methods.common import DescentOptions, descend, descent_settings, head_from
+from private_head.methods.dp_least_squares import gram_sensitivity, noise_spectral_norm
+from private_head.options import option, positive
+from private_head.plan import Plan, PlannedRelease, Releaser
+from private_head.preprocessing import IDENTITY
+from private_head.rows import Rows
+from private_head.statistics import Gram
+
+GRAM, STEPS = "dp_feature_covariance/gram", "dp_feature_covariance/clipped_gradient_sums"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureCovarianceOptions(DescentOptions):
+    """The covariance release, then ``dp_gd``'s options for the preconditioned steps."""
+
+    covariance_fraction: float = option(0.25, "share of mu^2 for the Gram X^T X")
+    ridge_scale: float = option(0.5, "ridge = ridge_scale x the Gram noise's spectral norm / n")
+    ridge: float | None = option(None, "the ridge in units of X^T X / n (overrides ridge_scale)")
+
+    def validate(self) -> None:
+        super().validate()
+        check_fraction("covariance_fraction", self.covariance_fraction)
+        positive("ridge_scale", self.ridge_scale)
+        positive("ridge", self.ridge)
+
+
+def plan(options: FeatureCovarianceOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+    parts = allowance.split({"covariance": options.covariance_fraction}, rest="descent")
+    settings = descent_settings(options, public.num_classes)
+    sensitivity = gram_sensitivity(public.feature_norm, False)
+    gram_std = parts["covariance"].gaussian_std(sensitivity)
+    C, T = settings.clip_norm, settings.steps
+    ridge = options.ridge
+    if ridge is None:
+        ridge = (
+            options.ridge_scale * noise_spectral_norm(gram_std, public.dim) / public.dataset_size
+        )
+    releases = (
+        PlannedRelease(GRAM, sensitivity, gram_std, symmetric=True),
+        PlannedRelease(STEPS, C, parts["descent"].gaussian_std(C, count=T), count=T),
+    )
+    return Plan(releases, settings, {"ridge": float(ridge)})
+
+
+def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
+    n = context.public.dataset_size
+    gram = releaser.release(GRAM, rows.sum(Gram(), None, context.preprocessing))
+    transform = whitening(gram, n, plan.notes["ridge"])
+    whitened = rows.mapped(transform, context.preprocessing)
+    params = descend(whitened, IDENTITY, plan.settings, releaser, STEPS, n)
+    W, bias = head_from(params, plan.settings)
+    return jnp.matmul(transform, W, precision=jax.lax.Precision.HIGHEST), bias
+
+
+METHOD = register_method(
+    Method(
+        "dp_feature_covariance",
+        FeatureCovarianceOptions,
+        plan,
+        run,
+        "a noisy feature covariance, then DP-GD preconditioned by it (Mehta et al. 2023)",
+    )
+)

@@ -1,0 +1,149 @@
+"""``dp_sgd``: Poisson-sampled noisy clipped gradient steps from W = 0 (PLD accounting).
+
+Step t includes every row independently with probability ``q = batch_size / n`` (n: the public
+divisor; ``batch_size`` is the expected batch size) and updates with
+
+    g_t = (sum_{i in B_t} clip_C(grad_i(W_t)) + N(0, (sigma C)^2 I)) / (q n),
+
+dividing by the public expected batch size, never by |B_t|. Sampling is exact: row i is in the
+sample when two 32-bit random words ``(h, l)`` satisfy ``h 2^32 + l < t`` for the integer
+threshold ``t = floor(q 2^64)``, so the realised rate is ``t / 2^64``, and that (rounded up) is the
+rate the accountant is given. sigma is the smallest noise multiplier for which T steps of
+``PoissonSampled(q, Gaussian(sigma))`` fit the allowance under dp-accounting's PLD accountant
+(add-or-remove-one). Each step is one masked pass over all rows (``Rows.sum`` with the sample as
+row weights): the running time does not depend on the sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import dp_accounting
+import jax
+import jax.numpy as jnp
+
+from accounting import BudgetExceededError, noise_multiplier_poisson
+from private_head.budget import Allowance
+from private_head.methods import Context, Method, PublicInfo, register_method
+from private_head.methods.common import DescentOptions, descent_settings, head_from
+from private_head.optimizers import apply_step, head_bias, init_params, init_state
+from private_head.options import option
+from private_head.plan import POISSON, Plan, PlannedRelease, Releaser
+from private_head.rows import Rows
+from private_head.statistics import GradientSums
+
+RELEASE = "dp_sgd/poisson_sampled_clipped_gradient_sums"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DpSgdOptions(DescentOptions):
+    """Poisson-sampled steps; ``batch_size`` is required."""
+
+    batch_size: int | None = option(None, "expected batch size q n (required)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.batch_size is None or self.batch_size < 1:
+            raise ValueError(
+                f"dp_sgd needs batch_size (the expected batch size), a positive integer; got "
+                f"{self.batch_size!r}"
+            )
+
+
+def threshold(rate: float) -> int:
+    """``floor(q 2^64)``: the integer threshold of the exact Bernoulli(q) comparison."""
+    return int(Fraction(rate) * 2**64)
+
+
+def realised_rate(t: int) -> float:
+    """``t / 2^64`` rounded up to a float: the rate the sample really has (never understated)."""
+    exact = Fraction(t, 2**64)
+    rate = float(exact)
+    return rate if Fraction(rate) >= exact else math.nextafter(rate, 2.0)
+
+
+def poisson_sample(key: jax.Array, num_rows: int, t: int) -> jax.Array:
+    """Float32 0/1 [num_rows]: row i is in the sample with probability exactly ``t / 2^64``."""
+    if t >= 2**64:
+        return jnp.ones(num_rows, jnp.float32)
+    words = jax.random.bits(key, (num_rows, 2), jnp.uint32)
+    hi, lo = jnp.uint32(t >> 32), jnp.uint32(t & 0xFFFFFFFF)
+    include = (words[:, 0] < hi) | ((words[:, 0] == hi) & (words[:, 1] < lo))
+    return include.astype(jnp.float32)
+
+
+def calibrate(allowance: Allowance, rate: float, steps: int) -> float:
+    """The smallest sigma (to 0.1%) whose T Poisson-sampled steps the allowance admits."""
+    if allowance.unlimited:
+        raise ValueError("dp_sgd needs a finite epsilon")
+
+    def event(sigma: float) -> dp_accounting.DpEvent:
+        step = dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(sigma))
+        return dp_accounting.SelfComposedDpEvent(step, steps)
+
+    low = noise_multiplier_poisson(allowance.epsilon, allowance.delta, rate, steps)
+    high = low
+    while not allowance.admits([event(high)]):
+        low, high = high, high * 1.5
+        if high > 1e4 * low:
+            raise BudgetExceededError("no privacy budget is left for dp_sgd")
+    while high - low > 1e-3 * high:
+        mid = 0.5 * (low + high)
+        low, high = (low, mid) if allowance.admits([event(mid)]) else (mid, high)
+    return high
+
+
+def plan(options: DpSgdOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+    settings = descent_settings(options, public.num_classes)
+    t = threshold(min(1.0, options.batch_size / public.dataset_size))
+    rate = realised_rate(t)
+    sigma = calibrate(allowance, rate, settings.steps)
+    C = settings.clip_norm
+    release = PlannedRelease(
+        RELEASE,
+        C,
+        sigma * C,
+        count=settings.steps,
+        kind=POISSON,
+        sampling_rate=rate,
+        description=f"{settings.steps} Poisson-sampled steps, rate {rate:.4g}, noise multiplier "
+        f"{sigma:.4g} (PLD)",
+    )
+    return Plan(
+        (release,), settings, {"threshold": t, "expected_batch": rate * public.dataset_size}
+    )
+
+
+def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
+    settings, t = plan.settings, plan.notes["threshold"]
+    params = init_params(rows.dim, settings)
+    state = init_state(params, settings=settings)
+    stat = GradientSums(settings.loss, settings.train_bias)
+    divisor = plan.notes["expected_batch"]
+    start, stop = rows.offset, rows.offset + rows.local_rows
+    for step in range(settings.steps):
+        sample = poisson_sample(releaser.sampling_key(RELEASE, step), rows.global_rows, t)
+        bias = head_bias(params, settings)
+        sums = rows.sum(
+            stat,
+            (params, bias, settings.clip_norm),
+            context.preprocessing,
+            weights=sample[start:stop],
+        )
+        noisy = releaser.release(RELEASE, sums)
+        params, state = apply_step(params, state, noisy, divisor, settings=settings)
+    return head_from(params, settings)
+
+
+METHOD = register_method(
+    Method(
+        "dp_sgd",
+        DpSgdOptions,
+        plan,
+        run,
+        "Poisson-sampled noisy steps, PLD accounting (batch_size=)",
+        gaussian=False,
+    )
+)

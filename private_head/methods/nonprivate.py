@@ -1,0 +1,142 @@
+"""``nonprivate``: the same zero-initialised linear head with no clipping and no noise.
+
+The ceiling in comparisons (``epsilon = inf``; nothing is charged, the report says ``private:
+false``). It minimises the mean loss over the rows (softmax cross-entropy, or one-vs-all logistic
+with the fixed initial bias) plus ``weight_decay / 2 ||W||^2``:
+
+- ``steps=None`` (default): to convergence with scipy's L-BFGS-B, at most ``max_steps``
+  iterations, stopping when the gradient's max norm falls below ``tol``; every evaluation is one
+  ``Rows.sum`` pass, so it runs on streamed rows too;
+- ``steps=T``: exactly T full-batch steps of ``optimizer`` at ``learning_rate``, the non-private
+  twin of ``dp_gd``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.optimize
+
+from private_head.budget import Allowance
+from private_head.kernel import LOSSES
+from private_head.methods import Context, Method, PublicInfo, register_method
+from private_head.optimizers import OPTIMIZERS, Descent, make_optimizer
+from private_head.options import Options, option, positive
+from private_head.plan import Plan, Releaser
+from private_head.rows import Rows
+from private_head.statistics import LossAndGradient
+
+
+@dataclass(frozen=True, kw_only=True)
+class NonprivateOptions(Options):
+    """The loss, the optimiser and its stopping rule."""
+
+    loss: str = option("softmax", "softmax cross-entropy, or one-vs-all sigmoid", choices=LOSSES)
+    train_bias: bool = option(False, "train the bias (default: fixed at its start)")
+    sigmoid_bias: float | None = option(None, "initial bias of the sigmoid loss (-log(K - 1))")
+    weight_decay: float = option(0.0, "L2 penalty weight_decay / 2 ||W||^2")
+    steps: int | None = option(None, "T fixed steps of optimizer (default: L-BFGS to convergence)")
+    optimizer: str = option("sgd", "optimiser of the fixed steps", choices=OPTIMIZERS)
+    learning_rate: float = option(1.0, "step size of the fixed steps")
+    momentum: float = option(0.9, "momentum of optimizer='momentum'")
+    max_steps: int = option(500, "L-BFGS iteration limit")
+    tol: float = option(1e-6, "L-BFGS tolerance on the gradient's max norm")
+
+    def validate(self) -> None:
+        positive("learning_rate", self.learning_rate)
+        positive("tol", self.tol)
+        if self.weight_decay < 0 or (self.steps is not None and self.steps < 1):
+            raise ValueError("need weight_decay >= 0 and steps >= 1")
+
+
+def bias0(options: NonprivateOptions, num_classes: int) -> float:
+    if options.loss == "softmax":
+        return 0.0
+    if options.sigmoid_bias is not None:
+        return float(options.sigmoid_bias)
+    return -float(np.log(max(num_classes - 1, 1)))
+
+
+def plan(options: NonprivateOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+    del public, allowance
+    return Plan((), options)
+
+
+class _Objective:
+    """Mean loss + decay and its gradient over the rows, as float64 for scipy."""
+
+    def __init__(self, rows: Rows, context: Context, options: NonprivateOptions):
+        self.rows, self.pre, self.options = rows, context.preprocessing, options
+        self.D, self.K = rows.dim, rows.num_classes
+        self.n = float(rows.global_rows)  # the true N: the ceiling is not private
+        self.b0 = bias0(options, self.K)
+        self.stat = LossAndGradient(self.K, options.loss)
+
+    def split(self, theta: np.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        W = theta[: self.D * self.K].reshape(self.D, self.K)
+        b = theta[self.D * self.K :] if self.options.train_bias else np.full(self.K, self.b0)
+        return jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32)
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        W, b = self.split(theta)
+        loss, gW, gb = self.rows.sum(self.stat, (W, b), self.pre)
+        wd = self.options.weight_decay
+        W64 = np.asarray(W, np.float64)
+        value = float(loss) / self.n + 0.5 * wd * float(np.sum(W64 * W64))
+        grad = [np.asarray(gW, np.float64).ravel() / self.n + wd * W64.ravel()]
+        if self.options.train_bias:
+            grad.append(np.asarray(gb, np.float64) / self.n)
+        return value, np.concatenate(grad)
+
+
+def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
+    del releaser
+    options: NonprivateOptions = plan.settings
+    objective = _Objective(rows, context, options)
+    size = objective.D * objective.K + (objective.K if options.train_bias else 0)
+    theta = np.zeros(size)
+    if options.train_bias:
+        theta[objective.D * objective.K :] = objective.b0
+    if options.steps is None:
+        result = scipy.optimize.minimize(
+            objective,
+            theta,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": options.max_steps, "gtol": options.tol},
+        )
+        return objective.split(result.x)
+    settings = Descent(
+        objective.K,
+        options.steps,
+        1.0,
+        options.loss,
+        options.train_bias,
+        objective.b0,
+        options.optimizer,
+        options.learning_rate,
+        options.momentum,
+        0.0,
+    )
+    opt = make_optimizer(settings)
+    state = opt.init(theta)
+    for _ in range(options.steps):
+        _, grad = objective(theta)
+        updates, state = opt.update(grad, state, theta)
+        theta = np.asarray(optax.apply_updates(theta, updates), np.float64)
+    return objective.split(theta)
+
+
+METHOD = register_method(
+    Method(
+        "nonprivate",
+        NonprivateOptions,
+        plan,
+        run,
+        "the ceiling: no clipping, no noise (epsilon=inf; nothing is private)",
+        private=False,
+    )
+)

@@ -1,0 +1,224 @@
+"""Typed, validated options: the shared option types of ``fit`` and the base of every method's.
+
+Each option type is a frozen, keyword-only dataclass; its fields carry their help text (and
+choices) in ``metadata``, so the CLI flags, ``--help`` and the README's option tables are generated
+from the same definitions. Construction checks every value's type (``steps="abc"`` is an error
+that says so) and the type's own constraints (``validate``). ``fit(**options)`` routes each
+keyword to the type that declares it (``route``): the shared types below or the method's own; a
+keyword no type declares is an error that lists what is accepted.
+
+Shared types (they apply to every method):
+
+- ``Preprocess``: the per-row map (``preprocessing``) and the private mean's budget share;
+- ``DatasetSize``: the size convention. ``dataset_size=n`` declares a public size n, used as a
+  constant divisor (it need not equal the true row count; the guarantee does not depend on it).
+  Without it, a noisy count ``N + N(0, (1 / mu_n)^2)`` (sensitivity 1) is released first with
+  ``count_budget_fraction`` of mu^2, rounded and floored at 1, and used as the divisor;
+- ``Performance`` (``rows``): memory budget and chunk size, which never change the mechanism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from private_head.budget import check_fraction
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:
+    """A dataclass field with its help text (and allowed values)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Base of every option type (module docstring)."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(f.name, getattr(self, f.name), hints[f.name], f.metadata)
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Constraints between or on values; raise ValueError."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able values (infinities as the string ``"inf"``)."""
+        return {
+            k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
+            for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """``[{name, type, default, help, choices}]`` for the CLI and the README."""
+        hints = typing.get_type_hints(cls)
+        return [
+            {
+                "name": f.name,
+                "type": _base_type(hints[f.name]),
+                "optional": _optional(hints[f.name]),
+                "default": f.default,
+                "help": f.metadata.get("help", ""),
+                "choices": f.metadata.get("choices"),
+            }
+            for f in dataclasses.fields(cls)
+        ]
+
+
+def _optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _base_type(hint: Any) -> type:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint
+
+
+def _coerce(name: str, value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
+    if value is None:
+        if _optional(hint):
+            return None
+        raise ValueError(f"option {name} may not be None")
+    kind = _base_type(hint)
+    if kind is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)
+        ):
+            value = float(value)
+            if math.isnan(value):
+                raise ValueError(f"option {name} must be a number, got nan")
+            return value
+    elif kind is str:
+        if isinstance(value, str):
+            choices = metadata.get("choices")
+            if choices and value not in choices:
+                raise ValueError(f"option {name} must be one of {list(choices)}, got {value!r}")
+            return value
+    else:
+        return value
+    raise ValueError(f"option {name} must be {_type_text(hint)}, got {value!r}")
+
+
+def _type_text(hint: Any) -> str:
+    kind = _base_type(hint)
+    text = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        kind, kind.__name__
+    )
+    return text + (" or None" if _optional(hint) else "")
+
+
+def positive(name: str, value: float | None, *, finite: bool = True) -> None:
+    """Raise unless ``value`` is None or a positive (finite) number."""
+    if value is not None and not (value > 0 and (not finite or math.isfinite(value))):
+        raise ValueError(
+            f"{name} must be a positive{' finite' if finite else ''} number, got {value!r}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preprocess(Options):
+    """The per-row map of every training row (see ``private_head.preprocessing``)."""
+
+    normalize: bool = option(
+        True,
+        "scale every row to norm feature_norm (false: only shrink rows longer than feature_norm)",
+    )
+    feature_norm: float = option(1.0, "radius r: every preprocessed row has norm <= r")
+    center: str = option(
+        "none",
+        "subtract a mean before bounding: none, public (the "
+        "public_mean argument) or private (a noisy mean, charged)",
+        choices=("none", "public", "private"),
+    )
+    center_budget_fraction: float = option(0.1, "share of mu^2 spent on the private mean")
+
+    def validate(self) -> None:
+        positive("feature_norm", self.feature_norm)
+        check_fraction("center_budget_fraction", self.center_budget_fraction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSize(Options):
+    """The dataset-size convention (module docstring)."""
+
+    dataset_size: int | None = option(
+        None, "a public dataset size, used as the divisor (default: a noisy count, charged)"
+    )
+    count_budget_fraction: float = option(0.01, "share of mu^2 spent on the noisy count")
+
+    def validate(self) -> None:
+        if self.dataset_size is not None and self.dataset_size < 1:
+            raise ValueError(f"dataset_size must be a positive integer, got {self.dataset_size}")
+        check_fraction("count_budget_fraction", self.count_budget_fraction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Performance(Options):
+    """Memory and chunking; never changes the mechanism."""
+
+    max_device_bytes: int | None = option(
+        None, "memory budget for the rows and a pass (default: from the device's free memory)"
+    )
+    chunk_rows: int | None = option(None, "rows per chunk of a pass (default: from the budget)")
+
+    def validate(self) -> None:
+        for name in ("max_device_bytes", "chunk_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive integer or None, got {value}")
+
+
+SHARED = (Preprocess, DatasetSize, Performance)
+
+
+def route(
+    method: str, method_options: type[Options], given: Mapping[str, Any], *, shared: bool = True
+) -> tuple[Options, Preprocess, DatasetSize, Performance]:
+    """Sort ``fit``'s keywords into the method's options and the shared types; refuse any
+    keyword none of them declares (``shared=False``: only the method's own options)."""
+    given = dict(given)
+    kinds = (method_options, *SHARED) if shared else (method_options,)
+    buckets: dict[type[Options], dict[str, Any]] = {t: {} for t in kinds}
+    for name in list(given):
+        for kind in buckets:
+            if name in kind.names():
+                buckets[kind][name] = given.pop(name)
+                break
+    if given:
+        also = (
+            f", and every method accepts {sorted(n for t in SHARED for n in t.names())}"
+            if shared
+            else " (options shared by every candidate are arguments of select itself)"
+        )
+        raise ValueError(
+            f"method {method!r} does not take option(s) {sorted(given)}; it accepts "
+            f"{sorted(method_options.names())}{also}"
+        )
+    built = {kind: kind(**values) for kind, values in buckets.items()}
+    if not shared:
+        built.update({t: t() for t in SHARED})
+    return built[method_options], built[Preprocess], built[DatasetSize], built[Performance]

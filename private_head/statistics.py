@@ -1,0 +1,215 @@
+"""Per-row statistics: what the methods ask ``Rows.sum`` to add up over the training rows.
+
+Each statistic is a frozen (hashable) value; ``stat(chunk, args)`` returns a pytree of float32
+sums over the rows of one ``Chunk``, ignoring rows whose mask is 0, and ``row_bytes`` estimates
+its working memory per row (for the chunk-size rule). ``Rows`` compiles one pass per (statistic,
+preprocessing, chunk shape) and reuses it across fits.
+
+A chunk gives the rows as stored, ``x`` (or materialised float32 rows when the preprocessing
+centres), their preprocessing scale ``a`` and the norms of the preprocessed rows; ``rows32()``
+materialises ``x'`` in float32, bounded as ``preprocessing.rows32`` says, for the statistics whose
+sensitivity is a bound on the rows (Gram, class sums, the private mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from private_head.kernel import clipped_gradient_sum, zero_init_class_sums
+from private_head.preprocessing import rows32
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class Chunk(NamedTuple):
+    """One chunk of rows on the device (module docstring)."""
+
+    x: jax.Array  # [c, D] rows as stored, or materialised preprocessed float32 rows
+    y: jax.Array  # int32 [c]
+    mask: jax.Array  # float32 [c]: 0 for padding and rows outside the pass
+    scale: jax.Array  # float32 [c]: a with x' = a x (1 when x is materialised)
+    norms: jax.Array  # float32 [c]: ||x'_i||
+    mean: jax.Array | None
+    static: tuple  # the preprocessing's static part; kind "identity" when x is materialised
+
+    def rows32(self) -> jax.Array:
+        """``x'`` [c, D] in float32, norm <= r, masked rows zero."""
+        if self.static[0] == "identity":
+            x = self.x.astype(jnp.float32)
+        else:
+            x = rows32(self.x, self.mean, self.static)[0]
+        return x * self.mask[:, None]
+
+
+class Statistic:
+    """Base: a sum over rows. Subclasses are frozen dataclasses (hashable static arguments)."""
+
+    def __call__(self, chunk: Chunk, args: Any) -> Any:
+        raise NotImplementedError
+
+    def row_bytes(self, dim: int, num_classes: int) -> int:
+        """Working memory per row beyond the row itself (float32 temporaries)."""
+        return 4 * (dim + 4)
+
+
+@dataclass(frozen=True)
+class Nothing(Statistic):
+    """No statistic (a pass that only validates the rows)."""
+
+    def __call__(self, chunk: Chunk, args: Any) -> jax.Array:
+        del chunk, args
+        return jnp.zeros((), jnp.float32)
+
+
+@dataclass(frozen=True)
+class ZeroInitSums(Statistic):
+    """The clipped gradient sums at W = 0 (``kernel.zero_init_class_sums``); args: clip norm."""
+
+    num_classes: int
+    loss: str
+    train_bias: bool
+    bias0: float
+
+    def __call__(self, chunk: Chunk, clip_norm: Any) -> dict[str, jax.Array]:
+        gW, gb = zero_init_class_sums(
+            chunk.x,
+            chunk.y,
+            self.num_classes,
+            clip_norm,
+            loss=self.loss,
+            train_bias=self.train_bias,
+            bias0=self.bias0,
+            mask=chunk.mask,
+            sq_norms=chunk.norms * chunk.norms,
+            row_scale=chunk.scale,
+        )
+        return {"W": gW, "b": gb} if self.train_bias else {"W": gW}
+
+    def row_bytes(self, dim: int, num_classes: int) -> int:
+        return 4 * (min(num_classes, 128) + dim + 8)
+
+
+@dataclass(frozen=True)
+class GradientSums(Statistic):
+    """Clipped gradient sums at the head ``(params["W"], bias)``; args ``(params, bias, C)``."""
+
+    loss: str
+    train_bias: bool
+
+    def __call__(self, chunk: Chunk, args: Any) -> dict[str, jax.Array]:
+        params, bias, clip_norm = args
+        gW, gb = clipped_gradient_sum(
+            params["W"],
+            bias,
+            chunk.x,
+            chunk.y,
+            clip_norm,
+            loss=self.loss,
+            train_bias=self.train_bias,
+            mask=chunk.mask,
+            sq_norms=chunk.norms * chunk.norms,
+            row_scale=chunk.scale,
+        )
+        return {"W": gW, "b": gb} if self.train_bias else {"W": gW}
+
+    def row_bytes(self, dim: int, num_classes: int) -> int:
+        return 4 * (4 * num_classes + 8)
+
+
+@dataclass(frozen=True)
+class LossAndGradient(Statistic):
+    """Unclipped sums of the loss and its gradient at ``(W, b)`` (the non-private ceiling)."""
+
+    num_classes: int
+    loss: str
+
+    def __call__(self, chunk: Chunk, args: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+        W, b = args
+        x = chunk.rows32()
+        z = jnp.dot(x, W, precision=_HIGHEST) + b
+        onehot = jax.nn.one_hot(chunk.y, self.num_classes, dtype=jnp.float32)
+        if self.loss == "softmax":
+            logp = jax.nn.log_softmax(z)
+            losses = -jnp.sum(onehot * logp, axis=1)
+            E = jnp.exp(logp) - onehot
+        else:
+            losses = jnp.sum(
+                jnp.logaddexp(0.0, z) - onehot * z, axis=1
+            )  # sigmoid cross-entropy per class
+            E = jax.nn.sigmoid(z) - onehot
+        E = E * chunk.mask[:, None]
+        total = jnp.sum(losses * chunk.mask)
+        return total, jnp.dot(x.T, E, precision=_HIGHEST), jnp.sum(E, axis=0)
+
+    def row_bytes(self, dim: int, num_classes: int) -> int:
+        return 4 * (dim + 4 * num_classes + 8)
+
+
+@dataclass(frozen=True)
+class GramAndSums(Statistic):
+    """``(X~^T X~, X~^T Y)`` of the bounded rows, ``X~ = [X', 1]`` when ``append_one``."""
+
+    num_classes: int
+    append_one: bool
+
+    def __call__(self, chunk: Chunk, args: Any) -> tuple[jax.Array, jax.Array]:
+        del args
+        x = chunk.rows32()
+        if self.append_one:
+            x = jnp.concatenate([x, chunk.mask[:, None]], axis=1)
+        gram = jnp.matmul(x.T, x, precision=_HIGHEST)
+        sums = jax.ops.segment_sum(x, chunk.y, num_segments=self.num_classes)
+        return gram, sums.T
+
+
+@dataclass(frozen=True)
+class Gram(Statistic):
+    """``X'^T X'`` of the bounded rows."""
+
+    def __call__(self, chunk: Chunk, args: Any) -> jax.Array:
+        del args
+        x = chunk.rows32()
+        return jnp.matmul(x.T, x, precision=_HIGHEST)
+
+
+@dataclass(frozen=True)
+class ClassSumsAndCounts(Statistic):
+    """``(S [K, D], n [K])``: per-class sums of the bounded rows and per-class counts."""
+
+    num_classes: int
+
+    def __call__(self, chunk: Chunk, args: Any) -> tuple[jax.Array, jax.Array]:
+        del args
+        x = chunk.rows32()
+        sums = jax.ops.segment_sum(x, chunk.y, num_segments=self.num_classes)
+        counts = jax.ops.segment_sum(chunk.mask, chunk.y, num_segments=self.num_classes)
+        return sums, counts
+
+
+@dataclass(frozen=True)
+class RowSum(Statistic):
+    """``sum_i x'_i`` [D] of the bounded rows (the private mean's statistic)."""
+
+    def __call__(self, chunk: Chunk, args: Any) -> jax.Array:
+        del args
+        return jnp.sum(chunk.rows32(), axis=0)
+
+
+@dataclass(frozen=True)
+class CorrectCounts(Statistic):
+    """Per candidate head j (args: ``[(W_j, b_j), ...]``, ``count`` of them): the number of rows
+    it predicts correctly on the preprocessed rows (selection scores, sensitivity 1 each)."""
+
+    count: int
+
+    def __call__(self, chunk: Chunk, heads: Any) -> jax.Array:
+        x = chunk.rows32()
+        counts = []
+        for W, b in heads:
+            predicted = jnp.argmax(jnp.dot(x, W, precision=_HIGHEST) + b, axis=1)
+            counts.append(jnp.sum(chunk.mask * (predicted == chunk.y)))
+        return jnp.stack(counts)
