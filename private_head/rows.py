@@ -111,7 +111,6 @@ def _zero_copy_ok(x: np.ndarray) -> bool:
         jax.local_devices()[0].platform == "cpu"
         and x.flags.c_contiguous
         and x.ctypes.data % ALIGN == 0
-        and x.strides[0] % ALIGN == 0
         and x.dtype == device_dtype(x.dtype)
     )
 
@@ -703,3 +702,14 @@ def _store_rows(features, labels, num_classes, feature_norm, split, performance)
         offset=start,
         kind="store_streamed",
     )
+
+
+def validation_mask(features: Any, labels: Any, fraction: float, salt: int = 0) -> np.ndarray:
+    """Bool [N]: the rows a ``Part(salt, fraction, validation=True)`` keeps (``select``'s split),
+    computed from each row's own values and label."""
+    x = jnp.asarray(features)
+    mask = _part_jit(x, jnp.asarray(labels, jnp.int32), part=(int(salt), float(fraction), True))
+    return np.asarray(mask) > 0
+
+
+_part_jit = jax.jit(_part_mask, static_argnames=("part",))

@@ -1,0 +1,441 @@
+"""Each method's own mathematics: with the noise off (an unlimited allowance) the head is the numpy
+formula; with noise, the budget split and the head's behaviour (the contract suite checks the
+privacy of every method)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import private_head
+from accounting import PrivacyLedger, epsilon_from_mu, mu_from_epsilon
+from private_head.budget import Allowance, remaining_allowance
+from private_head.linalg import psd_project, whitening
+from private_head.methods import Context, PublicInfo, get_method
+from private_head.options import route
+from private_head.plan import Releaser, symmetric_noise
+from private_head.preprocessing import Preprocessing
+from private_head.rows import open_rows
+from tests.helpers import blobs
+
+K, D = 3, 6
+NOISE_FREE = Allowance(math.inf, math.inf, 1e-5)
+
+
+def noise_free(name, x, y, *, n=None, feature_norm=1.0, **options):
+    """The method's head with zero noise (plan against an unlimited allowance)."""
+    method = get_method(name)
+    opts, *_ = route(name, method.options, options)
+    n = float(x.shape[0] if n is None else n)
+    public = PublicInfo(x.shape[1], K, n, "public", 1.0, 1e-5, feature_norm, "float32")
+    plan = method.plan(opts, public, NOISE_FREE)
+    rows = open_rows(jnp.asarray(x), y, num_classes=K, feature_norm=feature_norm)
+    pre = Preprocessing("normalize", feature_norm)
+    W, b = method.run(plan, rows, Releaser(plan, jax.random.key(0)), Context(public, pre))
+    return np.asarray(W, np.float64), np.asarray(b, np.float64), plan
+
+
+def unit(x):
+    return x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def anisotropic(n, d, k, seed=0, separation=1.0):
+    """Unit-normalised classes with a shared covariance of spectrum ~ (j + 1)^-2."""
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((k, d))
+    means *= separation / np.linalg.norm(means, axis=1, keepdims=True)
+    spectrum = np.arange(1, d + 1) ** -2.0
+    basis, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    factor = np.sqrt(spectrum * d / spectrum.sum())[:, None] * basis.T
+    y = (np.arange(n) % k).astype(np.int32)
+    x = means[y] + rng.standard_normal((n, d)) @ factor
+    return unit(x).astype(np.float32), y
+
+
+def softmax_gd(x, y, steps, lr, clip, momentum=0.0):
+    """Reference full-batch clipped GD (no noise) in float64; returns W."""
+    onehot = np.eye(K)[y]
+    w = np.zeros((x.shape[1], K))
+    velocity = np.zeros_like(w)
+    for _ in range(steps):
+        z = x @ w
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        e = p - onehot
+        c = np.minimum(
+            1.0, clip / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(e, axis=1), 1e-30)
+        )
+        g = x.T @ (c[:, None] * e) / x.shape[0]
+        velocity = momentum * velocity + g
+        w -= lr * velocity
+    return w
+
+
+# --------------------------------------------------------------------- single step and dp_gd
+def test_single_step_is_the_clipped_class_sums_over_n():
+    x, y = blobs(90, D, K)
+    W, b, _ = noise_free("single_step", x, y, n=45.0, clip_norm=0.3)
+    np.testing.assert_allclose(W, softmax_gd(unit(x), y, 1, 2.0, 0.3), rtol=1e-4, atol=1e-7)
+    assert np.all(b == 0)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.9])
+def test_dp_gd_without_noise_is_clipped_gradient_descent(momentum):
+    x, y = blobs(90, D, K)
+    optimizer = "momentum" if momentum else "sgd"
+    W, _, plan = noise_free(
+        "dp_gd", x, y, steps=6, learning_rate=2.0, clip_norm=0.5, optimizer=optimizer
+    )
+    want = softmax_gd(unit(x), y, 6, 2.0, 0.5, momentum=momentum or 0.0)
+    np.testing.assert_allclose(W, want, rtol=2e-4, atol=1e-6)
+    assert plan.settings.steps == 6 and plan.releases[0].count == 6
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "lamb"])
+def test_dp_gd_each_optimizer_learns(optimizer):
+    x, y = blobs(400, 16, K, seed=1)
+    lr = {"sgd": 4.0, "momentum": 1.0, "adam": 0.05, "lamb": 0.05}[optimizer]
+    head = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=8,
+        delta=1e-5,
+        method="dp_gd",
+        seed=0,
+        steps=10,
+        optimizer=optimizer,
+        learning_rate=lr,
+    )
+    assert head.accuracy(x, y)["top1"] > 0.9
+
+
+def test_single_step_predictions_ignore_the_scale_and_the_sigmoid_loss_works():
+    x, y = blobs(300, 16, K, seed=2)
+    for loss in ("softmax", "sigmoid"):
+        head = private_head.fit(x, y, num_classes=K, epsilon=8, delta=1e-5, seed=0, loss=loss)
+        assert head.accuracy(x, y)["top1"] > 0.9
+    sigmoid = private_head.fit(x, y, num_classes=K, epsilon=8, delta=1e-5, seed=0, loss="sigmoid")
+    np.testing.assert_allclose(sigmoid.bias, -math.log(K - 1))
+
+
+def test_the_noise_of_dp_gd_is_sqrt_t_over_mu_times_c():
+    x, y = blobs(100, D, K)
+    head = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=3,
+        delta=1e-6,
+        method="dp_gd",
+        seed=0,
+        steps=9,
+        clip_norm=0.4,
+        dataset_size=100,
+    )
+    (release,) = head.privacy["releases"]
+    assert release["noise_std"] == pytest.approx(math.sqrt(9) * 0.4 / mu_from_epsilon(3, 1e-6))
+    assert head.privacy["epsilon_spent"] == pytest.approx(3.0, rel=1e-6)
+
+
+def test_repeated_fits_reuse_the_compiled_step():
+    from private_head.optimizers import apply_step
+
+    x, y = blobs(100, D, K)
+    private_head.fit(x, y, num_classes=K, epsilon=1, delta=1e-5, method="dp_gd", steps=3, seed=0)
+    before = apply_step._cache_size()
+    for eps, seed in [(2, 1), (4, 2)]:
+        private_head.fit(
+            x, y, num_classes=K, epsilon=eps, delta=1e-5, method="dp_gd", steps=3, seed=seed
+        )
+    assert apply_step._cache_size() == before
+
+
+# ------------------------------------------------------------------------------------ dp_sgd
+def test_dp_sgd_records_one_pld_event_calibrated_to_the_budget_and_learns():
+    x, y = blobs(600, 16, K, seed=3)
+    head = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=4,
+        delta=1e-5,
+        method="dp_sgd",
+        seed=0,
+        batch_size=100,
+        steps=20,
+        dataset_size=600,
+    )
+    release = head.privacy["releases"][-1]
+    assert release["kind"] == "event" and "PoissonSampledDpEvent" in release["event"]
+    assert head.privacy["accountant"] == "pld" and head.privacy["mu"] is None
+    assert 4 * 0.99 < head.privacy["epsilon_spent"] <= 4 * (1 + 1e-9)
+    assert head.accuracy(x, y)["top1"] > 0.85
+
+
+def test_dp_sgd_needs_a_batch_size():
+    x, y = blobs(60, D, K)
+    with pytest.raises(ValueError, match="batch_size"):
+        private_head.fit(x, y, num_classes=K, epsilon=4, delta=1e-5, method="dp_sgd")
+
+
+def test_dp_sgd_calibrates_against_what_is_already_spent():
+    x, y = blobs(200, D, K)
+    alone = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=2,
+        delta=1e-5,
+        method="dp_sgd",
+        seed=0,
+        batch_size=50,
+        steps=5,
+        dataset_size=200,
+    )
+    centred = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=2,
+        delta=1e-5,
+        method="dp_sgd",
+        seed=0,
+        batch_size=50,
+        steps=5,
+        center="private",
+        center_budget_fraction=0.3,
+        dataset_size=200,
+    )
+    sigma = [h.privacy["releases"][-1]["noise_multiplier"] for h in (alone, centred)]
+    assert sigma[1] > sigma[0]
+    assert centred.privacy["epsilon_spent"] <= 2 * (1 + 1e-9)
+
+
+# --------------------------------------------------------------------------- dp_least_squares
+@pytest.mark.parametrize("train_bias", [False, True])
+def test_least_squares_without_noise_is_numpy_ridge(train_bias):
+    x, y = blobs(120, D, K)
+    W, b, plan = noise_free("dp_least_squares", x, y, ridge=0.3, train_bias=train_bias)
+    xt = unit(x)
+    if train_bias:
+        xt = np.hstack([xt, np.ones((xt.shape[0], 1))])
+    sol = np.linalg.solve(xt.T @ xt + 0.3 * np.eye(xt.shape[1]), xt.T @ np.eye(K)[y])
+    want_w, want_b = (sol[:-1], sol[-1]) if train_bias else (sol, np.zeros(K))
+    np.testing.assert_allclose(W, want_w, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(b, want_b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("train_bias", [False, True])
+def test_least_squares_splits_the_budget_between_its_two_releases(train_bias):
+    x, y = blobs(120, D, K)
+    head = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=1,
+        delta=1e-6,
+        method="dp_least_squares",
+        seed=0,
+        gram_fraction=0.3,
+        train_bias=train_bias,
+        feature_norm=2.0,
+        dataset_size=120,
+    )
+    gram, sums = head.privacy["releases"]
+    mu = mu_from_epsilon(1, 1e-6)
+    r2 = 4.0 + train_bias
+    assert gram["sensitivity"] == r2 and sums["sensitivity"] == pytest.approx(math.sqrt(r2))
+    assert gram["noise_std"] == pytest.approx(r2 / (math.sqrt(0.3) * mu), rel=1e-9)
+    assert sums["noise_std"] == pytest.approx(math.sqrt(r2) / (math.sqrt(0.7) * mu), rel=1e-9)
+    assert head.privacy["epsilon_spent"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_the_gram_noise_has_diagonal_std_s_and_off_diagonal_std_s_over_sqrt2():
+    s, dim, draws = 1.7, 6, 3000
+    keys = jax.random.split(jax.random.key(0), draws)
+    noise = np.asarray(jax.vmap(lambda k: symmetric_noise(k, dim, s))(keys), np.float64)
+    np.testing.assert_array_equal(noise, np.swapaxes(noise, 1, 2))
+    diag = noise[:, np.arange(dim), np.arange(dim)]
+    rows, cols = np.triu_indices(dim, 1)
+    upper = noise[:, rows, cols]
+    tol = 5 * math.sqrt(2 / diag.size)
+    assert abs(diag.std() / s - 1) < tol
+    assert abs(upper.std() / (s / math.sqrt(2)) - 1) < 5 * math.sqrt(2 / upper.size)
+    # entries are uncorrelated (the upper triangle and the diagonal are independent)
+    corr = np.corrcoef(upper[:, 0], upper[:, 1])[0, 1]
+    assert abs(corr) < 5 / math.sqrt(draws)
+
+
+def test_the_default_ridge_follows_the_gram_noise():
+    x, y = blobs(100, D, K)
+    method = get_method("dp_least_squares")
+    opts, *_ = route("dp_least_squares", method.options, {"ridge_scale": 0.8})
+    public = PublicInfo(D, K, 100.0, "public", 1.0, 1e-5, 1.0, "float32")
+    plan = method.plan(opts, public, remaining_allowance(PrivacyLedger(1.0, 1e-5)))
+    s = plan.releases[0].noise_std
+    assert plan.notes["ridge"] == pytest.approx(0.8 * math.sqrt(2 * D) * s)
+
+
+def test_psd_projection_is_the_nearest_psd_matrix():
+    rng = np.random.default_rng(4)
+    m = rng.normal(size=(5, 5))
+    m = m + m.T
+    got = np.asarray(psd_project(jnp.asarray(m, jnp.float32)))
+    evals, evecs = np.linalg.eigh(m)
+    np.testing.assert_allclose(got, (evecs * np.maximum(evals, 0)) @ evecs.T, atol=1e-4)
+    assert np.linalg.eigvalsh(got).min() > -1e-4
+
+
+def test_least_squares_beats_the_single_step_on_anisotropic_features():
+    x, y = anisotropic(8000, 16, 4, seed=1)
+    x, y, xt, yt = x[:6000], y[:6000], x[6000:], y[6000:]
+    kw = dict(num_classes=4, epsilon=1.0, delta=1e-6, seed=0)
+    ls = private_head.fit(x, y, method="dp_least_squares", **kw).accuracy(xt, yt)["top1"]
+    ss = private_head.fit(x, y, **kw).accuracy(xt, yt)["top1"]
+    assert ls > ss + 0.2, (ls, ss)
+
+
+# ---------------------------------------------------------------------- dp_feature_covariance
+def test_feature_covariance_without_noise_is_preconditioned_gd():
+    x, y = anisotropic(400, D, K)
+    W, _, plan = noise_free(
+        "dp_feature_covariance",
+        x,
+        y,
+        steps=5,
+        learning_rate=2.0,
+        clip_norm=0.5,
+        optimizer="sgd",
+        ridge=1e-3,
+    )
+    xt = x.astype(np.float64)
+    gram = xt.T @ xt
+    a = np.asarray(whitening(jnp.asarray(gram, jnp.float32), 400.0, 1e-3), np.float64)
+    evals, evecs = np.linalg.eigh(gram / 400)
+    evals = np.maximum(evals, 0)
+    a_ref = (
+        math.sqrt(evals.sum() / np.sum(evals / (evals + 1e-3)))
+        * (evecs / np.sqrt(evals + 1e-3))
+        @ evecs.T
+    )
+    np.testing.assert_allclose(a, a_ref, rtol=2e-3, atol=1e-3 * np.abs(a_ref).max())
+    want = a @ softmax_gd(unit(x) @ a, y, 5, 2.0, 0.5)
+    np.testing.assert_allclose(W, want, rtol=2e-3, atol=2e-4 * np.abs(want).max())
+    assert [r.count for r in plan.releases] == [1, 5]
+
+
+def test_feature_covariance_composes_its_two_releases_exactly():
+    x, y = blobs(200, D, K)
+    head = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=2,
+        delta=1e-5,
+        seed=0,
+        steps=4,
+        method="dp_feature_covariance",
+        covariance_fraction=0.4,
+        dataset_size=200,
+    )
+    gram, steps = head.privacy["releases"]
+    mu = mu_from_epsilon(2, 1e-5)
+    assert gram["noise_std"] == pytest.approx(1 / (math.sqrt(0.4) * mu), rel=1e-9)
+    assert steps["count"] == 4
+    assert steps["noise_std"] == pytest.approx(2 * 1.0 / (math.sqrt(0.6) * mu), rel=1e-9)
+    assert head.privacy["epsilon_spent"] == pytest.approx(epsilon_from_mu(mu, 1e-5), rel=1e-6)
+
+
+def test_preconditioning_beats_plain_dp_gd_on_anisotropic_features():
+    x, y = anisotropic(8000, 16, 4, seed=3)
+    x, y, xt, yt = x[:6000], y[:6000], x[6000:], y[6000:]
+    kw = dict(num_classes=4, epsilon=2.0, delta=1e-5, seed=0, steps=20, optimizer="sgd")
+    fc = private_head.fit(x, y, method="dp_feature_covariance", **kw).accuracy(xt, yt)["top1"]
+    gd = private_head.fit(x, y, method="dp_gd", **kw).accuracy(xt, yt)["top1"]
+    assert fc > gd + 0.1, (fc, gd)
+
+
+# ------------------------------------------------------------------------------ dp_prototypes
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_prototypes_without_noise_are_the_numpy_prototypes(metric):
+    x, y = blobs(150, D, K)
+    W, b, _ = noise_free("dp_prototypes", x, y, metric=metric)
+    xt = unit(x)
+    sums = np.stack([xt[y == k].sum(0) for k in range(K)])
+    if metric == "cosine":
+        np.testing.assert_allclose(
+            W, (sums / np.linalg.norm(sums, axis=1, keepdims=True)).T, rtol=1e-4, atol=1e-6
+        )
+        assert np.all(b == 0)
+    else:
+        means = sums / np.bincount(y, minlength=K)[:, None]
+        np.testing.assert_allclose(W, 2 * means.T, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(b, -np.sum(means**2, axis=1), rtol=1e-4, atol=1e-6)
+
+
+def test_prototypes_are_robust_to_class_imbalance_where_the_single_step_is_not():
+    rng = np.random.default_rng(7)
+    k, d = 5, 16
+    means = rng.standard_normal((k, d))
+    means = 2.0 * means / np.linalg.norm(means, axis=1, keepdims=True)
+    means += 1.5 * rng.standard_normal(d)
+
+    def draw(counts):
+        y = np.repeat(np.arange(k), counts).astype(np.int32)
+        return (means[y] + rng.standard_normal((y.size, d))).astype(np.float32), y
+
+    x, y = draw([2000, 100, 100, 100, 100])
+    xt, yt = draw([200] * k)
+
+    def balanced(head):
+        pred = head.predict(xt)
+        return float(np.mean([np.mean(pred[yt == c] == c) for c in range(k)]))
+
+    kw = dict(num_classes=k, epsilon=4.0, delta=1e-5, seed=0)
+    single = balanced(private_head.fit(x, y, **kw))
+    for metric in ("cosine", "euclidean"):
+        proto = balanced(private_head.fit(x, y, method="dp_prototypes", metric=metric, **kw))
+        assert proto > single + 0.3, (metric, proto, single)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"metric": "manhattan"}, "metric"),
+        ({"count_fraction": 0.0}, "count_fraction"),
+        ({"count_floor": 0.0}, "count_floor"),
+        ({"gram_fraction": 1.0}, "unknown"),
+    ],
+)
+def test_bad_prototype_options_are_clear_errors(options, match):
+    x, y = blobs(30, D, K)
+    with pytest.raises(ValueError, match=match if match != "unknown" else "does not take"):
+        private_head.fit(
+            x, y, num_classes=K, epsilon=1, delta=1e-5, method="dp_prototypes", **options
+        )
+
+
+# ---------------------------------------------------------------------------------- nonprivate
+def test_nonprivate_is_regularised_logistic_regression_and_charges_nothing():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(300, D, K, separation=1.5)
+    head = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=math.inf,
+        delta=1e-5,
+        method="nonprivate",
+        weight_decay=0.01,
+        train_bias=True,
+    )
+    ref = LogisticRegression(C=1 / (0.01 * 300), max_iter=2000).fit(unit(x), y)
+    assert np.mean(head.predict(x) == ref.predict(unit(x))) > 0.98
+    assert head.privacy["private"] is False and head.privacy["releases"] == []
+    assert head.privacy["epsilon_spent"] == "inf"
