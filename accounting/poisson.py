@@ -34,7 +34,7 @@ from accounting._checks import (
     check_steps,
 )
 from accounting._solve import conservative_root
-from accounting.gdp import noise_multiplier_full_batch
+from accounting.gdp import mu_from_epsilon, noise_multiplier_full_batch
 
 ADJACENCY = NeighboringRelation.ADD_OR_REMOVE_ONE
 DEFAULT_DISCRETIZATION = 1e-4
@@ -69,12 +69,16 @@ def epsilon_poisson(
     *,
     cross_check_rdp: bool = False,
     value_discretization_interval: float = DEFAULT_DISCRETIZATION,
+    prior_mu: float = 0.0,
 ) -> float:
-    """PLD epsilon of `steps` Poisson-sampled Gaussian steps (rate q, noise multiplier sigma).
+    """PLD epsilon of `steps` Poisson-sampled Gaussian steps (rate q, noise multiplier sigma),
+    after ``prior_mu``-GDP already spent (composed first as one GaussianDpEvent(1 / prior_mu), as
+    ``PrivacyLedger`` does).
 
     sigma = 0 gives inf. With cross_check_rdp, the RDP epsilon (an upper bound as well) is also
     computed and a RuntimeWarning is issued if the PLD value exceeds it.
     """
+    prior_mu = check_nonnegative("prior_mu", prior_mu)
     sigma = check_nonnegative("noise_multiplier", noise_multiplier)
     q = check_sampling_rate(sampling_rate)
     steps = check_steps(steps)
@@ -89,6 +93,8 @@ def epsilon_poisson(
             f"{MIN_NOISE_MULTIPLIER} (or a full-batch method, accounted exactly)"
         )
     event = poisson_event(sigma, q, steps)
+    if prior_mu > 0:
+        event = dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(1 / prior_mu), event])
     eps = float(pld_accountant(value_discretization_interval).compose(event).get_epsilon(delta))
     if cross_check_rdp:
         eps_rdp = rdp_epsilon(event, delta)
@@ -110,8 +116,10 @@ def noise_multiplier_poisson(
     steps: int,
     *,
     value_discretization_interval: float = DEFAULT_DISCRETIZATION,
+    prior_mu: float = 0.0,
 ) -> float:
-    """Smallest sigma (to 1e-6 relative) with epsilon_poisson(sigma, q, steps, delta) <= epsilon.
+    """Smallest sigma (to 1e-6 relative) with epsilon_poisson(sigma, q, steps, delta) <= epsilon
+    (with ``prior_mu``-GDP spent before: see ``epsilon_poisson``).
 
     Brent's method on the PLD epsilon, in two passes: a coarse one (discretisation up to 10x
     coarser, cheap) starting at the full-batch sigma (subsampling only helps), then one at the
@@ -126,12 +134,17 @@ def noise_multiplier_poisson(
     if math.isinf(epsilon):
         return 0.0
     interval = check_positive_finite("value_discretization_interval", value_discretization_interval)
-    return _calibrate(epsilon, delta, q, steps, interval)
+    return _calibrate(epsilon, delta, q, steps, interval, check_nonnegative("prior_mu", prior_mu))
 
 
 @functools.lru_cache(maxsize=256)
 def _calibrate(
-    epsilon: float, delta: float, q: float, steps: int, value_discretization_interval: float
+    epsilon: float,
+    delta: float,
+    q: float,
+    steps: int,
+    value_discretization_interval: float,
+    prior_mu: float = 0.0,
 ) -> float:
     """``noise_multiplier_poisson`` on checked arguments, memoised (a calibration costs seconds
     of PLD work and sweeps repeat the same one for every seed)."""
@@ -139,7 +152,14 @@ def _calibrate(
     def solve(interval: float, start: float, factor: float, rtol: float) -> float:
         def gap(sigma: float) -> float:
             return (
-                epsilon_poisson(sigma, q, steps, delta, value_discretization_interval=interval)
+                epsilon_poisson(
+                    sigma,
+                    q,
+                    steps,
+                    delta,
+                    value_discretization_interval=interval,
+                    prior_mu=prior_mu,
+                )
                 - epsilon
             )
 
@@ -160,6 +180,10 @@ def _calibrate(
         )
 
     start = max(noise_multiplier_full_batch(epsilon, delta, steps), MIN_NOISE_MULTIPLIER)
+    if prior_mu > 0:  # a start below the answer: the full batch with what is left of mu
+        left = mu_from_epsilon(epsilon, delta) ** 2 - prior_mu**2
+        if left > 0:
+            start = max(math.sqrt(steps / left), MIN_NOISE_MULTIPLIER)
     coarse_interval = max(
         value_discretization_interval, min(10 * value_discretization_interval, epsilon / 20)
     )
@@ -176,6 +200,7 @@ def _calibrate(
             steps,
             delta,
             value_discretization_interval=value_discretization_interval,
+            prior_mu=prior_mu,
         )
         if at_floor <= epsilon:  # less noise would do, but the floor is the least we account
             return MIN_NOISE_MULTIPLIER

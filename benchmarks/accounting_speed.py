@@ -10,7 +10,6 @@ Every call is timed once, cold: that is what a user's ``fit`` pays.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -62,17 +61,17 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.accounting_speed", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--epsilons", default="1,8", help="comma list (default 1,8)")
-    p.add_argument("--delta", type=float, default=1e-5)
-    p.add_argument("--full-batch-steps", type=int, default=10)
-    p.add_argument("--sampling-rate", type=float, default=0.01, help="Poisson q (default 0.01)")
-    p.add_argument("--poisson-steps", type=int, default=100, help="default 100")
+    from benchmarks.cli import Parser, open_unit_float, positive_floats, positive_int
+
+    p = Parser(prog="python -m benchmarks.accounting_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epsilons", type=positive_floats, default="1,8", help="comma list")
+    p.add_argument("--delta", type=open_unit_float, default=1e-5, help="delta of every row")
+    p.add_argument("--full-batch-steps", type=positive_int, default=10, help="T, full batch")
+    p.add_argument("--sampling-rate", type=open_unit_float, default=0.01, help="Poisson q")
+    p.add_argument("--poisson-steps", type=positive_int, default=100, help="T, Poisson")
     args = p.parse_args(argv)
     rows = measure(
-        [float(e) for e in args.epsilons.split(",")],
+        args.epsilons,
         args.delta,
         args.full_batch_steps,
         args.sampling_rate,
@@ -88,4 +87,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.cli import guard
+
+    raise SystemExit(guard(main))

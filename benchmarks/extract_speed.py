@@ -18,7 +18,6 @@ Reference (issue 4): a compiled bf16 PyTorch ViT-B/16 runs at about 11,000 image
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -90,12 +89,16 @@ def end_to_end(
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run both measurements, print a table, and return its rows."""
     cpu = _on_cpu()
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.extract_speed", description=__doc__.split("\n\n")[0]
+    from benchmarks.cli import Parser, positive_int
+
+    p = Parser(prog="python -m benchmarks.extract_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="vit-b16-i21k", help="backbone (random weights)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=4 if cpu else 256, help="images per batch"
     )
-    p.add_argument("--model", default="vit-b16-i21k")
-    p.add_argument("--batch-size", type=int, default=4 if cpu else 256)
-    p.add_argument("--steps", type=int, default=2 if cpu else 20)
+    p.add_argument(
+        "--steps", type=positive_int, default=2 if cpu else 20, help="timed batches, model only"
+    )
     p.add_argument(
         "--dtype",
         default="float32" if cpu else "bfloat16",
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="compute dtype (CPUs emulate bfloat16)",
     )
     p.add_argument("--data", default="digits", help="dataset of the end-to-end row")
-    p.add_argument("--workers", type=int, help="decoding threads (default: usable CPUs)")
+    p.add_argument("--workers", type=positive_int, help="decoding threads (unset: usable CPUs)")
     args = p.parse_args(argv)
 
     backbone = load_backbone(args.model, init_random=True, dtype=COMPUTE_DTYPES[args.dtype])
@@ -136,4 +139,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.cli import guard
+
+    raise SystemExit(guard(main))

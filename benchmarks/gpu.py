@@ -20,7 +20,8 @@ failing unit records its error and the run goes on, and a unit that would end pa
     timm          timm's ViT-B/16, eager and torch.compile, bf16 autocast, channels-last
     opacus        one Opacus full-batch DP step of the same linear head (hooks and ghost
                   clipping, chunked to fit memory) and torch's non-private step
-    fit_dp_gd     fit(method="dp_gd", steps=10), same data, store and references as ``fit``
+    fit_dp_gd     fit(method="dp_gd", steps=10, optimizer="sgd", learning_rate=1.0), same data,
+                  store and references as ``fit``
     extract_more  ViT-B/16 model only at batch 512, and end to end from synthetic uint8 images
                   (threaded host resize, transfer, forward, store writes)
 
@@ -429,13 +430,32 @@ def fit_wall(features: Any, labels: Any, k: int, method: str, steps: int) -> dic
     """Timed: one ``private_head.fit`` call (a black box) until the head is returned."""
     import private_head
 
-    kwargs = {"steps": steps} if method != "single_step" else {}
     start = time.perf_counter()
     head = private_head.fit(
-        features, labels, num_classes=k, epsilon=4.0, delta=1e-6, method=method, seed=0, **kwargs
+        features,
+        labels,
+        num_classes=k,
+        epsilon=4.0,
+        delta=1e-6,
+        method=method,
+        seed=0,
+        **fit_options(method, steps),
     )
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "weights_finite": bool(np.isfinite(np.asarray(head.weights)).all())}
+    return {
+        "wall_s": wall,
+        "weights_finite": bool(np.isfinite(np.asarray(head.weights)).all()),
+        "rows": head.performance.get("rows"),  # how fit held the rows (device, streamed, ...)
+        "passes": head.performance.get("passes"),
+    }
+
+
+def fit_options(method: str, steps: int) -> dict[str, Any]:
+    """The method options of the timed fit calls: single_step has none; dp_gd takes ``steps``
+    plain SGD steps at learning rate 1, the update ``fit_kernels``' reference step makes."""
+    if method == "single_step":
+        return {}
+    return {"steps": steps, "optimizer": "sgd", "learning_rate": 1.0}
 
 
 def _fit_runs(
@@ -507,11 +527,11 @@ def _fit_section(run: Runner, method: str) -> dict[str, Any]:
     if store is not None:
         rows += _fit_runs(run, method, "store", store, None, ref)
     n, d, k = plan.fit_shape
-    steps = f", steps={plan.dp_gd_steps}" if method != "single_step" else ""
+    options = "".join(f", {k}={v!r}" for k, v in fit_options(method, plan.dp_gd_steps).items())
     return {
         "shape": {"N": n, "D": d, "K": k, "dtype": "float16"},
         "fit_call": "private_head.fit(x, y, num_classes=K, epsilon=4.0, delta=1e-6, "
-        f"method={method!r}, seed=0{steps})",
+        f"method={method!r}, seed=0{options})",
         "rows": rows,
     }
 
@@ -1138,26 +1158,30 @@ def run_section(name: str, fn: Callable[[], dict[str, Any]], run: Runner) -> dic
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0]
+    from benchmarks.cli import Parser, choices_list, positive_float
+
+    p = Parser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--out-dir", help="where the report goes (unset: benchmarks/results/gpu-<UTC time>/)"
     )
-    p.add_argument("--out-dir", help="default benchmarks/results/gpu-<UTC time>/")
     p.add_argument("--tiny", action="store_true", help="small shapes (CPU, seconds)")
     p.add_argument(
         "--deadline-s",
-        type=float,
+        type=positive_float,
         default=420.0,
-        help="start no unit expected to end past this many seconds from the start (default 420)",
+        help="start no unit expected to end past this many seconds from the start",
     )
     p.add_argument(
-        "--sections", default=",".join(SECTIONS), help=f"comma list (default {','.join(SECTIONS)})"
+        "--sections",
+        type=choices_list(list(SECTIONS)),
+        default=",".join(SECTIONS),
+        help="comma list of sections",
     )
-    p.add_argument("--tmp-dir", help="where the temporary feature store is written")
+    p.add_argument(
+        "--tmp-dir", help="where the temporary feature store is written (unset: system temp)"
+    )
     args = p.parse_args(argv)
-    chosen = {s.strip() for s in args.sections.split(",") if s.strip()}
-    unknown = sorted(chosen - set(SECTIONS))
-    if unknown:
-        p.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    chosen = set(args.sections)
     args.sections = [s for s in SECTIONS if s in chosen]  # always in the order above
     return args
 
@@ -1233,4 +1257,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from benchmarks.cli import guard
+
+    raise SystemExit(guard(main))

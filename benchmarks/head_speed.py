@@ -19,7 +19,6 @@ accelerator and, on CPU, each shape is cut to 4096 rows.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -140,30 +139,42 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.head_speed", description=__doc__.split("\n\n")[0]
+    from benchmarks.cli import Parser, choices_list, positive_float, positive_int
+
+    p = Parser(prog="python -m benchmarks.head_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--shapes",
+        type=choices_list(list(SHAPES)),
+        default=",".join(SHAPES),
+        help="comma list of " + ", ".join(SHAPES),
     )
-    p.add_argument("--shapes", default=",".join(SHAPES), help="comma list of " + ", ".join(SHAPES))
-    p.add_argument("--dtypes", default="float32,bfloat16", help="comma list (default both)")
+    p.add_argument(
+        "--dtypes",
+        type=choices_list(["float32", "bfloat16", "float16"]),
+        default="float32,bfloat16",
+        help="comma list",
+    )
     p.add_argument(
         "--scale",
-        type=float,
+        type=positive_float,
         default=None,
-        help=f"multiply N (default 1 on an accelerator, {CPU_ROWS} rows on CPU)",
+        help=f"multiply N (unset: 1 on an accelerator, {CPU_ROWS} rows on CPU)",
     )
-    p.add_argument("--repeats", type=int, default=None, help="default 10 (accelerator), 3 (CPU)")
+    p.add_argument(
+        "--repeats", type=positive_int, default=None, help="unset: 10 (accelerator), 3 (CPU)"
+    )
     p.add_argument(
         "--ref-rows",
-        type=int,
+        type=positive_int,
         default=None,
-        help="rows the vmap reference is timed on (default all; 512 on CPU)",
+        help="rows the vmap reference is timed on (unset: all; 512 on CPU)",
     )
     p.add_argument(
         "--out",
         nargs="?",
         const=DEFAULT_OUT,
         default=None,
-        help=f"write the JSON result (default path {DEFAULT_OUT})",
+        help=f"write the JSON result (to {DEFAULT_OUT} when given without a path)",
     )
     args = p.parse_args(argv)
     device = jax.devices()[0]
@@ -171,13 +182,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     repeats = args.repeats or (3 if on_cpu else 10)
     ref_rows = args.ref_rows or (512 if on_cpu else 1 << 62)
     rows = []
-    for name in args.shapes.split(","):
+    for name in args.shapes:
         n, d, k = SHAPES[name]
         if args.scale is not None:
             n = max(1, int(n * args.scale))
         elif on_cpu:
             n = min(n, CPU_ROWS)
-        for dtype in args.dtypes.split(","):
+        for dtype in args.dtypes:
             row = measure(name, n, d, k, dtype, repeats, ref_rows)
             rows.append(row)
             print(
@@ -205,4 +216,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.cli import guard
+
+    raise SystemExit(guard(main))

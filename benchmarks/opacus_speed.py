@@ -15,7 +15,6 @@ it the measurement is skipped with a message. Times are the best of ``repeats`` 
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import time
 from collections.abc import Callable
@@ -124,13 +123,13 @@ def measure(num_rows: int, dim: int, num_classes: int, repeats: int) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.opacus_speed", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--rows", type=int, default=8192, help="N (default 8192)")
-    p.add_argument("--dim", type=int, default=256, help="D (default 256)")
-    p.add_argument("--classes", type=int, default=100, help="K (default 100)")
-    p.add_argument("--repeats", type=int, default=3)
+    from benchmarks.cli import Parser, positive_int
+
+    p = Parser(prog="python -m benchmarks.opacus_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=positive_int, default=8192, help="N")
+    p.add_argument("--dim", type=positive_int, default=256, help="D")
+    p.add_argument("--classes", type=positive_int, default=100, help="K")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed steps (best of)")
     args = p.parse_args(argv)
     if not available():
         print(SKIPPED)
@@ -145,4 +144,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.cli import guard
+
+    raise SystemExit(guard(main))

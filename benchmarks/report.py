@@ -3,7 +3,11 @@
 The table gives, per dataset, the mean ± sample standard deviation (ddof 1; 0 for one run) of test
 top-1 accuracy over the noise seeds for every method (rows) and epsilon (columns); the best mean in
 each column is bold. Private methods fill the finite columns, ``nonprivate`` and the scikit-learn
-ceiling the infinite one.
+ceiling the infinite one. Nothing written states the number of training rows (``benchmarks.sweep``
+module docstring): per dataset only D, K, the data source, delta and the dataset-size convention.
+
+Rows are also in ``results.jsonl`` (``sweep.ResultsLog``), written as the sweep runs; ``read_run``
+rebuilds a ``SweepResult`` from ``results.json`` or, for a sweep that never finished, from it.
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.sweep import COLUMNS, NONPRIVATE, SweepResult
+from benchmarks.sweep import (
+    COLUMNS,
+    NONPRIVATE,
+    RESULTS_LOG,
+    ResultsLog,
+    SweepResult,
+    _plain,
+    label,
+    previous_results,
+    restore,
+)
 
 CEILING_ROW = "sklearn logistic regression"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+FILES = ("results.csv", "results.json", "table.md", "accuracy_vs_epsilon.png")
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
@@ -40,9 +47,9 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
 
 
 def write_json(result: SweepResult, path: str) -> None:
-    """Metadata, per-dataset shapes and deltas, ceilings and every row (infinity as "inf")."""
+    """Metadata, per-dataset information, ceilings and every row (infinity as "inf")."""
     doc = {
-        "meta": result.meta,
+        "meta": {**result.meta, "interrupted": result.interrupted},
         "datasets": result.datasets,
         "ceilings": result.ceilings,
         "rows": [{k: _plain(v) for k, v in row.items()} for row in result.rows],
@@ -71,20 +78,38 @@ def _eps_label(eps: float) -> str:
     return "ε=∞" if math.isinf(eps) else f"ε={eps:g}"
 
 
+def _delta_text(result: SweepResult) -> str:
+    deltas = sorted({float(info["delta"]) for info in result.datasets.values()})
+    if not deltas:
+        return ""
+    rule = result.meta.get("delta_rule", "")
+    values = ", ".join(f"{d:g}" for d in deltas)
+    return f"δ = {values} for every dataset ({rule}). " if rule else f"δ = {values}. "
+
+
+def _seeds_text(meta: dict[str, Any]) -> str:
+    seeds = meta.get("seeds")
+    return f"{seeds} noise seed{'s' if seeds != 1 else ''}" if seeds else "the noise seeds"
+
+
 def markdown_table(result: SweepResult, metric: str = "top1") -> str:
     """The markdown tables of ``table.md`` (one per dataset)."""
     stats = summarise(result.rows, metric)
     failed = {(r["dataset"], r["method"], r["epsilon"]) for r in result.rows if r.get("error")}
     meta = result.meta
+    settings = meta.get("hyperparameters", "fixed defaults, not tuned on the test split")
     lines = [
         f"# Test {metric} accuracy across privacy budgets",
         "",
-        f"Hyperparameters: {meta.get('hyperparameters', 'fixed defaults')}; a row whose "
-        "hyperparameters column says `private` chose among candidates by an accounted private "
-        "selection on the training rows, charged to the same ε. Mean ± std over "
-        f"{meta.get('seeds')} noise seed(s) (ε=∞: the deterministic `nonprivate` head, one "
-        f"run). Best mean per column in bold. Device: {meta.get('device')}. "
-        f"Command: `{meta.get('command')}`.",
+        f"Hyperparameters: {settings}; "
+        "`rule`: `auto` picked the head by its public rule; `private`: chosen among candidates "
+        "by an accounted private selection on the training rows, charged to the same ε. Mean ± "
+        f"std over {_seeds_text(meta)} (ε=∞: the deterministic `nonprivate` head, one run). "
+        f"{_delta_text(result)}Dataset size: every private head divides by a noisy count of the "
+        "training rows, charged to the same budget (fit's default); the number of training rows "
+        "is private and not reported. Best mean per column in bold. "
+        f"Device: {meta.get('device')}. Command: `{meta.get('command')}`."
+        + (" **Interrupted: some runs are missing.**" if result.interrupted else ""),
         "",
     ]
     for name, info in result.datasets.items():
@@ -103,15 +128,17 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
         lines += [
             f"## {name}",
             "",
-            f"N={info['num_train']} train, {info['num_test']} test, D={info['dim']}, "
-            f"K={info['num_classes']}; δ={info['delta']:.3g} ({info['delta_rule']}); "
+            f"D={info['dim']}, K={info['num_classes']}; δ={float(info['delta']):g}; "
             f"{info['source']}.",
             "",
             "| method | hyperparameters | " + " | ".join(map(_eps_label, epsilons)) + " |",
             "|---|---|" + "---|" * len(epsilons),
         ]
         for method in methods:
-            row = [method, "—" if method == CEILING_ROW else _selection(result, name, method)]
+            row = [
+                _method_cell(result, name, method),
+                "—" if method == CEILING_ROW else _selection(result, name, method),
+            ]
             for eps in epsilons:
                 if (method, eps) in cells:
                     mean, std, _ = cells[(method, eps)]
@@ -124,6 +151,21 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
     return "\n".join(lines)
 
 
+def _method_cell(result: SweepResult, dataset: str, method: str) -> str:
+    """The entry's label; for ``auto``, the head it chose when that was always the same."""
+    if method == CEILING_ROW:
+        return method
+    chosen = {
+        r.get("chosen")
+        for r in result.rows
+        if r["dataset"] == dataset and r["method"] == method and not r.get("error")
+    }
+    text = label(method)
+    if method == "auto" and len(chosen) == 1 and next(iter(chosen)):
+        text += f" (→ {next(iter(chosen))})"
+    return text
+
+
 def _selection(result: SweepResult, dataset: str, method: str) -> str:
     for row in result.rows:
         if row["dataset"] == dataset and row["method"] == method:
@@ -133,7 +175,8 @@ def _selection(result: SweepResult, dataset: str, method: str) -> str:
 
 def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
     """``accuracy_vs_epsilon.png``: one panel per dataset, log-x epsilon, one line per private
-    method with std error bars, the scikit-learn ceiling dashed and ``nonprivate`` dotted."""
+    method with error bars (mean ± std over the seeds, said in the legend), the scikit-learn
+    ceiling dashed and ``nonprivate`` dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,8 +184,8 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
     import matplotlib.ticker
 
     stats = summarise(result.rows, metric)
-    names = list(result.datasets)
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
+    names = list(result.datasets) or ["(no data)"]
+    fig, axes = plt.subplots(1, len(names), figsize=(6.0 * len(names), 4.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         keys = [k for k in stats if k[0] == name]
         for method in dict.fromkeys(k[1] for k in keys):
@@ -153,7 +196,7 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
             )
             if points:
                 eps, mean, std = zip(*points, strict=True)
-                ax.errorbar(eps, mean, yerr=std, marker="o", capsize=3, label=method)
+                ax.errorbar(eps, mean, yerr=std, marker="o", capsize=3, label=label(method))
         if (name, NONPRIVATE, math.inf) in stats:
             ax.axhline(
                 stats[(name, NONPRIVATE, math.inf)][0],
@@ -175,9 +218,14 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ε")
         ax.set_ylabel(f"test {metric} accuracy")
-        ax.set_title(f"{name} (δ={result.datasets[name]['delta']:.2g})")
+        delta = result.datasets.get(name, {}).get("delta")
+        ax.set_title(name if delta is None else f"{name} (δ={float(delta):.2g})")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(
+            fontsize=7,
+            title=f"error bars: mean ± std over {_seeds_text(result.meta)}",
+            title_fontsize=7,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -187,23 +235,43 @@ def read_json(path: str) -> SweepResult:
     """The ``SweepResult`` saved by ``write_json`` (infinite values restored)."""
     with open(path) as f:
         doc = json.load(f)
-    rows = [
-        {
-            k: math.inf if v == "inf" and k in ("epsilon", "epsilon_spent") else v
-            for k, v in row.items()
-        }
-        for row in doc["rows"]
-    ]
-    return SweepResult(rows, doc["ceilings"], doc["datasets"], doc["meta"])
+    meta = dict(doc["meta"])
+    interrupted = bool(meta.pop("interrupted", False))
+    rows = [restore(row) for row in doc["rows"]]
+    return SweepResult(rows, doc["ceilings"], doc["datasets"], meta, interrupted)
+
+
+def read_log(path: str) -> SweepResult:
+    """A ``SweepResult`` from ``results.jsonl`` alone (a sweep stopped before writing the rest):
+    the latest record of every run, in the order the runs finished."""
+    datasets, ceilings, runs = previous_results(ResultsLog(path))
+    for info in datasets.values():
+        info.pop("dataset", None)
+    for values in ceilings.values():
+        values.pop("dataset", None)
+    rows = list(runs.values())
+    seeds = len({r["seed"] for r in rows if not math.isinf(r["epsilon"])}) or None
+    meta = {"seeds": seeds, "command": f"rebuilt from {path}"}
+    return SweepResult(rows, ceilings, datasets, meta, interrupted=True)
+
+
+def read_run(run_dir: str) -> SweepResult:
+    """A run directory's results: ``results.json``, else ``results.jsonl``."""
+    json_path = os.path.join(run_dir, "results.json")
+    log_path = os.path.join(run_dir, RESULTS_LOG)
+    if os.path.exists(json_path):
+        return read_json(json_path)
+    if os.path.exists(log_path):
+        return read_log(log_path)
+    raise FileNotFoundError(
+        f"no sweep results in {run_dir} (neither results.json nor {RESULTS_LOG})"
+    )
 
 
 def write_all(result: SweepResult, out_dir: str) -> dict[str, str]:
     """Write the four result files into ``out_dir`` and return their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {
-        name: os.path.join(out_dir, name)
-        for name in ("results.csv", "results.json", "table.md", "accuracy_vs_epsilon.png")
-    }
+    paths = {name: os.path.join(out_dir, name) for name in FILES}
     write_csv(result.rows, paths["results.csv"])
     write_json(result, paths["results.json"])
     with open(paths["table.md"], "w") as f:

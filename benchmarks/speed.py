@@ -18,7 +18,6 @@ and ``.md``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import importlib.util
@@ -30,6 +29,8 @@ import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
+
+from benchmarks.cli import Parser, choices_list
 
 SECTIONS = {
     "head": "benchmarks.head_speed",
@@ -163,16 +164,18 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks speed", description=__doc__.split("\n\n")[0]
+    p = Parser(prog="python -m benchmarks speed", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--only",
+        type=choices_list(list(SECTIONS)),
+        default=",".join(SECTIONS),
+        help="comma list of sections",
     )
-    p.add_argument("--only", help=f"comma list of sections (default all: {','.join(SECTIONS)})")
-    p.add_argument("--out-dir", default=os.path.join("benchmarks", "results"))
+    p.add_argument(
+        "--out-dir", default=os.path.join("benchmarks", "results"), help="where the report goes"
+    )
     args = p.parse_args(argv)
-    chosen = args.only.split(",") if args.only else list(SECTIONS)
-    unknown = sorted(set(chosen) - set(SECTIONS))
-    if unknown:
-        p.error(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}")
+    chosen = args.only
     sections = {}
     for name in chosen:
         print(f"== {name} ({SECTIONS[name]})", flush=True)
@@ -191,4 +194,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from benchmarks.cli import guard
+
+    raise SystemExit(guard(main))

@@ -8,21 +8,26 @@ rounded down to a multiple of the store's HDF5 chunk rows, ``SplitReader.chunk_r
   included) into new arrays, nothing else: the reference for any streamed pass;
 - ``SplitReader.read``: the store's reader, new arrays per chunk (``read``/``iter_chunks``);
 - ``SplitReader.read_into``: the store's reader into two reused caller buffers (no allocation);
-- ``streamed chunks``: iterating the streamed ``TrainData``'s preprocessed chunks, no kernel
-  (where the time goes when the gradient pass is slower than the raw read);
-- ``streamed clipped gradient``: one full-batch clipped-gradient sum as ``dp_gd`` computes it for
-  data larger than the device (``private_head.data.load_train_data`` with ``max_device_bytes`` below
-  the data size, then ``private_head.streaming.streamed_sum`` of ``clipped_gradient_sum``): reads
-  each chunk on a background thread, normalises it, and runs the jitted kernel.
+- the three streamed passes of ``private_head`` over the store (``open_rows("file.h5:train",
+  performance=Performance(chunk_rows=rows))``, the path every ``fit`` on a store takes: each chunk
+  is read on a background thread into a reused staging buffer while the device works on the
+  previous one; ``Rows.sum`` with ``Preprocessing("normalize", 1.0)``, fit's default):
+
+  - ``streamed pass without a statistic`` (``statistics.Nothing``): read, copy to the device and
+    the row norms only (where the time goes when a gradient pass is slower than the raw read);
+  - ``streamed single-step pass`` (``statistics.ZeroInitSums``): the clipped gradient sums at
+    W = 0, what ``single_step`` (and step 0 of ``dp_gd``) computes: no forward matmul;
+  - ``streamed general gradient pass`` (``statistics.GradientSums`` at a nonzero W): one
+    full-batch clipped-gradient sum, what every later ``dp_gd`` step computes.
 
 Throughput is feature bytes over seconds (GB/s, 1e9 bytes); each figure is the best of three
-passes, the three readers' passes interleaved. ``X / raw`` near 1 means the pass is bound by
-reading the file. ``--store-only`` skips the two ``private_head`` passes.
+passes, every pass interleaved with the others (so a slow spell of a shared machine does not
+fall on one of them only), each private_head pass compiled first. ``X / raw`` near 1 means the
+pass is bound by reading the file. ``--store-only`` skips the ``private_head`` passes.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -111,50 +116,52 @@ def best_interleaved(passes: dict[str, Any], repeats: int = 3) -> dict[str, floa
     return best
 
 
-def streamed_data(path: str, num_classes: int) -> Any:
-    """``TrainData`` that streams the store's train split (device budget: half the data)."""
-    from feature_extract.store import split_info
-    from private_head.config import FitConfig
-    from private_head.data import load_train_data
+def streamed_rows(path: str, num_classes: int, rows: int) -> Any:
+    """The store's train split as ``private_head.rows.Rows``, streamed from disk in ``rows``-row
+    chunks (``Performance(chunk_rows=rows)``): the path every ``fit`` on a store takes."""
+    from private_head import Performance, open_rows
 
-    info = split_info(path, "train")
-    config = FitConfig(
-        epsilon=1.0, delta=1e-5, method="dp_gd", max_device_bytes=info.num_rows * info.dim * 2
+    data = open_rows(
+        f"{path}:train",
+        num_classes=num_classes,
+        feature_norm=1.0,
+        performance=Performance(chunk_rows=rows),
     )
-    data = load_train_data(f"{path}:train", config=config, num_classes=num_classes)
-    if data.source is None:
-        raise RuntimeError("the store was loaded into memory; it should have been streamed")
+    if data.kind != "store_streamed":
+        raise RuntimeError(f"the store should have been streamed, got rows of kind {data.kind}")
     return data
 
 
-def streamed_read_seconds(data: Any, rows: int) -> float:
-    """Seconds to iterate the preprocessed chunks (read + normalise + device copy), no kernel."""
-    import jax
-
-    start = time.perf_counter()
-    for X, _ in data.iter_chunks(rows):
-        last = X
-    jax.block_until_ready(last)
-    return time.perf_counter() - start
+NORMALIZE = ("normalize", 1.0)  # fit's default preprocessing: every row scaled to norm 1
 
 
-def streamed_gradient_seconds(data: Any, rows: int) -> float:
-    """Seconds of one streamed full-batch clipped-gradient sum (what one ``dp_gd`` step sums)."""
+def streamed_passes(data: Any, num_classes: int, dim: int) -> dict[str, Any]:
+    """``name -> fn()`` timing one streamed ``Rows.sum`` pass each (module docstring)."""
     import jax
     import jax.numpy as jnp
 
-    from private_head.kernel import clipped_gradient_sum
-    from private_head.streaming import streamed_sum
+    from private_head.preprocessing import Preprocessing
+    from private_head.statistics import GradientSums, Nothing, ZeroInitSums
 
-    W = jnp.full((data.dim, data.num_classes), 0.01, jnp.float32)
-    b = jnp.zeros(data.num_classes, jnp.float32)
+    pre = Preprocessing(*NORMALIZE)
+    W = jnp.full((dim, num_classes), 0.01, jnp.float32)  # away from zero: a general step
+    b = jnp.zeros(num_classes, jnp.float32)
+    general = (GradientSums("softmax", False), ({"W": W}, b, 1.0))
+    zero_init = (ZeroInitSums(num_classes, "softmax", False, 0.0), 1.0)
 
-    def chunk_sum(X, y, mask):
-        return clipped_gradient_sum(W, b, X, y, 1.0, mask=mask)
+    def seconds(stat: Any, args: Any) -> float:
+        start = time.perf_counter()
+        jax.block_until_ready(data.sum(stat, args, pre))
+        return time.perf_counter() - start
 
-    start = time.perf_counter()
-    jax.block_until_ready(streamed_sum(data, chunk_sum, rows))
-    return time.perf_counter() - start
+    passes = {
+        "streamed_read": lambda: seconds(Nothing(), None),
+        "streamed_single_step": lambda: seconds(*zero_init),
+        "streamed_gradient": lambda: seconds(*general),
+    }
+    for fn in passes.values():  # compile each pass (and validate the rows) once
+        fn()
+    return passes
 
 
 def measure(
@@ -165,21 +172,21 @@ def measure(
     directory: str | None = None,
     store_only: bool = False,
 ) -> dict[str, Any]:
-    """Write the store, warm up, and time the passes (best of three, or of two for the
-    private_head passes)."""
+    """Write the store, warm up, and time every pass (best of three, interleaved)."""
     gigabytes = num_rows * dim * 4 / 1e9
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = os.path.join(tmp, "speed.h5")
         write_random_store(path, num_rows, dim, num_classes)
         rows = aligned_rows(path, rows)
         raw_read_seconds(path, rows)  # warms the page cache
-        best = best_interleaved(
-            {
-                "raw_read": lambda: raw_read_seconds(path, rows),
-                "reader_read": lambda: reader_read_seconds(path, rows),
-                "read_into": lambda: read_into_seconds(path, rows),
-            }
-        )
+        passes = {
+            "raw_read": lambda: raw_read_seconds(path, rows),
+            "reader_read": lambda: reader_read_seconds(path, rows),
+            "read_into": lambda: read_into_seconds(path, rows),
+        }
+        if not store_only:
+            passes |= streamed_passes(streamed_rows(path, num_classes, rows), num_classes, dim)
+        best = best_interleaved(passes)
         result: dict[str, Any] = {
             "shape": f"{num_rows} x {dim} float32, {num_classes} classes",
             "file_bytes": os.path.getsize(path),
@@ -187,41 +194,30 @@ def measure(
         }
         for name, seconds in best.items():
             result[f"{name}_s"], result[f"{name}_gb_s"] = seconds, gigabytes / seconds
-        result["reader_read_over_raw"] = best["raw_read"] / best["reader_read"]
-        result["read_into_over_raw"] = best["raw_read"] / best["read_into"]
-        if not store_only:
-            data = streamed_data(path, num_classes)
-            read = min(streamed_read_seconds(data, rows) for _ in range(2))
-            streamed_gradient_seconds(data, rows)  # compiles
-            streamed = min(streamed_gradient_seconds(data, rows) for _ in range(2))
-            result.update(
-                streamed_read_s=read,
-                streamed_read_gb_s=gigabytes / read,
-                streamed_gradient_s=streamed,
-                streamed_gradient_gb_s=gigabytes / streamed,
-                streamed_over_raw=best["raw_read"] / streamed,
-            )
+        for name in best:
+            if name != "raw_read":
+                result[f"{name}_over_raw"] = best["raw_read"] / best[name]
     return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.store_speed",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--rows", type=int, default=100_000, help="N")
-    p.add_argument("--dim", type=int, default=256, help="D")
-    p.add_argument("--classes", type=int, default=100, help="K")
+    from benchmarks.cli import Parser, positive_int
+
+    p = Parser(prog="python -m benchmarks.store_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=positive_int, default=100_000, help="N")
+    p.add_argument("--dim", type=positive_int, default=256, help="D")
+    p.add_argument("--classes", type=int, default=100, help="K (at least 2)")
     p.add_argument(
         "--chunk-rows",
-        type=int,
+        type=positive_int,
         default=16384,
         help="rows per read, rounded down to a multiple of the store's chunk rows",
     )
-    p.add_argument("--dir", help="where to write the temporary store (default: system temp)")
-    p.add_argument("--store-only", action="store_true", help="skip the two private_head passes")
+    p.add_argument("--dir", help="where to write the temporary store (unset: the system's temp)")
+    p.add_argument("--store-only", action="store_true", help="skip the private_head passes")
     args = p.parse_args(argv)
+    if args.classes < 2:
+        p.error(f"argument --classes: need at least 2 classes, got {args.classes}")
     r = measure(args.rows, args.dim, args.classes, args.chunk_rows, args.dir, args.store_only)
     line = (
         f"store streaming: {r['shape']}, {r['chunk_rows']} rows per read: raw h5py read "
@@ -230,14 +226,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{r['read_into_gb_s']:.3f} GB/s ({r['read_into_over_raw']:.2f} of raw)"
     )
     if not args.store_only:
-        line += (
-            f", streamed chunks only {r['streamed_read_gb_s']:.3f} GB/s,"
-            f" streamed clipped gradient {r['streamed_gradient_gb_s']:.3f} GB/s "
-            f"(ratio {r['streamed_over_raw']:.2f})"
+        line += "".join(
+            f", {text} {r[f'{name}_gb_s']:.3f} GB/s ({r[f'{name}_over_raw']:.2f} of raw)"
+            for name, text in (
+                ("streamed_read", "streamed pass without a statistic"),
+                ("streamed_single_step", "streamed single-step pass (ZeroInitSums)"),
+                ("streamed_gradient", "streamed general gradient pass (GradientSums)"),
+            )
         )
     print(line)
     return r
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.cli import guard
+
+    raise SystemExit(guard(main))

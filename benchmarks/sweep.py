@@ -1,29 +1,42 @@
-"""Accuracy across privacy budgets: every registered head method x epsilon grid x noise seeds.
+"""Accuracy across privacy budgets: every head method x epsilon grid x noise seeds.
 
 For each dataset (a feature store, the bundled ``digits`` store, or a synthetic preset) the sweep
-trains ``private_head.fit(method=m, epsilon=e, delta=delta, seed=s)`` for every registered method
-``m`` (``private_head.available_methods()``), every finite ``e`` of the grid and seeds
-``0 .. seeds-1``, and evaluates top-1/top-5 on the test split. Conventions:
+trains every entry of its method list at every finite ``e`` of the grid and seeds ``0 .. seeds-1``
+and evaluates top-1/top-5 on the test split. An entry is a registered method
+(``private_head.available_methods()``, trained with ``private_head.fit(method=m, ...)``), the
+peer recipe ``RECIPE`` (``dp_gd`` with ``PANDA_RECIPE``), or a ``SELECTIONS`` pseudo-method
+(``private_head.select``). ``auto`` (the default method of ``make probe``) is the headline row.
+Conventions:
 
 - ``epsilon = inf`` runs the ``nonprivate`` method only (it is the only method defined there);
   it is deterministic (L-BFGS to convergence), so it runs once, with seed 0.
-- ``delta`` defaults to ``min(1e-5, 1 / (2 N))`` with N the training rows; tables and JSON state it.
-- Hyperparameters are the fixed defaults of ``METHOD_SETTINGS`` below: nothing is tuned on the
-  test split. A method without an entry runs with ``fit``'s defaults. The column
-  ``hyperparameter_selection`` says ``fixed`` (chosen before seeing any data) or ``private``
-  (the ``SELECTIONS`` pseudo-methods: chosen by ``private_head.select``, an accounted private
-  selection on a validation part of the training rows, charged to the same budget); ``public``
-  is reserved for choices made on public data.
+- ``delta`` is ``DEFAULT_DELTA = 1e-5`` for every dataset unless ``--delta`` gives another: it is
+  never derived from the training-set size, which is private.
+- The dataset size is private too: every head uses ``fit``'s default convention, a noisy count of
+  the training rows charged to the same budget, as a user without a public size would. No row,
+  table, JSON or plot holds the true number of training rows (only D, K, the data source and the
+  convention).
+- Hyperparameters are the fixed defaults of ``METHOD_SETTINGS`` below (each method's own defaults
+  unless an entry says otherwise): nothing is tuned on the test split. The column
+  ``hyperparameter_selection`` says ``fixed`` (chosen before seeing any data), ``rule`` (``auto``:
+  a documented rule on public quantities) or ``private`` (the ``SELECTIONS`` pseudo-methods:
+  chosen by ``private_head.select``, an accounted private selection on a validation part of the
+  training rows, charged to the same budget).
 - The data are fixed per dataset; seeds vary only the privacy noise (seeded runs: reproducible).
   Every row records the epsilon and delta the ledger reports as spent, the noise multiplier(s),
-  the steps and the wall time of ``fit`` (which includes JIT compilation the first time a shape
-  is seen).
+  the steps, the passes over the data and the wall time of ``fit`` (which includes JIT
+  compilation the first time a shape is seen).
+- Rows are appended to ``results.jsonl`` as each run finishes, so an interrupted sweep keeps them
+  and a rerun of the same run name skips every row already there (``fresh=True``: start over).
 - A non-private scikit-learn logistic regression on the same L2-normalised rows is the
   independent ceiling (``CEILING_C`` below, fixed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
 import os
 import platform
@@ -36,37 +49,42 @@ import numpy as np
 
 from benchmarks import synthetic
 
-DEFAULT_EPSILONS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
+DEFAULT_EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)  # 0.25 is accepted, not in the default
 DEFAULT_SEEDS = 5
+DEFAULT_DELTA = 1e-5  # fixed: never computed from the (private) number of training rows
 DEFAULT_DIGITS_STORE = "features/digits-pixels.h5"
 NONPRIVATE = "nonprivate"
+AUTO = "auto"
+RESULTS_LOG = "results.jsonl"
 
-# Fixed per-method hyperparameters (keyword arguments of private_head.fit). Chosen once, before the
-# benchmarks ran, from the literature's recipes and one check on an independent draw (seed 1) of the
-# cifar10-like preset at scale 0.05 -- never on a benchmark's test split:
-# - single_step: one full-batch step from zero init, clip 1 (the scale of W does not change argmax).
-# - dp_gd: 10 full-batch SGD steps at learning rate 10 on unit-norm rows (from zero init the first
-#   step is the single step; the next ones use the softmax's feedback).
-# - dp_sgd: Poisson sampling with expected batch N/10 ("batch_fraction", resolved per dataset by
-#   settings_for), 50 steps (5 epochs), SGD at learning rate 5.
-# - dp_feature_covariance: the dp_gd settings (10 SGD steps at learning rate 10) in the whitened
-#   space.
-# Others (dp_least_squares, dp_prototypes, nonprivate, later methods) use their method defaults.
+# Fixed per-method settings (keyword arguments of private_head.fit), chosen before any benchmark
+# ran and never on a test split. A method without an entry runs with its own defaults
+# (private_head.describe_options(name)); those defaults are the project's to tune, not the sweep's.
+# - dp_sgd: batch_size is required and must be public. The sweep knows no public training-set
+#   size (the train split is private; the divisor is a noisy count), so the expected batch is a
+#   fixed 256 rows, not a fraction of N.
+DP_SGD_BATCH_SIZE = 256
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
-    "single_step": {"steps": 1, "clip_norm": 1.0, "learning_rate": 1.0},
-    "dp_gd": {"steps": 10, "optimizer": "sgd", "learning_rate": 10.0, "clip_norm": 1.0},
-    "dp_sgd": {
-        "steps": 50,
-        "batch_fraction": 0.1,
-        "optimizer": "sgd",
-        "learning_rate": 5.0,
-        "clip_norm": 1.0,
-    },
-    "dp_feature_covariance": {"steps": 10, "optimizer": "sgd", "learning_rate": 10.0},
+    "dp_sgd": {"batch_size": DP_SGD_BATCH_SIZE},
 }
-# Accounted private hyperparameter selection (issue 6), run as pseudo-methods of the sweep: each
-# trains the candidates (fit keywords) on the training part and picks one by report-noisy-max on
-# a validation part of the private training rows (``private_head.select``), the whole cost in one
+
+# The peer recipe (Panda et al. 2022): full-batch DP-GD with heavy-ball momentum from zero init,
+# 110 steps at learning rate 1.0, momentum 0.9, clip norm 1. A fixed reference row: it does not
+# follow dp_gd's own defaults when those change.
+PANDA_RECIPE: dict[str, Any] = {
+    "steps": 110,
+    "optimizer": "momentum",
+    "momentum": 0.9,
+    "learning_rate": 1.0,
+    "clip_norm": 1.0,
+}
+RECIPE = "dp_gd_recipe"
+RECIPES: dict[str, dict[str, Any]] = {RECIPE: {"method": "dp_gd", **PANDA_RECIPE}}
+LABELS: dict[str, str] = {RECIPE: "recipe: full-batch momentum DP-GD (Panda et al. 2022)"}
+
+# Accounted private hyperparameter selection, run as pseudo-methods of the sweep: each trains the
+# candidates (method options only) on the training part and picks one by report-noisy-max on a
+# validation part of the private training rows (``private_head.select``), the whole cost in one
 # ledger. Its rows say hyperparameter_selection "private". Not in the default method list (it
 # trains every candidate at every epsilon and seed); ask for it with --methods.
 SELECTIONS: dict[str, dict[str, Any]] = {
@@ -81,8 +99,9 @@ SELECTIONS: dict[str, dict[str, Any]] = {
 CEILING_C = 1.0  # inverse L2 strength of the scikit-learn ceiling (its default), fixed
 
 # The default suite of `make bench`: (kind, name, scale), with DEFAULT_SUITE_SEEDS noise seeds.
-# Sized to finish in under 10 minutes on 2 CPU cores; with the Poisson calibration memoised and the
-# training loops compiled once per shape, 5 seeds take a few minutes (README, Results).
+# With every method at its defaults (dp_gd, DP-FC, auto and the recipe: 110 full-batch steps) one
+# (epsilon, seed) of cifar10-like@0.2 takes about 40 s on 2 CPU cores, so the suite takes about
+# an hour there; rows are kept as they finish, so it can be stopped and resumed.
 DEFAULT_SUITE_SEEDS = DEFAULT_SEEDS
 DEFAULT_SUITE = (
     ("digits", "digits", 1.0),
@@ -93,28 +112,38 @@ DEFAULT_SUITE = (
 COLUMNS = (
     "dataset",
     "method",
+    "label",
+    "fit_method",
+    "chosen",
     "epsilon",
     "seed",
     "top1",
     "top5",
     "epsilon_spent",
     "delta",
+    "accountant",
     "sigma",
     "steps",
+    "passes",
+    "dataset_size",
     "wall_s",
     "device",
     "hyperparameter_selection",
-    "num_train",
-    "num_test",
     "dim",
     "num_classes",
+    "options",
     "error",
 )
+INFINITE_KEYS = ("epsilon", "epsilon_spent")
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test rows of one benchmark dataset (features float32, labels int32)."""
+    """Train and test rows of one benchmark dataset (features float32, labels int32).
+
+    ``source`` describes where the rows come from without their count; ``public`` holds what a
+    report may say about the shape (D and K).
+    """
 
     name: str
     train_x: np.ndarray
@@ -125,30 +154,23 @@ class Dataset:
     source: str
 
     @property
-    def shape(self) -> dict[str, int]:
-        return {
-            "num_train": len(self.train_y),
-            "num_test": len(self.test_y),
-            "dim": int(self.train_x.shape[1]),
-            "num_classes": self.num_classes,
-        }
+    def public(self) -> dict[str, int]:
+        return {"dim": int(self.train_x.shape[1]), "num_classes": int(self.num_classes)}
 
 
 @dataclass
 class SweepResult:
-    """Rows (one per dataset, method, epsilon, seed), ceilings per dataset, and run metadata."""
+    """Rows (one per dataset, method, epsilon, seed), ceilings per dataset, and run metadata.
+    ``interrupted``: the sweep stopped early (Ctrl-C); ``rows`` holds what had finished."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     ceilings: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
 
 
-def default_delta(num_train: int) -> float:
-    """``min(1e-5, 1 / (2 N))``: at most one in 2N examples' privacy may fail outright."""
-    return min(1e-5, 1.0 / (2 * num_train))
-
-
+# ------------------------------------------------------------------------------------ datasets
 def load_store(
     path: str, train_split: str = "train", test_split: str = "test", name: str | None = None
 ) -> Dataset:
@@ -170,29 +192,31 @@ def load_store(
     )
 
 
-def load_digits(path: str = DEFAULT_DIGITS_STORE) -> Dataset:
-    """The bundled digits store (raw pixels), extracted with ``feature_extract`` if missing."""
+def load_digits(path: str = DEFAULT_DIGITS_STORE, log: Callable[[str], None] = print) -> Dataset:
+    """The bundled digits store (raw pixels), extracted with ``feature_extract`` if missing.
+    The extractor's summary (which counts the rows of each split) is not passed on."""
     if not os.path.exists(path):
         from feature_extract.__main__ import main as extract_main
 
-        code = extract_main(
-            [
-                "--data",
-                "digits",
-                "--model",
-                "pixels",
-                "--out",
-                path,
-                "--no-progress",
-                "--no-download",
-            ]
-        )
+        argv = ["--data", "digits", "--model", "pixels", "--out", path]
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = extract_main([*argv, "--no-progress", "--no-download"])
         if code:
             raise RuntimeError(
                 f"building the digits store {path} failed (exit {code}); run "
                 f"`make features` to see why"
             )
+        log(f"built the digits store {path}")
     return load_store(path, name="digits")
+
+
+def synthetic_source(spec: synthetic.SyntheticSpec, preset: str, scale: float) -> str:
+    """The data source of a synthetic preset, without its row counts."""
+    return (
+        f"synthetic preset {preset} at scale {scale:g} (D={spec.dim}, K={spec.num_classes}, "
+        f"separation {spec.separation:g}, anisotropy {spec.anisotropy:g}, imbalance "
+        f"{spec.imbalance:g}, data seed {spec.seed})"
+    )
 
 
 def load_synthetic(preset: str, scale: float = 1.0, seed: int = 0) -> Dataset:
@@ -207,10 +231,25 @@ def load_synthetic(preset: str, scale: float = 1.0, seed: int = 0) -> Dataset:
         data.test_x,
         data.test_y,
         data.num_classes,
-        f"synthetic {spec}",
+        synthetic_source(spec, preset, scale),
     )
 
 
+def default_datasets(
+    scale: float | None = None, digits_store: str = DEFAULT_DIGITS_STORE, log=print
+) -> list[Dataset]:
+    """The datasets of ``make bench`` (``DEFAULT_SUITE``); ``scale`` overrides synthetic scales."""
+    out = []
+    for kind, name, preset_scale in DEFAULT_SUITE:
+        out.append(
+            load_digits(digits_store, log)
+            if kind == "digits"
+            else load_synthetic(name, preset_scale if scale is None else scale)
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------ scoring
 def _normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)
@@ -253,22 +292,46 @@ def device_name() -> str:
     return f"{kind} x{len(devices)}{cores}"
 
 
-def _sigma(releases: Sequence[dict[str, Any]]) -> float | str | None:
-    """The noise multiplier: one number when every release shares it, else ``a;b;...``."""
-    values = [r.get("noise_multiplier") for r in releases if r.get("noise_multiplier") is not None]
-    distinct = list(dict.fromkeys(values))
-    if not distinct:
-        return None
-    return distinct[0] if len(distinct) == 1 else ";".join(f"{v:.6g}" for v in distinct)
+# ------------------------------------------------------------------------------ method entries
+def known_methods() -> list[str]:
+    """Every entry the sweep can run: registered methods, the recipe, the selections."""
+    import private_head
+
+    return [*private_head.available_methods(), *RECIPES, *SELECTIONS]
 
 
-def settings_for(method: str, num_train: int) -> dict[str, Any]:
-    """``METHOD_SETTINGS[method]`` as ``fit`` keywords; ``batch_fraction`` f becomes
-    ``batch_size = max(1, round(f N))``."""
-    settings = dict(METHOD_SETTINGS.get(method, {}))
-    if "batch_fraction" in settings:
-        settings["batch_size"] = max(1, round(settings.pop("batch_fraction") * num_train))
-    return settings
+def default_methods() -> list[str]:
+    """The default method list: ``auto`` first (the headline row), every other registered
+    method, the peer recipe, and ``nonprivate`` (run at epsilon = inf only)."""
+    import private_head
+
+    registered = private_head.available_methods()
+    head = [AUTO] if AUTO in registered else []
+    rest = [m for m in registered if m not in (AUTO, NONPRIVATE)]
+    tail = [NONPRIVATE] if NONPRIVATE in registered else []
+    return [*head, *rest, *RECIPES, *tail]
+
+
+def label(method: str) -> str:
+    """How tables and plots name an entry."""
+    return LABELS.get(method, method)
+
+
+def settings_for(method: str) -> dict[str, Any]:
+    """The keyword arguments an entry trains with: ``{"method": name, **fit options}`` for a
+    method or the recipe, the ``select`` arguments (``candidates``, ``mechanism``) for a
+    selection."""
+    if method in SELECTIONS:
+        return json.loads(json.dumps(SELECTIONS[method]))  # a copy
+    if method in RECIPES:
+        return dict(RECIPES[method])
+    return {"method": method, **METHOD_SETTINGS.get(method, {})}
+
+
+def selection_kind(method: str) -> str:
+    if method in SELECTIONS:
+        return "private"
+    return "rule" if method == AUTO else "fixed"
 
 
 def plan(
@@ -285,29 +348,76 @@ def plan(
     return runs
 
 
+# ------------------------------------------------------------------------- reading the report
+def _method_releases(releases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The head's own releases (not the dataset-size count, not a private mean)."""
+    return [
+        r for r in releases if not str(r.get("name", "")).startswith(("dataset_size/", "center/"))
+    ]
+
+
+def _sigma(releases: Sequence[dict[str, Any]]) -> float | str | None:
+    """The noise multiplier: one number when every release shares it, else ``a;b;...``."""
+    values = [r.get("noise_multiplier") for r in releases if r.get("noise_multiplier") is not None]
+    distinct = list(dict.fromkeys(values))
+    if not distinct:
+        return None
+    return distinct[0] if len(distinct) == 1 else ";".join(f"{v:.6g}" for v in distinct)
+
+
+def _steps(releases: Sequence[dict[str, Any]]) -> int | None:
+    """Noisy steps: the largest count among the head's releases (1 for a one-shot release)."""
+    counts = [int(r.get("count") or 1) for r in releases]
+    return max(counts) if counts else None
+
+
+def _candidate_text(candidate: dict[str, Any], others: Sequence[dict[str, Any]]) -> str:
+    """A candidate by its method and the options in which the candidates differ."""
+    keys = [
+        k for k in candidate if k != "method" and any(o.get(k) != candidate.get(k) for o in others)
+    ]
+    inner = ", ".join(f"{k}={candidate[k]}" for k in keys)
+    return f"{candidate.get('method')}({inner})" if inner else str(candidate.get("method"))
+
+
+def chosen_text(method: str, privacy: dict[str, Any]) -> str:
+    """What ``auto`` or a selection chose (empty for a plain method)."""
+    if "auto" in privacy:
+        chosen = privacy["auto"].get("chosen")
+        return str(chosen.get("method") if isinstance(chosen, dict) else chosen)
+    selection = privacy.get("selection")
+    if isinstance(selection, dict) and isinstance(selection.get("chosen"), int):
+        given = SELECTIONS.get(method, {}).get("candidates") or selection.get("candidates", [])
+        if 0 <= selection["chosen"] < len(given):
+            return _candidate_text(given[selection["chosen"]], given)
+    return ""
+
+
+# ------------------------------------------------------------------------------------- one run
 def run_one(
     data: Dataset, method: str, epsilon: float, delta: float, seed: int, device: str
 ) -> dict[str, Any]:
     """Train one head and evaluate it; a failure is recorded in ``error``, not raised."""
     import private_head
 
-    settings = settings_for(method, len(data.train_y))
+    options = settings_for(method)
     row: dict[str, Any] = {
         "dataset": data.name,
         "method": method,
+        "label": label(method),
+        "fit_method": "select" if method in SELECTIONS else options["method"],
         "epsilon": epsilon,
         "seed": seed,
         "device": device,
         "delta": delta,
-        "hyperparameter_selection": "private" if method in SELECTIONS else "fixed",
-        **data.shape,
-        "steps": settings.get("steps", 1),
+        "hyperparameter_selection": selection_kind(method),
+        **data.public,
+        "options": options_key(options),
         "error": "",
     }
     try:
         start = time.perf_counter()
         train = private_head.select if method in SELECTIONS else private_head.fit
-        options = SELECTIONS.get(method, {"method": method, **settings})
         head = train(
             data.train_x,
             data.train_y,
@@ -320,17 +430,115 @@ def run_one(
         row["wall_s"] = time.perf_counter() - start
         row.update(head.accuracy(data.test_x, data.test_y))
     except Exception as err:  # noqa: BLE001 - a failed run is reported, the sweep goes on
-        row["error"] = f"{type(err).__name__}: {err}"
+        row["error"] = f"{type(err).__name__}: {' '.join(str(err).split())}"
         return row
     privacy = head.privacy
     spent = privacy.get("epsilon_spent")
+    releases = _method_releases(privacy.get("releases", []))
     row["epsilon_spent"] = math.inf if spent == "inf" else spent
     row["delta"] = privacy.get("delta", delta)
-    row["sigma"] = _sigma(privacy.get("releases", []))
-    row["steps"] = head.config.steps
+    row["accountant"] = privacy.get("accountant", "")
+    row["sigma"] = _sigma(releases)
+    row["steps"] = _steps(releases)
+    row["passes"] = head.performance.get("passes")
+    row["dataset_size"] = (privacy.get("dataset_size") or {}).get("source", "")
+    row["chosen"] = chosen_text(method, privacy)
     return row
 
 
+def options_key(options: dict[str, Any]) -> str:
+    """The training keywords as canonical JSON (a row's ``options``; part of its resume key)."""
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def run_key(row: dict[str, Any]) -> tuple:
+    """What makes two rows the same run (resume skips a run whose key is already present)."""
+    return (
+        row["dataset"],
+        row["method"],
+        _plain(row["epsilon"]),
+        int(row["seed"]),
+        float(row["delta"]),
+        row.get("options", ""),
+    )
+
+
+# -------------------------------------------------------------------------- the results log
+def _plain(value: Any) -> Any:
+    """JSON-safe: infinity as ``"inf"``, numpy scalars as Python numbers."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def restore(row: dict[str, Any]) -> dict[str, Any]:
+    """A row read back from JSON (``"inf"`` epsilons as ``math.inf``)."""
+    return {k: math.inf if v == "inf" and k in INFINITE_KEYS else v for k, v in row.items()}
+
+
+class ResultsLog:
+    """``results.jsonl``: one JSON record per line, appended (and flushed) as each finishes.
+
+    Records: ``{"record": "dataset", "dataset": name, ...}`` (D, K, source, delta, conventions),
+    ``{"record": "ceiling", "dataset": name, ...}`` and ``{"record": "run", ...row}``. A later
+    record of the same run replaces an earlier one; a malformed line (a write cut short by a
+    crash) is skipped.
+    """
+
+    def __init__(self, path: str, fresh: bool = False):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if fresh and os.path.exists(path):
+            os.remove(path)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not os.path.exists(self.path):
+            return []
+        out = []
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and "record" in record:
+                    out.append(record)
+        return out
+
+    def append(self, kind: str, record: dict[str, Any]) -> None:
+        line = json.dumps(
+            {"record": kind, **{k: _plain(v) for k, v in record.items()}}, default=str
+        )
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+
+
+def previous_results(
+    log: ResultsLog | None,
+) -> tuple[dict[str, dict], dict[str, dict], dict[tuple, dict]]:
+    """``(datasets, ceilings, successful runs by key)`` already in the log."""
+    datasets: dict[str, dict] = {}
+    ceilings: dict[str, dict] = {}
+    runs: dict[tuple, dict] = {}
+    for record in [] if log is None else log.records():
+        kind = record.pop("record")
+        if kind == "dataset":
+            name = record["dataset"]
+            if datasets.get(name, {}).get("source") != record.get("source"):
+                ceilings.pop(name, None)  # a different dataset under the same name: start over
+                runs = {k: v for k, v in runs.items() if k[0] != name}
+            datasets[name] = record
+        elif kind == "ceiling":
+            ceilings[record["dataset"]] = record
+        elif kind == "run" and not record.get("error"):
+            runs[run_key(record)] = restore(record)
+    return datasets, ceilings, runs
+
+
+# ---------------------------------------------------------------------------------- the sweep
 def use_compilation_cache(path: str | None) -> None:
     """Keep XLA executables in JAX's persistent cache at ``path`` (None: leave JAX's setting).
 
@@ -346,50 +554,106 @@ def use_compilation_cache(path: str | None) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def check_grid(methods: Sequence[str], epsilons: Sequence[float], seeds: int) -> None:
+    """Refuse unknown methods, no epsilons, a non-positive epsilon or fewer than one seed."""
+    known = known_methods()
+    unknown = sorted(set(methods) - set(known))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(known)}")
+    if seeds < 1 or not epsilons or any(not e > 0 for e in epsilons):
+        raise ValueError(f"need seeds >= 1 and epsilons > 0; got {seeds}, {list(epsilons)}")
+
+
+def dataset_info(data: Dataset, delta: float) -> dict[str, Any]:
+    """What tables and the JSON say about a dataset: D, K, source, delta and the conventions."""
+    import private_head
+
+    fraction = private_head.DatasetSize().count_budget_fraction
+    return {
+        **data.public,
+        "source": data.source,
+        "delta": delta,
+        "delta_rule": "fixed default" if delta == DEFAULT_DELTA else "given by --delta",
+        "dataset_size": f"noisy count of the training rows ({fraction:g} of mu^2, charged to "
+        "epsilon); the true count is not reported",
+    }
+
+
 def run_sweep(
     datasets: Sequence[Dataset],
     *,
     methods: Sequence[str] | None = None,
     epsilons: Sequence[float] = DEFAULT_EPSILONS,
     seeds: int = DEFAULT_SEEDS,
-    delta: float | None = None,
+    delta: float = DEFAULT_DELTA,
     ceiling: bool = True,
     log: Callable[[str], None] = print,
+    results_log: str | None = None,
+    fresh: bool = False,
 ) -> SweepResult:
-    """Run every (dataset, method, epsilon, seed) of the grid; see the module docstring."""
-    import private_head
+    """Run every (dataset, method, epsilon, seed) of the grid; see the module docstring.
 
-    registered = private_head.available_methods()
-    known = registered + (list(SELECTIONS) if hasattr(private_head, "select") else [])
-    methods = list(registered if methods is None else methods)
-    unknown = sorted(set(methods) - set(known))
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; registered: {', '.join(known)}")
-    if seeds < 1 or not epsilons or any(not e > 0 for e in epsilons):
-        raise ValueError(f"need seeds >= 1 and epsilons > 0; got {seeds}, {list(epsilons)}")
+    ``results_log``: the ``results.jsonl`` path. Each finished run (and ceiling) is appended to
+    it at once; runs (and ceilings) already there with the same key are taken from it, not run
+    again (``fresh=True`` deletes it first). Ctrl-C stops the sweep: the result holds the rows
+    finished so far and says ``interrupted``.
+    """
+    methods = list(default_methods() if methods is None else methods)
+    check_grid(methods, epsilons, seeds)
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
     device = device_name()
     result = SweepResult(meta=run_metadata(methods, epsilons, seeds, delta, device))
-    for data in datasets:
-        data_delta = default_delta(len(data.train_y)) if delta is None else delta
-        result.datasets[data.name] = {
-            **data.shape,
-            "delta": data_delta,
-            "source": data.source,
-            "delta_rule": "min(1e-5, 1/(2N))" if delta is None else "given",
-        }
-        if ceiling:
-            result.ceilings[data.name] = sklearn_ceiling(data)
-            log(f"[{data.name}] sklearn ceiling top1={result.ceilings[data.name]['top1']:.4f}")
-        for method, eps, seed in plan(methods, epsilons, seeds):
-            row = run_one(data, method, eps, data_delta, seed, device)
-            result.rows.append(row)
-            status = row["error"] or f"top1={row['top1']:.4f} ({row['wall_s']:.2f}s)"
-            log(f"[{data.name}] {method} eps={eps:g} seed={seed}: {status}")
+    store = None if results_log is None else ResultsLog(results_log, fresh)
+    old_datasets, old_ceilings, old_runs = previous_results(store)
+    try:
+        for data in datasets:
+            info = dataset_info(data, delta)
+            result.datasets[data.name] = info
+            same = old_datasets.get(data.name, {}).get("source") == data.source
+            if store is not None:
+                store.append("dataset", {"dataset": data.name, **info})
+            if ceiling and same and data.name in old_ceilings:
+                result.ceilings[data.name] = {
+                    k: v for k, v in old_ceilings[data.name].items() if k != "dataset"
+                }
+            elif ceiling:
+                result.ceilings[data.name] = sklearn_ceiling(data)
+                if store is not None:
+                    store.append("ceiling", {"dataset": data.name, **result.ceilings[data.name]})
+            if ceiling:
+                log(f"[{data.name}] sklearn ceiling top1={result.ceilings[data.name]['top1']:.4f}")
+            runs = plan(methods, epsilons, seeds)
+            kept = 0
+            for method, eps, seed in runs:
+                key = (
+                    data.name,
+                    method,
+                    _plain(eps),
+                    seed,
+                    float(delta),
+                    options_key(settings_for(method)),
+                )
+                if same and key in old_runs:
+                    result.rows.append(old_runs[key])
+                    kept += 1
+                    continue
+                row = run_one(data, method, eps, delta, seed, device)
+                result.rows.append(row)
+                if store is not None:
+                    store.append("run", row)
+                status = row["error"] or f"top1={row['top1']:.4f} ({row['wall_s']:.2f}s)"
+                log(f"[{data.name}] {method} eps={eps:g} seed={seed}: {status}")
+            if kept:
+                log(f"[{data.name}] {kept} of {len(runs)} run(s) kept from {results_log}")
+    except KeyboardInterrupt:
+        result.interrupted = True
+        log(f"interrupted: {len(result.rows)} finished run(s) kept")
     return result
 
 
 def run_metadata(
-    methods: Sequence[str], epsilons: Sequence[float], seeds: int, delta: float | None, device: str
+    methods: Sequence[str], epsilons: Sequence[float], seeds: int, delta: float, device: str
 ) -> dict[str, Any]:
     """What a reader needs to reproduce the run: grid, settings, device, versions, command."""
     import jax
@@ -397,12 +661,17 @@ def run_metadata(
 
     return {
         "methods": list(methods),
-        "epsilons": [_json_number(e) for e in epsilons],
+        "labels": {m: label(m) for m in methods},
+        "epsilons": [_plain(float(e)) for e in epsilons],
         "seeds": seeds,
-        "delta": "min(1e-5, 1/(2N))" if delta is None else delta,
-        "method_settings": {m: SELECTIONS.get(m, METHOD_SETTINGS.get(m, {})) for m in methods},
-        "hyperparameters": "fixed defaults (benchmarks/sweep.py METHOD_SETTINGS), not tuned "
-        "on the test split",
+        "delta": delta,
+        "delta_rule": "the fixed default, not derived from the training-set size"
+        if delta == DEFAULT_DELTA
+        else "given by --delta",
+        "dataset_size": "noisy count (fit's default convention), charged to the same budget",
+        "method_settings": {m: settings_for(m) for m in methods},
+        "hyperparameters": "fixed defaults (benchmarks/sweep.py METHOD_SETTINGS and each "
+        "method's own defaults), not tuned on the test split",
         "ceiling": f"sklearn LogisticRegression(C={CEILING_C}) on L2-normalised rows",
         "device": device,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu(s)",
@@ -412,19 +681,3 @@ def run_metadata(
         "numpy": np.__version__,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def _json_number(x: float) -> float | str:
-    return "inf" if math.isinf(x) else x
-
-
-def default_datasets(scale: float | None = None) -> list[Dataset]:
-    """The datasets of ``make bench`` (``DEFAULT_SUITE``); ``scale`` overrides synthetic scales."""
-    out = []
-    for kind, name, preset_scale in DEFAULT_SUITE:
-        out.append(
-            load_digits()
-            if kind == "digits"
-            else load_synthetic(name, preset_scale if scale is None else scale)
-        )
-    return out

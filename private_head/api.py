@@ -217,10 +217,13 @@ def _private_mean(rows, pre, ledger, mu, n, key, observer) -> Preprocessing:
 
 
 def _plain(value: Any) -> Any:
+    """Settings as JSON-able values (option types, NamedTuples, nested dicts)."""
     if hasattr(value, "to_dict"):
         return value.to_dict()
     if hasattr(value, "_asdict"):
-        return dict(value._asdict())
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 

@@ -89,6 +89,8 @@ class Allowance:
     epsilon: float
     delta: float
     admits_fn: Callable[[Sequence[dp_accounting.DpEvent]], bool] | None = None
+    spent_mu: float | None = None  # the GDP mu the ledger holds already (None: not all GDP)
+    discretization: float | None = None  # the ledger's PLD grid
 
     def __post_init__(self) -> None:
         if not (math.isinf(self.mu) or self.mu > 0):
@@ -143,4 +145,11 @@ def remaining_allowance(ledger: Ledger, share: float = 1.0) -> Allowance:
         event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(list(events))
         return ledger.epsilon_after_event(event) <= ledger.epsilon * (1 + 1e-9)
 
-    return Allowance(share * left, ledger.epsilon, ledger.delta, admits)
+    return Allowance(
+        share * left,
+        ledger.epsilon,
+        ledger.delta,
+        admits,
+        spent_mu=ledger.mu,
+        discretization=getattr(ledger, "value_discretization_interval", None),
+    )

@@ -316,7 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     early = Parser(add_help=False)
     early.add_argument("--method")
+    early.add_argument("--epsilon")
     known, _ = early.parse_known_args(argv)
+    if known.method is None and str(known.epsilon).strip().lower() in ("inf", "infinity"):
+        known.method = "nonprivate"  # its flags, not the single step's
     if known.method is not None and known.method not in available_methods():
         print(
             f"python -m private_head: error: unknown method {known.method!r}; available: "

@@ -17,6 +17,7 @@ replace the released value (record-and-replay of neighbouring datasets); it chan
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,12 +137,17 @@ def planned_noise(key: jax.Array, tree: Any, std: float | jax.Array, symmetric: 
     return gaussian_noise_like(key, tree, std)
 
 
-def _add(statistic: Any, noise: jax.Array) -> Any:
-    """``statistic + noise``; a float64 host statistic (a count) is added on the host in float64,
-    so that it stays exact beyond 2^24."""
-    if isinstance(statistic, (np.ndarray, np.floating)) and statistic.dtype == np.float64:
-        return statistic + np.asarray(noise, np.float64)
-    return jnp.add(statistic, noise)
+@jax.jit
+def draw_key(key: jax.Array, index: int | jax.Array, draw: int | jax.Array) -> jax.Array:
+    """The key of draw ``draw`` of release ``index``: ``fold_in(fold_in(key, index), draw)``."""
+    return jax.random.fold_in(jax.random.fold_in(key, index), draw)
+
+
+@functools.partial(jax.jit, static_argnames=("symmetric",))
+def _noisy(key: jax.Array, statistic: Any, std: float | jax.Array, *, symmetric: bool) -> Any:
+    """``statistic + planned_noise(...)`` as one compiled call."""
+    noise = planned_noise(key, statistic, std, symmetric)
+    return jax.tree_util.tree_map(jnp.add, statistic, noise)
 
 
 class Releaser:
@@ -172,14 +178,16 @@ class Releaser:
                 f"release {name!r} was planned {planned.count} time(s); refusing draw {draw + 1}"
             )
         self.draws[name] = draw + 1
-        key = jax.random.fold_in(jax.random.fold_in(self.key, index), draw)
-        return planned, key, draw
+        return planned, draw_key(self.key, index, draw), draw
 
     def release(self, name: str, statistic: Any) -> Any:
         """``statistic + noise`` of the next planned draw of release ``name``."""
         planned, key, draw = self._next(name, GAUSSIAN)
-        noise = planned_noise(key, statistic, planned.noise_std, planned.symmetric)
-        noisy = jax.tree_util.tree_map(_add, statistic, noise)
+        if isinstance(statistic, (np.ndarray, np.floating)) and statistic.dtype == np.float64:
+            noise = planned_noise(key, statistic, planned.noise_std, planned.symmetric)
+            noisy = statistic + np.asarray(noise, np.float64)  # exact beyond 2^24 (a count)
+        else:
+            noisy = _noisy(key, statistic, planned.noise_std, symmetric=planned.symmetric)
         if self.observer is not None:
             noisy = self.observer(name, draw, {"statistic": statistic, "released": noisy})
         return noisy
@@ -195,9 +203,7 @@ class Releaser:
     def sampling_key(self, name: str, draw: int) -> jax.Array:
         """The randomness of draw ``draw``'s sample (e.g. Poisson sampling) of release ``name``:
         independent of its noise, fixed by the key."""
-        index = self.plan.index(name)
-        base = jax.random.fold_in(jax.random.fold_in(self.key, index), draw)
-        return jax.random.fold_in(base, SAMPLING_TAG)
+        return jax.random.fold_in(draw_key(self.key, self.plan.index(name), draw), SAMPLING_TAG)
 
     def unreleased(self) -> dict[str, int]:
         """Planned draws that were not made (a method must make every draw it charged)."""

@@ -8,15 +8,16 @@ or ``min(1, r / ||x||)`` (shrink); a zero row stays zero (``s = 0``):
     center="private"  x -> bound(bound(x) - m)   m: the released private mean of bound(x)
 
 so every preprocessed row has ``||x'|| <= r``. Each map has the affine form ``x' = a x - b m`` with
-per-row scalars ``a, b`` (``rows_factors``); without centring ``b = 0`` and the map is a per-row
-scale, which the gradient kernels fold into their clip factor instead of writing ``x'``.
+per-row scalars ``a, b``; without centring ``b = 0`` and the map is a per-row scale, which the
+gradient kernels fold into their clip factor instead of writing ``x'`` (``fold_factors``).
 
-Norms are computed without overflow or underflow, ``||x|| = M ||x / M||`` with ``M = max_j |x_j|``,
-in float32. A materialised row (``rows32``) is measured again and shrunk to at most
-``r (1 - slack(D))``, where ``slack(D) = (D + 16) 2^-24`` bounds the float32 rounding of a norm
-and a scale, so that the row as it enters a statistic has norm at most r (the sensitivity the
-methods declare). The kind
-``"identity"`` (internal: rows already mapped, e.g. DP-FC's whitened rows) leaves rows unchanged.
+Norms and scales are computed in float32 on rows rescaled exactly by powers of two (``prescale``;
+a chunk with entries beyond ``2^+-60`` is rescaled before its scale is folded), so they neither
+overflow nor underflow for any float32 row. A materialised row (``rows32``) is measured again and
+shrunk to at most ``r (1 - slack(D))``, where ``slack(D) = (D + 16) 2^-24`` bounds the float32
+rounding of a norm and a scale, so that the row as it enters a statistic has norm at most r (the
+sensitivity the methods declare). The kind ``"identity"`` (internal: rows already mapped, e.g.
+DP-FC's whitened rows) leaves rows unchanged.
 """
 
 from __future__ import annotations
@@ -85,45 +86,76 @@ class Preprocessing:
 IDENTITY = Preprocessing("identity", float("inf"))
 
 
-def safe_norms(x: jax.Array) -> jax.Array:
-    """``||x_i||`` in float32 [N] without overflow or underflow (``M ||x / M||``); NaN/inf rows
-    give a non-finite norm."""
+def prescale(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(x 2^-e, e)`` per row, float32, with ``2^(e-1) <= max_j |x_j| < 2^e`` (``e = 0`` for a
+    zero or non-finite row): an exact rescaling into [0.5, 1) that keeps every norm and scale of
+    the row representable (entries near 1e38 or 1e-38 neither overflow nor underflow)."""
     x = x.astype(jnp.float32)
     big = jnp.max(jnp.abs(x), axis=1)
-    safe = jnp.where((big > 0) & jnp.isfinite(big), big, 1.0)
-    unit = x / safe[:, None]
-    norm = safe * jnp.sqrt(jnp.sum(unit * unit, axis=1))
-    return jnp.where(jnp.isfinite(big), norm, big)  # inf stays inf, NaN propagates via sum
+    _, e = jnp.frexp(jnp.where((big > 0) & jnp.isfinite(big), big, 1.0))
+    e = jnp.where((big > 0) & jnp.isfinite(big), e, 0)
+    return jnp.ldexp(x, -e[:, None]), e
 
 
-def bound_scale(norms: jax.Array, kind: str, radius: float) -> jax.Array:
-    """``s`` with ``bound(x) = s x``: ``r / ||x||`` or ``min(1, r / ||x||)``; 0 for a zero row."""
+def safe_norms(x: jax.Array) -> jax.Array:
+    """``||x_i||`` in float32 [N] without overflow or underflow; NaN/inf rows give a non-finite
+    norm (inf when the norm itself exceeds float32)."""
+    scaled, e = prescale(x)
+    norm = jnp.sqrt(jnp.sum(scaled * scaled, axis=1))
+    return jnp.ldexp(norm, e)
+
+
+def _relative_scale(norm: jax.Array, e: jax.Array, kind: str, radius: float) -> jax.Array:
+    """``s 2^e``: the bound's scale of a row ``x = 2^e x'`` applied to ``x'`` (norm ``norm``)."""
     if kind == "identity":
-        return jnp.ones_like(norms)
-    positive = norms > 0
-    inv = radius / jnp.where(positive, norms, 1.0)
-    scale = inv if kind == "normalize" else jnp.minimum(1.0, inv)
-    return jnp.where(positive, scale, 0.0)
+        return jnp.ldexp(jnp.ones_like(norm), e)
+    positive = norm > 0
+    inv = radius / jnp.where(positive, norm, 1.0)
+    if kind == "shrink":
+        inv = jnp.minimum(jnp.ldexp(jnp.ones_like(norm), e), inv)
+    return jnp.where(positive, inv, 0.0)
 
 
-def rows_factors(
-    x: jax.Array, mean: jax.Array | None, static: tuple[str, float, str]
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(a, b, ||x'||)`` [N] with ``x' = a x - b m`` (module docstring), float32.
+def finite_rows(x: jax.Array) -> jax.Array:
+    """Bool [N]: the row holds no NaN/inf (after the cast to float32)."""
+    return jnp.all(jnp.isfinite(x.astype(jnp.float32)), axis=1)
 
-    A row holding NaN/inf gives a non-finite ``||x'||`` (the validation signal).
-    """
-    kind, radius, center = static
-    norms = safe_norms(x)
-    if center == "none":
-        a = bound_scale(norms, kind, radius)
-        return a, jnp.zeros_like(a), a * norms
-    x32 = x.astype(jnp.float32)
-    s1 = jnp.ones_like(norms) if center == "public" else bound_scale(norms, kind, radius)
-    centred = safe_norms(s1[:, None] * x32 - mean[None, :])
-    s2 = bound_scale(centred, kind, radius)
-    bad = ~jnp.isfinite(norms)
-    return s2 * s1, s2, jnp.where(bad, norms, s2 * centred)
+
+def row_exponents(x: jax.Array) -> jax.Array:
+    """``e`` per row with ``2^(e-1) <= max_j |x_j| < 2^e`` (0 for a zero or non-finite row)."""
+    big = jnp.max(jnp.abs(x.astype(jnp.float32)), axis=1)
+    usable = (big > 0) & jnp.isfinite(big)
+    _, e = jnp.frexp(jnp.where(usable, big, 1.0))
+    return jnp.where(usable, e, 0)
+
+
+EXTREME_EXPONENT = 60  # rows with entries beyond 2^+-60 are rescaled before folding
+
+
+def needs_rescale(e: jax.Array) -> jax.Array:
+    """True when a row's scale or squares could leave float32's range (``fold_factors``)."""
+    return jnp.any(jnp.abs(e) > EXTREME_EXPONENT)
+
+
+def rescaled(x: jax.Array, e: jax.Array) -> jax.Array:
+    """``x 2^-e`` per row, exact, in ``x``'s dtype."""
+    return jnp.ldexp(x.astype(jnp.float32), -e[:, None]).astype(x.dtype)
+
+
+def fold_factors(
+    x: jax.Array, static: tuple[str, float, str], e: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """``(a, ||x'||)`` for a map without centring, ``x' = a x``, so that a kernel can fold the
+    scale ``a`` into its clip factor; one pass (the sum of squares). ``x`` must hold no entry
+    beyond ``2^+-60`` (else pass ``rescaled(x, e)`` with the rows' exponents ``e``, which the
+    shrink bound needs). Non-finite rows get a non-finite norm."""
+    kind, radius, _ = static
+    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=1))
+    if kind == "identity":
+        return jnp.ones_like(norm), norm
+    e = jnp.zeros(norm.shape, jnp.int32) if e is None else e
+    a = _relative_scale(norm, e, kind, radius)
+    return a, jnp.where(jnp.isfinite(norm), a * norm, jnp.inf)
 
 
 def rows32(
@@ -131,21 +163,34 @@ def rows32(
 ) -> tuple[jax.Array, jax.Array]:
     """``(x', ||x'||)``: the preprocessed rows materialised in float32 and bounded as stored.
 
-    ``x' = a x - b m`` is computed, its norm ``n`` measured on the float32 values, and the row
-    scaled by ``min(1, r (1 - slack(D)) / n)``: whatever the rounding of ``a x - b m`` (which can
-    cancel when x is close to m), the row that enters a statistic has norm at most r.
+    Each bound works on the row prescaled by a power of two (``prescale``), so no scale leaves
+    float32's range. The result is measured again and scaled by ``min(1, r (1 - slack(D)) /
+    ||x'||)``: whatever the rounding (``x - m`` can cancel when x is close to m), the row that
+    enters a statistic has norm at most r. Non-finite rows give a non-finite norm.
     """
-    kind, radius, _ = static
-    a, b, _ = rows_factors(x, mean, static)
-    out = a[:, None] * x.astype(jnp.float32)
-    if mean is not None:
-        out = out - b[:, None] * mean[None, :]
-    norms = safe_norms(out)
+    kind, radius, center = static
+    u = x.astype(jnp.float32)
+    if center == "public":
+        u = u - mean[None, :]
+    elif center == "private":
+        scaled, e = prescale(u)
+        n1 = jnp.sqrt(jnp.sum(scaled * scaled, axis=1))
+        u = _relative_scale(n1, e, kind, radius)[:, None] * scaled - mean[None, :]
     if kind == "identity":
-        return out, norms
-    limit = radius * (1.0 - slack(x.shape[1]))
+        return u, jnp.where(finite_rows(x), safe_norms(u), jnp.inf)
+    scaled, e = prescale(u)
+    n = jnp.sqrt(jnp.sum(scaled * scaled, axis=1))
+    out, norms = within_radius(_relative_scale(n, e, kind, radius)[:, None] * scaled, radius)
+    return out, jnp.where(finite_rows(x), norms, jnp.inf)
+
+
+def within_radius(rows: jax.Array, radius: float) -> tuple[jax.Array, jax.Array]:
+    """``(rows, norms)`` with each row measured on its float32 values and scaled by
+    ``min(1, r (1 - slack(D)) / ||row||)``: norm at most r, whatever rounding came before."""
+    norms = jnp.sqrt(jnp.sum(rows * rows, axis=1))
+    limit = radius * (1.0 - slack(rows.shape[1]))
     fix = jnp.where(norms > limit, limit / jnp.where(norms > 0, norms, 1.0), 1.0)
-    return out * fix[:, None], norms * fix
+    return rows * fix[:, None], norms * fix
 
 
 def _apply_impl(x, mean, static):

@@ -42,7 +42,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from feature_extract import store
 from private_head.options import Performance
-from private_head.preprocessing import IDENTITY, Preprocessing, rows32, rows_factors, safe_norms
+from private_head.preprocessing import (
+    IDENTITY,
+    Preprocessing,
+    finite_rows,
+    fold_factors,
+    needs_rescale,
+    rescaled,
+    row_exponents,
+    rows32,
+    safe_norms,
+)
 from private_head.statistics import Chunk, Nothing, Statistic
 
 AXIS = "data"
@@ -202,36 +212,48 @@ def _fmix32(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
-def _make_chunk(x, y, mask, mean, transform, static) -> tuple[Chunk, jax.Array]:
-    """The ``Chunk`` a statistic sees, and the row norms that reveal non-finite rows."""
-    kind, radius, center = static
+def _mapped_chunk(x, y, mask, mean, transform, static) -> tuple[Chunk, jax.Array]:
+    """The chunk of mapped (``transform``) or centred rows: materialised float32 rows."""
+    _, radius, _ = static
     if transform is not None:  # rows already mapped: x' = pre(x) A, float32
         x32 = jnp.matmul(rows32(x, mean, static)[0], transform, precision=_HIGHEST)
         norms = safe_norms(x32)
         return Chunk(x32, y, mask, jnp.ones_like(mask), norms, None, IDENTITY.static), norms
-    if center != "none":  # centred rows cannot be folded into a scale: materialise them
-        x32, norms = rows32(x, mean, static)
-        flag = ("identity", radius, "none")
-        return Chunk(x32, y, mask, jnp.ones_like(mask), norms, None, flag), norms
-    a, _, norms = rows_factors(x, None, static)
-    return Chunk(x, y, mask, a, norms, None, static), norms
+    x32, norms = rows32(x, mean, static)  # centred rows cannot be folded into a scale
+    flag = ("identity", radius, "none")
+    return Chunk(x32, y, mask, jnp.ones_like(mask), norms, None, flag), norms
+
+
+def _bad(norms: jax.Array, valid: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.where(jnp.isfinite(norms), 0.0, valid))
 
 
 @functools.partial(jax.jit, static_argnames=("stat", "static", "part"))
 def _pass(x, y, valid, weights, mean, transform, args, *, stat, static, part):
-    """One chunk: ``(stat(chunk, args), number of real rows that are not finite)``."""
+    """One chunk: ``(stat(chunk, args), number of real rows that are not finite)``. Without
+    centring the preprocessing is folded (``fold_factors``); a chunk with extreme entries takes
+    the branch that rescales its rows by powers of two first."""
     mask = valid if weights is None else valid * weights
     if part is not None:
         mask = mask * _part_mask(x, y, part)
-    chunk, norms = _make_chunk(x, y, mask, mean, transform, static)
-    bad = jnp.sum(jnp.where(jnp.isfinite(norms), 0.0, valid))
-    return stat(chunk, args), bad
+    if transform is not None or static[2] != "none":
+        chunk, norms = _mapped_chunk(x, y, mask, mean, transform, static)
+        return stat(chunk, args), _bad(norms, valid)
+
+    def folded(x_in, e):
+        a, norms = fold_factors(x_in, static, e)
+        return stat(Chunk(x_in, y, mask, a, norms, None, static), args), _bad(norms, valid)
+
+    e = row_exponents(x)
+    return jax.lax.cond(
+        needs_rescale(e), lambda: folded(rescaled(x, e), e), lambda: folded(x, None)
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
 def _bad_rows(x, valid, mean, *, static):
-    _, _, norms = rows_factors(x, mean, static)
-    return (~jnp.isfinite(norms)) & (valid > 0)
+    del mean, static
+    return (~finite_rows(x)) & (valid > 0)
 
 
 @functools.partial(jax.jit, static_argnames=("static", "part"))
@@ -332,7 +354,8 @@ class Rows:
         self.chunk_cap = self._chunk_cap()
         self.chunk_rows = self._chunk_rule()
         self.num_chunks = max(1, -(-self.max_local_rows // self.chunk_rows))
-        self.passes = 0
+        self.stats = {"passes": 0}  # shared with the views (with_part, mapped)
+        self.resident: dict[str, Any] = {}  # a single staged chunk, kept for later passes
 
     # ------------------------------------------------------------------ public description
     def describe(self) -> dict[str, Any]:
@@ -345,7 +368,7 @@ class Rows:
             "memory_budget_bytes": self.budget,
             "devices": len(jax.devices()),
             "processes": self.processes,
-            "passes": self.passes,
+            "passes": self.stats["passes"],
         }
 
     def with_part(self, part: Part | None) -> Rows:
@@ -415,7 +438,7 @@ class Rows:
             return run(x, y, valid, w, mean, transform, args)
 
         result, bad = self._for_each_chunk(one, accumulate=True)
-        self.passes += 1
+        self.stats["passes"] += 1
         if not self.validated:
             if float(_local(bad)) > 0:
                 raise nonfinite_error(self._find_bad_rows(static, mean))
@@ -500,26 +523,23 @@ class Rows:
 
     def _host_chunks(self):
         rows, n, source = self.chunk_rows, self.local_rows, self.source
-        if isinstance(source, _StoreSource):
-            source.open()
+        if self.num_chunks == 1:  # stage it once; later passes reuse the device copy
+            if "chunk" not in self.resident:
+                host = self._fill_one(np.empty(0), 0, n, rows)
+                self.resident["chunk"] = self._place(host, self._labels_chunk(0, n), n)
+            yield (0, *self.resident["chunk"], _no_release)
+            return
         buffers = [aligned_empty((rows, self.dim), source.dtype) for _ in range(2)]
         readers: list[Any] = [None, None]  # the pass output that last read each buffer
 
         def fill(j: int) -> np.ndarray:
             start = j * rows
-            stop = min(n, start + rows)
-            view = source.view(start, stop) if stop - start == rows else None
-            if view is not None:
-                return view
-            buf = buffers[j % 2]
-            if stop > start:
-                source.fill(start, stop, buf[: stop - start])
-            buf[max(0, stop - start) :] = 0
-            return buf
+            return self._fill_one(buffers[j % 2], start, min(n, start + rows), rows)
 
-        pool = concurrent.futures.ThreadPoolExecutor(1)
+        if isinstance(source, _StoreSource):
+            source.open()
         try:
-            pending = pool.submit(fill, 0)
+            pending = _READER.submit(fill, 0)
             for j in range(self.num_chunks):
                 host = pending.result()
                 start = j * rows
@@ -530,13 +550,31 @@ class Rows:
                     nxt = (j + 1) % 2
                     if readers[nxt] is not None:
                         jax.block_until_ready(readers[nxt])  # its pass is done with the buffer
-                    pending = pool.submit(fill, j + 1)
+                    pending = _READER.submit(fill, j + 1)
                 yield start, x, y, valid, outputs.append
                 readers[j % 2] = outputs[0] if outputs else None
+            pending = None
         finally:
-            pool.shutdown(wait=True)
+            if pending is not None:
+                pending.result()  # never leave a read running into a buffer
             if isinstance(source, _StoreSource):
                 source.close()
+
+    def _fill_one(self, buf: np.ndarray, start: int, stop: int, rows: int) -> np.ndarray:
+        """Rows ``[start, stop)`` padded with zero rows to ``rows``: the caller's rows in place
+        when the device can use them, else copied into ``buf`` (allocated when empty)."""
+        source = self.source
+        view = source.view(start, stop) if stop - start == rows else None
+        if view is not None:
+            return view
+        if buf.size == 0:
+            buf = aligned_empty((rows, self.dim), source.dtype)
+        if stop > start:
+            if isinstance(source, _StoreSource):
+                source.open()
+            source.fill(start, stop, buf[: stop - start])
+        buf[max(0, stop - start) :] = 0
+        return buf
 
     def _place(self, x: Any, y: np.ndarray, real: int) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Device arrays (row-sharded over the mesh, global over processes) for one chunk."""
@@ -573,6 +611,9 @@ class Rows:
         )
         bad = [np.flatnonzero(np.asarray(_local(f))) + start + self.offset for start, f in flags]
         return np.concatenate(bad)
+
+
+_READER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rows-reader")
 
 
 def _no_release(output: Any) -> None:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from private_head.kernel import clipped_gradient_sum, zero_init_class_sums
-from private_head.preprocessing import rows32
+from private_head.preprocessing import within_radius
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -38,10 +38,9 @@ class Chunk(NamedTuple):
 
     def rows32(self) -> jax.Array:
         """``x'`` [c, D] in float32, norm <= r, masked rows zero."""
-        if self.static[0] == "identity":
-            x = self.x.astype(jnp.float32)
-        else:
-            x = rows32(self.x, self.mean, self.static)[0]
+        x = self.x.astype(jnp.float32)
+        if self.static[0] != "identity":  # the folded map: x' = a x, bounded as stored
+            x = within_radius(self.scale[:, None] * x, self.static[1])[0]
         return x * self.mask[:, None]
 
 

@@ -6,9 +6,11 @@ and (2) be able to fail: the same audit flags a mechanism with half the noise or
 
 from __future__ import annotations
 
-import importlib
 import math
+import subprocess
+import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,7 +19,9 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
+from private_head import plan, statistics
 from private_head.audit import (
+    AUDITABLE,
     audit_method,
     best_threshold,
     clopper_pearson,
@@ -120,7 +124,6 @@ def test_threshold_is_chosen_in_the_gap():
 
 EPSILON, DELTA, CLIP = 2.0, 1e-5, 0.1
 RUNS = 100_000  # per world: 20% calibrate the test, 80% evaluate it
-_MODULES = {"single_step": "single_step", "dp_gd": "full_batch"}  # where each method lives
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +136,8 @@ def neighbours():
 
 
 def _audit(method: str, runs: int = RUNS):
-    """The user-facing audit of the registered method (its own calibration, clipping, noise)."""
-    steps = 3 if method == "dp_gd" else 1
+    """The user-facing audit of the registered method (its own plan, clipping, noise)."""
+    options = {"steps": 3, "learning_rate": 0.5, "optimizer": "sgd"} if method == "dp_gd" else {}
     return audit_method(
         method,
         epsilon=EPSILON,
@@ -144,9 +147,17 @@ def _audit(method: str, runs: int = RUNS):
         num_rows=15,
         dim=4,
         clip_norm=CLIP,
-        steps=steps,
-        learning_rate=0.5,
+        **options,
     )
+
+
+@pytest.fixture
+def fresh_traces():
+    """Compiled passes are cached by their statistic: a kernel patched in a test must be traced
+    anew, and the honest one again afterwards."""
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
 
 
 def test_canary_is_orthogonal_and_its_clipped_gradient_has_norm_c(neighbours):
@@ -189,31 +200,76 @@ def test_audit_of_the_real_mechanism_stays_below_the_claimed_epsilon(method):
 
 
 @pytest.mark.parametrize("method", ["single_step", "dp_gd"])
-def test_audit_flags_half_the_noise(method, monkeypatch):
+def test_audit_flags_half_the_noise(method, monkeypatch, fresh_traces):
     """The ledger is charged honestly, but the noise drawn has half the std."""
-    module = importlib.import_module(f"private_head.{_MODULES[method]}")
-    honest = module.gaussian_noise_like
+    honest = plan.gaussian_noise_like
     monkeypatch.setattr(
-        module, "gaussian_noise_like", lambda key, tree, std: honest(key, tree, std / 2)
+        plan, "gaussian_noise_like", lambda key, tree, std: honest(key, tree, std / 2)
     )
     result = _audit(method)
     assert not result.consistent and result.epsilon_lower_bound > EPSILON
 
 
 @pytest.mark.parametrize("method", ["single_step", "dp_gd"])
-def test_audit_flags_skipped_clipping(method, monkeypatch):
+def test_audit_flags_skipped_clipping(method, monkeypatch, fresh_traces):
     """The noise is calibrated for C, but the canary's gradient (norm 0.71 = 7C) is not clipped."""
-    name, position = {
-        "single_step": ("zero_init_class_sums", 3),
-        "dp_gd": ("clipped_gradient_sum", 4),
-    }[method]
-    module = importlib.import_module(f"private_head.{_MODULES[method]}")
-    honest = getattr(module, name)
+    for name, position in (("zero_init_class_sums", 3), ("clipped_gradient_sum", 4)):
+        honest = getattr(statistics, name)
 
-    def unclipped(*args, **kwargs):
-        assert len(args) > position and "clip_norm" not in kwargs
-        return honest(*args[:position], math.inf, *args[position + 1 :], **kwargs)
+        def unclipped(*args, honest=honest, position=position, **kwargs):
+            assert len(args) > position and "clip_norm" not in kwargs
+            return honest(*args[:position], math.inf, *args[position + 1 :], **kwargs)
 
-    monkeypatch.setattr(module, name, unclipped)
+        monkeypatch.setattr(statistics, name, unclipped)
     result = _audit(method, runs=5_000)
     assert not result.consistent and result.epsilon_lower_bound > EPSILON
+
+
+@pytest.mark.parametrize("method", [m for m in AUDITABLE if m not in ("single_step", "dp_gd")])
+def test_audit_of_every_other_method_stays_below_the_claim(method):
+    options = {"steps": 2} if method in ("dp_sgd", "dp_feature_covariance") else {}
+    if method == "dp_sgd":
+        options["batch_size"] = 5
+    result = audit_method(method, epsilon=EPSILON, delta=DELTA, runs=20_000, seed=3, **options)
+    assert result.consistent, (method, result.epsilon_lower_bound)
+
+
+def test_the_audit_compares_true_neighbours():
+    """D has N rows and D' = D + canary has N + 1: no row is zeroed out."""
+    from private_head.audit import orthogonal_canary
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(15, 4)).astype(np.float32)
+    x[:, -1] = 0.0
+    pair = orthogonal_canary(x, rng.integers(0, 2, 15), 2, CLIP)
+    assert len(pair.with_canary[0]) == len(pair.without[0]) + 1
+
+
+def _audit_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "private_head.audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_audit_cli_finishes_where_it_used_to_hang():
+    proc = _audit_cli("--method", "dp_least_squares", "--epsilon", "8", "--runs", "20000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1].startswith("8 ")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--method", "bogus"], "invalid choice: 'bogus'"),
+        (["--method", "nonprivate"], "invalid choice: 'nonprivate'"),
+        (["--epsilon", "0"], "expected a positive finite number"),
+        (["--runs", "0"], "expected a positive finite number"),
+        (["--method", "single_step", "--steps", "3"], "--steps applies to"),
+    ],
+)
+def test_audit_cli_usage_errors_are_one_line(args, match):
+    proc = _audit_cli(*args)
+    assert proc.returncode == 2 and match in proc.stderr and proc.stderr.count("\n") == 1

@@ -42,13 +42,13 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 if where == "read":
     from feature_extract import store
-    read, calls = store.SplitReader.read, [0]
+    read, calls = store.SplitReader.read_into, [0]
     def read_then_die(self, *args):
         calls[0] += 1
         if calls[0] == count:
             die()
         return read(self, *args)
-    store.SplitReader.read = read_then_die
+    store.SplitReader.read_into = read_then_die
 else:
     os.replace = lambda *args: die()
 from private_head.cli import main
@@ -66,8 +66,8 @@ def _store(path, rows=300, dim=24, classes=4, seed=0):
 
 
 def _head_args(path, out_dir):
-    # 300 x 24 float32 rows are 28.8 kB: a 4 kB budget streams them (validation: 15 reads of 20
-    # rows, then 30 reads of 10 rows per step; read 55 is in the second step).
+    # 300 rows streamed from the store in chunks of 20: 15 reads per step, so read 25 is in the
+    # second of the three steps.
     return [
         "--features",
         str(path),
@@ -79,8 +79,8 @@ def _head_args(path, out_dir):
         "3",
         "--seed",
         "5",
-        "--max-device-bytes",
-        "4000",
+        "--chunk-rows",
+        "20",
         "--out-dir",
         str(out_dir),
     ]
@@ -92,7 +92,7 @@ def _heads(folder):
 
 def test_sigkill_during_streamed_training_leaves_no_head_and_reruns_identically(tmp_path):
     path = _store(tmp_path / "f.h5")
-    kills = {"read": 55, "save": 0}  # both killed runs go on while the reference trains here
+    kills = {"read": 25, "save": 0}  # both killed runs go on while the reference trains here
     procs = {
         where: subprocess.Popen(
             [sys.executable, "-c", KILLER, where, str(count), *_head_args(path, tmp_path / where)],
@@ -194,9 +194,9 @@ def test_flipped_bytes_stop_training_with_a_store_error(tmp_path, capsys):
     path = _store(tmp_path / "f.h5")
     _flip_feature_byte(path)
     options = {"num_classes": 4, "epsilon": 2.0, "delta": 1e-5, "seed": 1}
-    for budget in (None, 4000):  # in memory, and streamed in chunks (read on a thread)
+    for chunk in (None, 20):  # one chunk, and many (read on a thread)
         with pytest.raises(store.StoreError, match="checksum.*corrupt"):
-            private_head.fit(f"{path}:train", max_device_bytes=budget, **options)
+            private_head.fit(f"{path}:train", chunk_rows=chunk, **options)
     assert head_main(_head_args(path, tmp_path / "out")) == 2
     assert "checksum" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out") or _heads(tmp_path / "out") == []

@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from private_head.preprocessing import IDENTITY, Preprocessing, rows32, rows_factors, slack
+from private_head.preprocessing import (
+    IDENTITY,
+    Preprocessing,
+    fold_factors,
+    needs_rescale,
+    rescaled,
+    row_exponents,
+    rows32,
+    slack,
+)
 
 
 def reference(x: np.ndarray, kind: str, r: float, center: str, mean=None) -> np.ndarray:
@@ -26,6 +35,16 @@ def reference(x: np.ndarray, kind: str, r: float, center: str, mean=None) -> np.
     if center == "public":
         return bound(x - mean)
     return bound(bound(x) - mean)
+
+
+def fold(x, static):
+    """What a pass does without centring: rescale extreme chunks, then fold the scale."""
+    x = jnp.asarray(x)
+    e = row_exponents(x)
+    if bool(needs_rescale(e)):
+        x = rescaled(x, e)
+        return (x, *fold_factors(x, static, e))
+    return (x, *fold_factors(x, static))
 
 
 def device(x, pre: Preprocessing) -> np.ndarray:
@@ -60,7 +79,7 @@ def test_huge_and_tiny_norms_are_normalised_not_zeroed(scale):
 
 def test_zero_rows_stay_zero_and_nonfinite_rows_are_flagged():
     x = np.array([[0.0, 0.0], [np.nan, 1.0], [np.inf, 0.0], [1.0, 2.0]], np.float32)
-    _, _, norms = rows_factors(jnp.asarray(x), None, ("normalize", 1.0, "none"))
+    _, _, norms = fold(x, ("normalize", 1.0, "none"))
     norms = np.asarray(norms)
     assert norms[0] == 0 and not np.isfinite(norms[1]) and not np.isfinite(norms[2])
     assert np.isfinite(norms[3])
@@ -88,19 +107,18 @@ def test_every_materialised_row_is_within_the_radius(rows, r, kind, center, dtyp
     assert np.all(np.linalg.norm(got, axis=1) <= r)  # float64 norms of the float32 values
 
 
-def test_factors_are_the_affine_map_and_prediction_applies_the_same_map():
+@pytest.mark.parametrize("kind", ["normalize", "shrink"])
+@pytest.mark.parametrize("scale", [1.0, 1e-25, 1e25])
+def test_the_folded_scale_is_the_map_and_prediction_applies_the_same_map(kind, scale):
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(10, 4)).astype(np.float32)
-    mean = rng.normal(size=4).astype(np.float32)
-    pre = Preprocessing("normalize", 1.5, "private", mean)
-    a, b, norms = (
-        np.asarray(v, np.float64)
-        for v in rows_factors(jnp.asarray(x), pre.device_mean(), pre.static)
-    )
-    affine = a[:, None] * x - b[:, None] * mean
-    np.testing.assert_allclose(np.linalg.norm(affine, axis=1), norms, rtol=1e-5)
+    x = (rng.normal(size=(10, 4)) * scale).astype(np.float32)
+    x[0] *= 1e-3
+    pre = Preprocessing(kind, 1.5)
+    x_used, a, norms = (np.asarray(v, np.float64) for v in fold(x, pre.static))
+    folded = a[:, None] * x_used
+    np.testing.assert_allclose(np.linalg.norm(folded, axis=1), norms, rtol=1e-5)
+    np.testing.assert_allclose(folded, reference(x, kind, 1.5, "none"), rtol=1e-5, atol=1e-30)
     np.testing.assert_allclose(pre.apply(x), device(x, pre), rtol=1e-6)
-    np.testing.assert_allclose(device(x, pre), affine * (1 - slack(4)), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(device(x, IDENTITY), x)
 
 

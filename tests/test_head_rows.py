@@ -199,6 +199,8 @@ def test_rows_sharded_over_four_devices_give_the_single_device_heads():
         )
         want = np.concatenate([head.weights.ravel(), head.bias])
         scale = max(1.0, np.abs(want).max())
+        if name == "nonprivate":  # L-BFGS to a tolerance: summation order moves its stop
+            scale *= 10
         for where in ("device", "host"):
             np.testing.assert_allclose(
                 sharded[f"{name}/{where}"],

@@ -1,7 +1,7 @@
 """Hostile inputs on the public API: each gives its documented error, or finite valid output.
 
 Store (feature_extract.store): ValueError for bad arrays/labels, StoreError for bad files.
-Training data (private_head.data / private_head.fit): ValueError naming what is wrong.
+Training data (private_head.rows / private_head.fit): ValueError naming what is wrong.
 Accounting: ValueError for impossible or non-finite budgets.
 """
 
@@ -16,12 +16,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import private_head
 from feature_extract import store
-from private_head.config import FitConfig
-from private_head.data import load_train_data, preprocess
+from private_head.preprocessing import Preprocessing
+from private_head.rows import open_rows
 
 N, D, K = 8, 4, 3  # one shape everywhere: few JIT compilations
-CONFIG = FitConfig(epsilon=2.0, delta=1e-5)
+
+
+def preprocess(x, y, num_classes=K, feature_norm=1.0):
+    """Open the rows and run the validating pass; returns the preprocessed rows (float64)."""
+    rows = open_rows(x, y, num_classes=num_classes, feature_norm=feature_norm)
+    rows.validate(Preprocessing("normalize", feature_norm))
+    return np.asarray(Preprocessing("normalize", feature_norm).apply(x), np.float64)
+
+
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -122,9 +131,9 @@ def test_empty_split_is_refused_when_written_and_for_training(tmp_path):
     features, labels, info = store.read_split(path, "train")
     assert features.shape == (0, D) and labels.shape == (0,) and info.num_rows == 0
     with pytest.raises(ValueError, match="empty"):
-        load_train_data(f"{path}:train", config=CONFIG, num_classes=K)
+        open_rows(f"{path}:train", num_classes=K)
     with pytest.raises(ValueError, match="empty"):
-        preprocess(features, labels, CONFIG, num_classes=K)
+        preprocess(features, labels)
 
 
 # --- training data preprocessing -------------------------------------------------------------
@@ -142,7 +151,7 @@ def test_preprocess_refuses_nonfinite_rows_and_names_them(cells, value, dtype):
         x[i, j] = value
     rows = sorted({i for i, _ in cells})
     with pytest.raises(ValueError, match="never silently zeroed") as err:
-        preprocess(x, y, CONFIG, num_classes=K)
+        preprocess(x, y)
     assert f"{len(rows)} row(s): " + ", ".join(map(str, rows)) in str(err.value)
 
 
@@ -152,7 +161,7 @@ def test_preprocess_refuses_float64_rows_that_overflow_float32(row, scale):
     x = x.astype(np.float64)
     x[row] *= scale
     with pytest.raises(ValueError, match=rf"float32 cast.*row\(s\):? {row}\b"):
-        preprocess(x, y, CONFIG, num_classes=K)
+        preprocess(x, y)
 
 
 @given(
@@ -163,10 +172,9 @@ def test_preprocess_refuses_float64_rows_that_overflow_float32(row, scale):
 def test_preprocess_normalises_any_moderate_norm(log_norm, row, feature_norm):
     x, y = _rows()
     x[row] *= np.float32(10.0**log_norm) / np.linalg.norm(x[row])
-    config = FitConfig(epsilon=2.0, delta=1e-5, feature_norm=feature_norm)
-    data = preprocess(x, y, config, num_classes=K)
-    norms = np.linalg.norm(np.asarray(data.features, np.float64), axis=1)
+    norms = np.linalg.norm(preprocess(x, y, feature_norm=feature_norm), axis=1)
     np.testing.assert_allclose(norms, feature_norm, rtol=1e-5)
+    assert np.all(norms <= feature_norm)
 
 
 @given(log_norm=st.sampled_from([-37.0, -30.0, -25.0, 20.0, 30.0, 38.0]))
@@ -174,8 +182,7 @@ def test_preprocess_normalises_huge_and_tiny_norms(log_norm):
     """Squares of such entries overflow or underflow float32: the norm must be computed safely."""
     x, y = _rows()
     x[3] = np.float32(10.0**log_norm)
-    data = preprocess(x, y, CONFIG, num_classes=K)
-    norms = np.linalg.norm(np.asarray(data.features, np.float64), axis=1)
+    norms = np.linalg.norm(preprocess(x, y), axis=1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
 
 
@@ -184,60 +191,67 @@ def test_preprocess_refuses_labels_outside_the_label_space(label):
     x, y = _rows()
     y[4] = label
     with pytest.raises(ValueError, match=rf"outside the label space \[0, {K}\).*row 4: {label}"):
-        preprocess(x, y, CONFIG, num_classes=K)
+        preprocess(x, y)
 
 
 @given(labels=st.lists(st.floats(0, K - 1, allow_nan=False), min_size=N, max_size=N))
 def test_preprocess_refuses_float_labels(labels):
     x, _ = _rows()
     with pytest.raises(ValueError, match="must be integers"):
-        preprocess(x, np.array(labels, dtype=np.float64), CONFIG, num_classes=K)
+        preprocess(x, np.array(labels, dtype=np.float64))
 
 
 @given(num_classes=st.sampled_from([None, 0, 1, -3, 2.5, True]))
 def test_preprocess_needs_a_public_label_space_of_two_or_more(num_classes):
     x, y = _rows()
     with pytest.raises(ValueError, match="num_classes"):
-        preprocess(x, np.zeros_like(y), CONFIG, num_classes=num_classes)
+        preprocess(x, np.zeros_like(y), num_classes=num_classes)
 
 
 @given(n_labels=st.sampled_from([0, 1, N - 1, N + 1]))
 def test_preprocess_refuses_label_count_mismatch(n_labels):
     x, y = _rows(n=max(N, n_labels))
     with pytest.raises(ValueError, match="shape mismatch"):
-        preprocess(x[:N], y[:n_labels], CONFIG, num_classes=K)
+        preprocess(x[:N], y[:n_labels])
 
 
 def test_preprocess_refuses_non_float_and_wrong_rank_features():
     x, y = _rows()
     with pytest.raises(ValueError, match="floating point"):
-        preprocess(x.astype(np.int64), y, CONFIG, num_classes=K)
+        preprocess(x.astype(np.int64), y)
     with pytest.raises(ValueError, match="2-D"):
-        preprocess(x.ravel(), y, CONFIG, num_classes=K)
+        preprocess(x.ravel(), y)
 
 
-# --- configuration ---------------------------------------------------------------------------
+# --- options -------------------------------------------------------------------------------
 
 
 @given(epsilon=st.sampled_from([math.nan, -math.inf, -1.0, 0.0, -0.0, math.inf]))
-def test_config_refuses_epsilon_no_private_mechanism_meets(epsilon):
+def test_fit_refuses_epsilon_no_private_mechanism_meets(epsilon):
+    x, y = _rows()
     with pytest.raises(ValueError, match="epsilon"):
-        FitConfig(epsilon=epsilon, delta=1e-5)
+        private_head.fit(x, y, num_classes=K, epsilon=epsilon, delta=1e-5)
 
 
 @given(delta=st.sampled_from([math.nan, 0.0, 1.0, -1e-9, 1.5, math.inf]))
-def test_config_refuses_delta_outside_the_open_unit_interval(delta):
+def test_fit_refuses_delta_outside_the_open_unit_interval(delta):
+    x, y = _rows()
     with pytest.raises(ValueError, match="delta"):
-        FitConfig(epsilon=1.0, delta=delta)
+        private_head.fit(x, y, num_classes=K, epsilon=1.0, delta=delta)
 
 
 @given(
     name=st.sampled_from(["clip_norm", "learning_rate", "feature_norm"]),
-    value=st.sampled_from([math.nan, math.inf, 0.0, -1.0]),
+    value=st.sampled_from([math.nan, math.inf, 0.0, -1.0, "1", None]),
 )
-def test_config_refuses_nonpositive_or_nonfinite_scales(name, value):
+def test_options_refuse_nonpositive_nonfinite_or_mistyped_scales(name, value):
+    x, y = _rows()
+    if value is None and name != "clip_norm":
+        value = "none"  # None is the rule's default for learning_rate, not an error
     with pytest.raises(ValueError, match=name):
-        FitConfig(epsilon=1.0, delta=1e-5, **{name: value})
+        private_head.fit(
+            x, y, num_classes=K, epsilon=1.0, delta=1e-5, method="dp_gd", **{name: value}
+        )
 
 
 # --- accounting ------------------------------------------------------------------------------
@@ -438,6 +452,7 @@ def test_fit_from_store_refuses_wrong_label_space_and_incomplete_splits(tmp_path
         _fit(f"{path}:train", None, num_classes=K + 1)
     writer = store.SplitWriter(path, "partial", dim=D, total_rows=N, num_classes=K)
     writer.append(x[:3], y[:3], np.arange(3))
+    writer.close()
     with pytest.raises(store.IncompleteSplitError, match="3 of 8 rows"):
         private_head.fit(f"{path}:partial", num_classes=K, epsilon=1.0, delta=1e-5)
     assert np.all(np.isfinite(_fit(f"{path}:train", None).weights))

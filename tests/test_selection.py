@@ -12,13 +12,8 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from accounting.gdp import epsilon_from_mu, mu_from_epsilon
-from private_head.selection import (
-    _noisy_choice,
-    epsilon_dominated_by,
-    mu_dominating,
-    select,
-    validation_mask,
-)
+from private_head.rows import validation_mask
+from private_head.selection import epsilon_dominated_by, mu_dominating, noisy_choice, select
 
 
 @settings(max_examples=30)
@@ -90,7 +85,11 @@ def test_exponential_mechanism_samples_the_softmax_of_eps_times_counts():
     picks = (
         np.bincount(
             [
-                _noisy_choice(correct, eps, "exponential", jax.random.fold_in(jax.random.key(0), i))
+                int(
+                    noisy_choice(
+                        jax.random.fold_in(jax.random.key(0), i), correct, eps, "exponential"
+                    )
+                )
                 for i in range(draws)
             ],
             minlength=3,
@@ -99,7 +98,7 @@ def test_exponential_mechanism_samples_the_softmax_of_eps_times_counts():
     )
     expected = np.exp(eps * correct) / np.exp(eps * correct).sum()
     np.testing.assert_allclose(picks, expected, atol=4 * math.sqrt(0.25 / draws))
-    laplace = [_noisy_choice(correct, 100.0, "noisy_max", jax.random.key(i)) for i in range(20)]
+    laplace = [int(noisy_choice(jax.random.key(i), correct, 100.0, "noisy_max")) for i in range(20)]
     assert laplace == [0] * 20  # generous budget: the best score wins
 
 
@@ -137,13 +136,15 @@ def test_select_charges_every_candidate_and_the_selection_and_picks_the_best(mec
     )
     report = head.privacy
     sel = report["selection"]
-    assert sel["chosen"] == 1 and head.config.method == "dp_least_squares"
+    assert sel["chosen"] == 1 and head.settings["method"] == "dp_least_squares"
     assert sel["hyperparameters"] == "selected privately" and sel["mechanism"] == mechanism
     names = [r["name"] for r in report["releases"]]
     for j, c in enumerate(CANDIDATES):
         assert any(name.startswith(f"candidate {j} ({c['method']})") for name in names)
-    assert names[-1].startswith(f"selection: {mechanism}")
-    mu = mu_from_epsilon(eps, delta)
+    assert names[0] == "dataset_size/noisy_count" and names[-1] == "selection"
+    assert report["releases"][-1]["description"].startswith(mechanism)
+    assert report["releases"][-1]["kind"] == "gdp" and report["releases"][-1]["noise_std"] is None
+    mu = math.sqrt(0.99) * mu_from_epsilon(eps, delta)  # what the noisy count leaves
     mus = [r["mu"] for r in report["releases"]]
     per_candidate = {
         j: math.sqrt(
@@ -155,11 +156,9 @@ def test_select_charges_every_candidate_and_the_selection_and_picks_the_best(mec
         assert per_candidate[j] == pytest.approx(math.sqrt(0.9 / 3) * mu, rel=1e-6)
     assert mus[-1] == pytest.approx(math.sqrt(0.1) * mu, rel=1e-9)
     assert sel["epsilon_selection"] == pytest.approx(epsilon_dominated_by(mus[-1]), rel=1e-12)
-    assert report["mu"] == pytest.approx(mu, rel=1e-6)
+    assert report["mu"] == pytest.approx(mu_from_epsilon(eps, delta), rel=1e-6)
     assert report["epsilon_spent"] == pytest.approx(eps, rel=1e-5)
     assert report["epsilon_spent"] <= eps * (1 + 1e-9)
-    val = validation_mask(x, y, 0.1)
-    assert sel["num_validation"] == val.sum() and sel["num_train"] == (~val).sum()
     assert report["seeded"] is True
 
 
@@ -188,7 +187,8 @@ def test_public_validation_spends_nothing_on_selection():
         ([{"method": "dp_sgd"}], {}, "non-Gaussian"),
         ([{"method": "nonprivate"}], {}, "nonprivate"),
         ([], {}, "non-empty"),
-        ([{"method": "single_step", "epsilon": 3}], {}, "may not set"),
+        ([{"method": "single_step", "epsilon": 3}], {}, r"does not take option\(s\) \['epsilon'\]"),
+        ([{"method": "single_step", "feature_norm": 3}], {}, "arguments of select itself"),
         ([{"method": "single_step"}], {"mechanism": "argmax"}, "mechanism"),
         ([{"method": "single_step"}], {"validation_fraction": 1.0}, "validation_fraction"),
     ],

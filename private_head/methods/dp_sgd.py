@@ -75,7 +75,9 @@ def poisson_sample(key: jax.Array, num_rows: int, t: int) -> jax.Array:
 
 
 def calibrate(allowance: Allowance, rate: float, steps: int) -> float:
-    """The smallest sigma (to 0.1%) whose T Poisson-sampled steps the allowance admits."""
+    """The smallest sigma whose T Poisson-sampled steps the allowance admits: computed for what
+    the ledger already spent (memoised, PLD), checked against the ledger itself, and raised by
+    0.1% steps in the rare case rounding makes the ledger disagree."""
     if allowance.unlimited:
         raise ValueError("dp_sgd needs a finite epsilon")
 
@@ -83,16 +85,18 @@ def calibrate(allowance: Allowance, rate: float, steps: int) -> float:
         step = dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(sigma))
         return dp_accounting.SelfComposedDpEvent(step, steps)
 
-    low = noise_multiplier_poisson(allowance.epsilon, allowance.delta, rate, steps)
-    high = low
-    while not allowance.admits([event(high)]):
-        low, high = high, high * 1.5
-        if high > 1e4 * low:
-            raise BudgetExceededError("no privacy budget is left for dp_sgd")
-    while high - low > 1e-3 * high:
-        mid = 0.5 * (low + high)
-        low, high = (low, mid) if allowance.admits([event(mid)]) else (mid, high)
-    return high
+    options = {"prior_mu": allowance.spent_mu or 0.0}
+    if allowance.discretization is not None:
+        options["value_discretization_interval"] = allowance.discretization
+    try:
+        sigma = noise_multiplier_poisson(allowance.epsilon, allowance.delta, rate, steps, **options)
+    except ValueError as err:
+        raise BudgetExceededError(f"no privacy budget is left for dp_sgd: {err}") from err
+    for _ in range(20):
+        if allowance.admits([event(sigma)]):
+            return sigma
+        sigma *= 1.001
+    raise BudgetExceededError("no privacy budget is left for dp_sgd")
 
 
 def plan(options: DpSgdOptions, public: PublicInfo, allowance: Allowance) -> Plan:

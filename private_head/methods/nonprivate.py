@@ -122,12 +122,13 @@ def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
         0.0,
     )
     opt = make_optimizer(settings)
-    state = opt.init(theta)
+    params = {"theta": jnp.asarray(theta, jnp.float32)}  # the decay is in the objective
+    state = opt.init(params)
     for _ in range(options.steps):
-        _, grad = objective(theta)
-        updates, state = opt.update(grad, state, theta)
-        theta = np.asarray(optax.apply_updates(theta, updates), np.float64)
-    return objective.split(theta)
+        _, grad = objective(np.asarray(params["theta"], np.float64))
+        updates, state = opt.update({"theta": jnp.asarray(grad, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+    return objective.split(np.asarray(params["theta"], np.float64))
 
 
 METHOD = register_method(
