@@ -1,5 +1,6 @@
-# Users: `make test`, `make features`, `make probe EPS=4`, `make bench`, `make bench-speed`,
-# `make audit EPS=2 [METHOD=dp_gd STEPS=3]`.
+# Users: `make test`, `make features`, `make probe EPS=4 [METHOD=dp_sgd OPTIONS="batch_size=256 steps=50"]`,
+# `make bench`, `make bench-speed`, `make bench-scale`, `make bench-gpu [TINY=1] [SECTIONS=head,fit]`,
+# `make audit EPS=2 [METHOD=dp_gd STEPS=3]`. `EPS=inf` trains the non-private ceiling.
 # The virtual environment is created on first use and reinstalled only when pyproject.toml changes.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,9 +16,13 @@ EPS ?= 4
 DELTA ?=
 METHOD ?=
 STEPS ?=
+OPTIONS ?=
+GPU_OUT ?=
+SECTIONS ?=
+TINY ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint features probe bench bench-speed audit clean
+.PHONY: venv test lint features probe bench bench-speed bench-scale bench-gpu gpu-wheels audit clean
 
 venv: $(STAMP)
 
@@ -37,15 +42,28 @@ lint: $(STAMP)
 features: $(STAMP)
 	$(PY) -m feature_extract --data $(DATA) --model $(MODEL) --out $(OUT) --skip-complete
 
+# METHOD defaults to auto (nonprivate for EPS=inf); OPTIONS="key=value ..." passes any option.
 probe: $(STAMP)
-	$(PY) -m private_head --features $(FEATURES) --epsilon $(EPS) $(if $(METHOD),--method $(METHOD)) \
-		$(if $(DELTA),--delta $(DELTA)) $(if $(STEPS),--steps $(STEPS))
+	$(PY) -m private_head --features $(FEATURES) --epsilon $(EPS) \
+		--method $(or $(METHOD),$(if $(filter inf,$(EPS)),nonprivate,auto)) \
+		$(if $(DELTA),--delta $(DELTA)) $(if $(STEPS),--steps $(STEPS)) \
+		$(foreach option,$(OPTIONS),--option $(option))
 
 bench: $(STAMP)
 	$(PY) -m benchmarks sweep
 
 bench-speed: $(STAMP)
 	$(PY) -m benchmarks speed
+
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.scale
+
+bench-gpu: $(STAMP)
+	$(PY) -m benchmarks.gpu $(if $(GPU_OUT),--out-dir $(GPU_OUT)) \
+		$(if $(SECTIONS),--sections $(SECTIONS)) $(if $(TINY),--tiny)
+
+gpu-wheels: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_wheels.sh
 
 audit: $(STAMP)
 	$(PY) -m private_head.audit --method $(or $(METHOD),single_step) --epsilon $(EPS) \

@@ -129,6 +129,40 @@ def initial_probabilities(num_classes: int, loss: str, bias0: float | jax.Array)
     return _probabilities(z0, loss)
 
 
+def zero_init_row_weights(
+    X: jax.Array,
+    y: jax.Array,
+    num_classes: int,
+    clip_norm: float | jax.Array,
+    *,
+    loss: str,
+    train_bias: bool,
+    bias0: float | jax.Array,
+    mask: jax.Array | None,
+    sq_norms: jax.Array | None,
+    row_scale: jax.Array | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(w, c, p0)``: each row's weight ``w_i = a_i c_i`` in the class sums, its clip factor, and
+    the prediction ``p0`` at W = 0 (see ``zero_init_class_sums``)."""
+    C = clip_norm * clip_slack(X.dtype, X.shape[1], num_classes)
+    a, sq_x = _scaled_rows(X, row_scale, sq_norms)
+    p0 = initial_probabilities(num_classes, loss, bias0)
+    sq_e = jnp.sum(p0 * p0) - 2.0 * p0 + 1.0  # [K], ||p0 - onehot(k)||^2
+    c = _clip_factors(sq_x, sq_e[y], C, train_bias, mask)
+    return a * c, c, p0
+
+
+def from_class_sums(
+    S: jax.Array, counts: jax.Array, total: jax.Array, p0: jax.Array, train_bias: bool
+) -> tuple[jax.Array, jax.Array]:
+    """``(gW, gb)`` from the weighted class sums S [K, D], the clipped class counts and their sum:
+    ``gW = s p0^T - S^T`` with ``s = sum_k S_k``, ``gb = total p0 - counts``."""
+    gW = jnp.sum(S, axis=0)[:, None] * p0[None, :] - S.T
+    if not train_bias:
+        return gW, jnp.zeros(p0.shape[0], jnp.float32)
+    return gW, total * p0 - counts
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "loss", "train_bias"))
 def zero_init_class_sums(
     X: jax.Array,
@@ -152,12 +186,18 @@ def zero_init_class_sums(
 
         gW = s p0^T - S,     gb = (sum_i c_i) p0 - (sum_{y_i = k} c_i)_k.
     """
-    C = clip_norm * clip_slack(X.dtype, X.shape[1], num_classes)
-    a, sq_x = _scaled_rows(X, row_scale, sq_norms)
-    p0 = initial_probabilities(num_classes, loss, bias0)
-    sq_e = jnp.sum(p0 * p0) - 2.0 * p0 + 1.0  # [K], ||p0 - onehot(k)||^2
-    c = _clip_factors(sq_x, sq_e[y], C, train_bias, mask)
-    weight = a * c
+    weight, c, p0 = zero_init_row_weights(
+        X,
+        y,
+        num_classes,
+        clip_norm,
+        loss=loss,
+        train_bias=train_bias,
+        bias0=bias0,
+        mask=mask,
+        sq_norms=sq_norms,
+        row_scale=row_scale,
+    )
     if num_classes <= ONE_HOT_MAX_CLASSES:  # S^T = (w * onehot(y))^T X: one memory-bound matmul
         M, scale = to_compute_dtype(
             jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * weight[:, None], X.dtype
@@ -167,11 +207,8 @@ def zero_init_class_sums(
         S = jax.ops.segment_sum(
             weight[:, None] * X.astype(jnp.float32), y, num_segments=num_classes
         )
-    gW = jnp.sum(S, axis=0)[:, None] * p0[None, :] - S.T
-    if not train_bias:
-        return gW, jnp.zeros(num_classes, jnp.float32)
-    counts = jax.ops.segment_sum(c, y, num_segments=num_classes)
-    return gW, jnp.sum(c) * p0 - counts
+    counts = jax.ops.segment_sum(c, y, num_segments=num_classes) if train_bias else c[:0]
+    return from_class_sums(S, counts, jnp.sum(c), p0, train_bias)
 
 
 def gaussian_noise_like(key: jax.Array, tree, std: float | jax.Array):

@@ -86,6 +86,14 @@ class Preprocessing:
 IDENTITY = Preprocessing("identity", float("inf"))
 
 
+def times_pow2(x32: jax.Array, k: jax.Array) -> jax.Array:
+    """``x 2^k`` per row, exactly: two multiplications by powers of two of at most 2^+-64 (each
+    normal), cheaper than ``ldexp`` on a whole chunk."""
+    half = k // 2
+    one = jnp.ones(k.shape, jnp.float32)
+    return x32 * jnp.ldexp(one, half)[:, None] * jnp.ldexp(one, k - half)[:, None]
+
+
 def prescale(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(x 2^-e, e)`` per row, float32, with ``2^(e-1) <= max_j |x_j| < 2^e`` (``e = 0`` for a
     zero or non-finite row): an exact rescaling into [0.5, 1) that keeps every norm and scale of
@@ -94,7 +102,7 @@ def prescale(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     big = jnp.max(jnp.abs(x), axis=1)
     _, e = jnp.frexp(jnp.where((big > 0) & jnp.isfinite(big), big, 1.0))
     e = jnp.where((big > 0) & jnp.isfinite(big), e, 0)
-    return jnp.ldexp(x, -e[:, None]), e
+    return times_pow2(x, -e), e
 
 
 def safe_norms(x: jax.Array) -> jax.Array:
@@ -121,9 +129,11 @@ def finite_rows(x: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(x.astype(jnp.float32)), axis=1)
 
 
-def row_exponents(x: jax.Array) -> jax.Array:
-    """``e`` per row with ``2^(e-1) <= max_j |x_j| < 2^e`` (0 for a zero or non-finite row)."""
-    big = jnp.max(jnp.abs(x.astype(jnp.float32)), axis=1)
+def row_exponents(x: jax.Array, big: jax.Array | None = None) -> jax.Array:
+    """``e`` per row with ``2^(e-1) <= max_j |x_j| < 2^e`` (0 for a zero or non-finite row);
+    ``big``: the rows' max abs, when known."""
+    if big is None:
+        big = jnp.max(jnp.abs(x.astype(jnp.float32)), axis=1)
     usable = (big > 0) & jnp.isfinite(big)
     _, e = jnp.frexp(jnp.where(usable, big, 1.0))
     return jnp.where(usable, e, 0)
@@ -139,7 +149,7 @@ def needs_rescale(e: jax.Array) -> jax.Array:
 
 def rescaled(x: jax.Array, e: jax.Array) -> jax.Array:
     """``x 2^-e`` per row, exact, in ``x``'s dtype."""
-    return jnp.ldexp(x.astype(jnp.float32), -e[:, None]).astype(x.dtype)
+    return times_pow2(x.astype(jnp.float32), -e).astype(x.dtype)
 
 
 def fold_factors(
@@ -147,7 +157,7 @@ def fold_factors(
 ) -> tuple[jax.Array, jax.Array]:
     """``(a, ||x'||)`` for a map without centring, ``x' = a x``, so that a kernel can fold the
     scale ``a`` into its clip factor; one pass (the sum of squares). ``x`` must hold no entry
-    beyond ``2^+-60`` (else pass ``rescaled(x, e)`` with the rows' exponents ``e``, which the
+    beyond ``2^+-60``, else pass ``rescaled(x, e)`` with the rows' exponents ``e`` (which the
     shrink bound needs). Non-finite rows get a non-finite norm."""
     kind, radius, _ = static
     norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=1))
@@ -156,6 +166,27 @@ def fold_factors(
     e = jnp.zeros(norm.shape, jnp.int32) if e is None else e
     a = _relative_scale(norm, e, kind, radius)
     return a, jnp.where(jnp.isfinite(norm), a * norm, jnp.inf)
+
+
+def relative_fold_factors(
+    x: jax.Array, static: tuple[str, float, str]
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(a, ||x'||, e)`` with ``x' = a (x 2^-e)``, for a caller that applies the power of two
+    itself (a kernel whose output is the size of x, which must not take a branch): the row max
+    and the sum of squares in one pass; ``e = 0`` unless the chunk has entries beyond ``2^+-60``,
+    and only then a second pass on the rescaled rows. Non-finite rows get a non-finite norm."""
+    kind, radius, _ = static
+    x32 = x.astype(jnp.float32)
+    big = jnp.max(jnp.abs(x32), axis=1)
+    squares = jnp.sum(jnp.square(x32), axis=1)
+    e = row_exponents(x32, big)
+    norm, e = jax.lax.cond(
+        needs_rescale(e),
+        lambda: (jnp.sqrt(jnp.sum(jnp.square(times_pow2(x32, -e)), axis=1)), e),
+        lambda: (jnp.sqrt(squares), jnp.zeros_like(e)),
+    )
+    a = jnp.ones_like(norm) if kind == "identity" else _relative_scale(norm, e, kind, radius)
+    return a, jnp.where(jnp.isfinite(big), a * norm, jnp.inf), e
 
 
 def rows32(

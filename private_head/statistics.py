@@ -19,8 +19,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from private_head.kernel import clipped_gradient_sum, zero_init_class_sums
-from private_head.preprocessing import within_radius
+from private_head.kernel import (
+    ONE_HOT_MAX_CLASSES,
+    clipped_gradient_sum,
+    from_class_sums,
+    initial_probabilities,
+    zero_init_class_sums,
+    zero_init_row_weights,
+)
+from private_head.preprocessing import times_pow2, within_radius
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -35,6 +42,7 @@ class Chunk(NamedTuple):
     norms: jax.Array  # float32 [c]: ||x'_i||
     mean: jax.Array | None
     static: tuple  # the preprocessing's static part; kind "identity" when x is materialised
+    exponents: jax.Array | None = None  # e: scale is relative to x 2^-e (staged statistics)
 
     def rows32(self) -> jax.Array:
         """``x'`` [c, D] in float32, norm <= r, masked rows zero."""
@@ -45,10 +53,20 @@ class Chunk(NamedTuple):
 
 
 class Statistic:
-    """Base: a sum over rows. Subclasses are frozen dataclasses (hashable static arguments)."""
+    """Base: a sum over rows. Subclasses are frozen dataclasses (hashable static arguments).
+
+    A statistic that is mostly a scatter-add of computed rows may also define ``scatters()``,
+    ``stage1`` and ``stage2``: XLA:CPU runs a scatter whose updates are computed in the same
+    program about ten times slower than one whose updates are an input, so on CPU ``Rows`` runs
+    ``stage1`` (the rows to add ``Z``, their segment ids, and the rest of the sums), then the
+    scatter as its own program, and ``stage2`` once on the totals (it must be linear).
+    """
 
     def __call__(self, chunk: Chunk, args: Any) -> Any:
         raise NotImplementedError
+
+    def scatters(self) -> bool:
+        return False
 
     def row_bytes(self, dim: int, num_classes: int) -> int:
         """Working memory per row beyond the row itself (float32 temporaries)."""
@@ -86,6 +104,34 @@ class ZeroInitSums(Statistic):
             sq_norms=chunk.norms * chunk.norms,
             row_scale=chunk.scale,
         )
+        return {"W": gW, "b": gb} if self.train_bias else {"W": gW}
+
+    def scatters(self) -> bool:
+        return self.num_classes > ONE_HOT_MAX_CLASSES and jax.default_backend() == "cpu"
+
+    def stage1(self, chunk: Chunk, clip_norm: Any) -> tuple[jax.Array, jax.Array, dict]:
+        weight, c, _ = zero_init_row_weights(
+            chunk.x,
+            chunk.y,
+            self.num_classes,
+            clip_norm,
+            loss=self.loss,
+            train_bias=self.train_bias,
+            bias0=self.bias0,
+            mask=chunk.mask,
+            sq_norms=chunk.norms * chunk.norms,
+            row_scale=chunk.scale,
+        )
+        counts = jax.ops.segment_sum(c, chunk.y, num_segments=self.num_classes)
+        rest = {"counts": counts, "total": jnp.sum(c)}
+        x = chunk.x.astype(jnp.float32)
+        if chunk.exponents is not None:  # exact powers of two: no overflow, no underflow
+            x = times_pow2(x, -chunk.exponents)
+        return weight[:, None] * x, chunk.y, rest
+
+    def stage2(self, S: jax.Array, rest: dict) -> dict[str, jax.Array]:
+        p0 = initial_probabilities(self.num_classes, self.loss, self.bias0)
+        gW, gb = from_class_sums(S, rest["counts"], rest["total"], p0, self.train_bias)
         return {"W": gW, "b": gb} if self.train_bias else {"W": gW}
 
     def row_bytes(self, dim: int, num_classes: int) -> int:
@@ -212,3 +258,13 @@ class CorrectCounts(Statistic):
             predicted = jnp.argmax(jnp.dot(x, W, precision=_HIGHEST) + b, axis=1)
             counts.append(jnp.sum(chunk.mask * (predicted == chunk.y)))
         return jnp.stack(counts)
+
+
+@dataclass(frozen=True)
+class Stage1(Statistic):
+    """The first stage of a scattering statistic, as a statistic of its own (``Rows`` only)."""
+
+    inner: Statistic
+
+    def __call__(self, chunk: Chunk, args: Any) -> Any:
+        return self.inner.stage1(chunk, args)

@@ -209,3 +209,23 @@ def test_rows_sharded_over_four_devices_give_the_single_device_heads():
                 atol=1e-4 * scale,
                 err_msg=f"{name}/{where}",
             )
+
+
+@pytest.mark.parametrize("kind", ["normalize", "shrink"])
+def test_the_staged_single_step_for_many_classes_equals_the_general_kernel(kind):
+    """Above 128 classes the zero-init sums are a scatter (run as its own program on CPU), with
+    extreme rows handled by powers of two: they equal the general kernel at W = 0."""
+    k = 130
+    x, _ = blobs(300, D, K, seed=4)
+    x[3] *= 1e30
+    x[4] *= 1e-30
+    x[5] = 0.0
+    y = np.random.default_rng(0).integers(0, k, 300).astype(np.int32)
+    pre = Preprocessing(kind, 2.0)
+    rows = open_rows(x, y, num_classes=k, feature_norm=2.0, performance=Performance(chunk_rows=64))
+    staged = rows.sum(ZeroInitSums(k, "softmax", True, 0.0), 0.7, pre)
+    params = {"W": jnp.zeros((D, k)), "b": jnp.zeros(k)}
+    general = rows.sum(GradientSums("softmax", True), (params, jnp.zeros(k), 0.7), pre)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(staged[name], general[name], rtol=1e-4, atol=1e-6)
+    assert np.abs(staged["W"]).max() > 0.1
