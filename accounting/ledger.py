@@ -58,7 +58,7 @@ class Release:
 
     @property
     def noise_multiplier(self) -> float | None:
-        """noise_std / sensitivity for a Gaussian release (the sigma of DESIGN.md section 4)."""
+        """noise_std / sensitivity: the noise multiplier sigma of a Gaussian release."""
         if self.sensitivity is not None and self.noise_std is not None:
             return self.noise_std / self.sensitivity
         return _gaussian_noise_multiplier(self.event)

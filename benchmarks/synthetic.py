@@ -12,8 +12,8 @@ Model. With ``K`` classes in ``D`` dimensions, example ``i`` of class ``y_i`` is
   dimension; larger values let a few directions dominate, as in real embeddings.
 
 Along a random direction the noise variance is ``trace(Sigma) / D = 1`` whatever the anisotropy, so
-a class-sum prototype classifier (the private single step, DESIGN.md section 5) sees the same
-margin ``separation / sqrt(2)`` in noise units at every anisotropy, whereas a covariance-aware head
+a class-sum prototype classifier (the private single step) sees the same margin
+``separation / sqrt(2)`` in noise units at every anisotropy, whereas a covariance-aware head
 (least squares, logistic regression) sees the Mahalanobis margin, larger by about
 ``sqrt(mean(1 / lambda))``.
 Anisotropic presets are therefore where the single step is weak and least squares strong.
@@ -74,8 +74,8 @@ class SyntheticSpec:
 # e.g. EfficientNet/ViT-H pre-logits). Test sizes are the datasets' own: 10k for CIFAR, 50k for
 # ImageNet. Separations are set so that non-private logistic regression on the L2-normalised rows
 # lands near published linear-probe accuracies (about 0.96 on cifar10-like at scale 0.1).
-# "anisotropic" follows DESIGN.md section 5 (30k x 64, 20 classes, a steep spectrum: prototype heads
-# fail, covariance-aware heads succeed). "tiny" is for tests.
+# "anisotropic" follows docs/architecture.md, "Two measurements" (30k x 64, 20 classes, a steep
+# spectrum: prototype heads fail, covariance-aware heads succeed). "tiny" is for tests.
 PRESETS: dict[str, SyntheticSpec] = {
     "cifar10-like": SyntheticSpec(50_000, 10_000, 768, 10, separation=3.5, anisotropy=0.5),
     "cifar100-like": SyntheticSpec(50_000, 10_000, 768, 100, separation=4.5, anisotropy=0.5),

@@ -1,4 +1,6 @@
-"""Load big_vision / BiT ``.npz`` checkpoints into our Flax parameter trees (DESIGN.md sec. 6).
+"""Load big_vision / BiT ``.npz`` checkpoints into our Flax parameter trees.
+
+See docs/architecture.md, "Backbones".
 
 A checkpoint is an ``.npz`` of a flat dict whose keys are ``/``-joined tree paths. Reading:
 

@@ -1,4 +1,6 @@
-"""The HDF5 feature store: one file per (dataset, backbone), one group per split (DESIGN.md sec. 3).
+"""The HDF5 feature store: one file per (dataset, backbone), one group per split.
+
+See docs/architecture.md, "The feature store".
 
 Each split group holds
     features  float16/float32 [N, D], chunked by rows, fletcher32 checksums

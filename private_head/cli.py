@@ -64,8 +64,7 @@ def _add_options(group: argparse._ArgumentGroup, kind: type[Options], taken: set
         if name in taken:
             continue
         taken.add(name)
-        default = "the rule" if spec["default"] is None and spec["optional"] else spec["default"]
-        text = f"{spec['help']} (default: {default})"
+        text = f"{spec['help']} (default: {spec['shown']})"
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": text}
         if spec["type"] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -357,3 +356,18 @@ _FIXED = {
     "process_id",
     "distributed",
 }
+
+
+def options_markdown() -> str:
+    """The README's table of every method's options and the shared ones, with their defaults
+    (generated from the option types; a test keeps the README equal to it)."""
+    lines = ["| method | option | default | meaning |", "|---|---|---|---|"]
+    rows = [
+        (f"`{name}`", spec)
+        for name in available_methods()
+        for spec in get_method(name).options.describe()
+    ]
+    rows += [("every method", spec) for kind in SHARED for spec in kind.describe()]
+    for who, spec in rows:
+        lines.append(f"| {who} | `{spec['name']}` | {spec['shown']} | {spec['help']} |")
+    return "\n".join(lines)

@@ -32,9 +32,12 @@ import numpy as np
 from private_head.budget import check_fraction
 
 
-def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:
-    """A dataclass field with its help text (and allowed values)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def option(
+    default: Any, help: str, *, choices: tuple | None = None, shown: str | None = None
+) -> Any:
+    """A dataclass field with its help text, allowed values, and how its default reads in the
+    docs when the value itself does not say it (``shown``, e.g. "the rule")."""
+    return field(default=default, metadata={"help": help, "choices": choices, "shown": shown})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +77,7 @@ class Options:
                 "default": f.default,
                 "help": f.metadata.get("help", ""),
                 "choices": f.metadata.get("choices"),
+                "shown": f.metadata.get("shown") or repr(f.default),
             }
             for f in dataclasses.fields(cls)
         ]
@@ -166,7 +170,7 @@ class DatasetSize(Options):
     """The dataset-size convention (module docstring)."""
 
     dataset_size: int | None = option(
-        None, "a public dataset size, used as the divisor (default: a noisy count, charged)"
+        None, "a public dataset size, used as the divisor", shown="a noisy count, charged"
     )
     count_budget_fraction: float = option(0.01, "share of mu^2 spent on the noisy count")
 
@@ -181,9 +185,9 @@ class Performance(Options):
     """Memory and chunking; never changes the mechanism."""
 
     max_device_bytes: int | None = option(
-        None, "memory budget for the rows and a pass (default: from the device's free memory)"
+        None, "memory budget for the rows and a pass", shown="from the device's free memory"
     )
-    chunk_rows: int | None = option(None, "rows per chunk of a pass (default: from the budget)")
+    chunk_rows: int | None = option(None, "rows per chunk of a pass", shown="from the budget")
 
     def validate(self) -> None:
         for name in ("max_device_bytes", "chunk_rows"):

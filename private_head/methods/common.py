@@ -61,11 +61,11 @@ class LossOptions(Options):
 class DescentOptions(LossOptions):
     """A few full-batch steps; None means the default rule (``descent_defaults``)."""
 
-    steps: int | None = option(None, "T, the number of full-batch steps (default: the rule)")
+    steps: int | None = option(None, "T, the number of full-batch steps", shown="the rule")
     optimizer: str | None = option(
-        None, "sgd, momentum, adam or lamb (default: the rule)", choices=OPTIMIZERS
+        None, "sgd, momentum, adam or lamb", choices=OPTIMIZERS, shown="the rule"
     )
-    learning_rate: float | None = option(None, "step size (default: the rule)")
+    learning_rate: float | None = option(None, "step size", shown="the rule")
     momentum: float = option(0.9, "heavy-ball momentum of optimizer='momentum'")
     weight_decay: float = option(0.0, "L2 decay of W (post-processing, free)")
 

@@ -41,7 +41,7 @@ RELEASE = "dp_sgd/poisson_sampled_clipped_gradient_sums"
 class DpSgdOptions(DescentOptions):
     """Poisson-sampled steps; ``batch_size`` is required."""
 
-    batch_size: int | None = option(None, "expected batch size q n (required)")
+    batch_size: int | None = option(None, "expected batch size q n", shown="required")
 
     def validate(self) -> None:
         super().validate()

@@ -38,7 +38,7 @@ class NonprivateOptions(Options):
     train_bias: bool = option(False, "train the bias (default: fixed at its start)")
     sigmoid_bias: float | None = option(None, "initial bias of the sigmoid loss (-log(K - 1))")
     weight_decay: float = option(0.0, "L2 penalty weight_decay / 2 ||W||^2")
-    steps: int | None = option(None, "T fixed steps of optimizer (default: L-BFGS to convergence)")
+    steps: int | None = option(None, "T fixed steps of optimizer", shown="L-BFGS to convergence")
     optimizer: str = option("sgd", "optimiser of the fixed steps", choices=OPTIMIZERS)
     learning_rate: float = option(1.0, "step size of the fixed steps")
     momentum: float = option(0.9, "momentum of optimizer='momentum'")
