@@ -439,3 +439,12 @@ def test_nonprivate_is_regularised_logistic_regression_and_charges_nothing():
     assert np.mean(head.predict(x) == ref.predict(unit(x))) > 0.98
     assert head.privacy["private"] is False and head.privacy["releases"] == []
     assert head.privacy["epsilon_spent"] == "inf"
+
+
+@pytest.mark.parametrize("method", ["dp_least_squares", "dp_feature_covariance"])
+def test_a_gram_too_large_for_the_memory_budget_is_a_clear_error(method):
+    x, y = blobs(10, 2000, K)
+    with pytest.raises(ValueError, match=r"2000 x 2000 Gram.*Reduce D"):
+        private_head.fit(
+            x, y, num_classes=K, epsilon=1, delta=1e-5, method=method, max_device_bytes=50 * 2**20
+        )

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from private_head.budget import Allowance, check_fraction
-from private_head.linalg import whitening
+from private_head.linalg import check_gram_memory, whitening
 from private_head.methods import Context, Method, PublicInfo, register_method
 from private_head.methods.common import DescentOptions, descend, descent_settings, head_from
 from private_head.methods.dp_least_squares import gram_sensitivity, noise_spectral_norm
@@ -75,6 +75,7 @@ def plan(options: FeatureCovarianceOptions, public: PublicInfo, allowance: Allow
 
 def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
     n = context.public.dataset_size
+    check_gram_memory(rows.dim, rows.budget, "dp_feature_covariance")
     gram = releaser.release(GRAM, rows.sum(Gram(), None, context.preprocessing))
     transform = whitening(gram, n, plan.notes["ridge"])
     whitened = rows.mapped(transform, context.preprocessing)

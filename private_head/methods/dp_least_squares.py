@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from private_head.budget import Allowance, check_fraction
-from private_head.linalg import psd_ridge_solve
+from private_head.linalg import check_gram_memory, psd_ridge_solve
 from private_head.methods import Context, Method, PublicInfo, register_method
 from private_head.options import Options, option, positive
 from private_head.plan import Plan, PlannedRelease, Releaser
@@ -85,6 +85,7 @@ def plan(options: LeastSquaresOptions, public: PublicInfo, allowance: Allowance)
 
 def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
     options: LeastSquaresOptions = plan.settings
+    check_gram_memory(rows.dim + int(options.train_bias), rows.budget, "dp_least_squares")
     gram, sums = rows.sum(
         GramAndSums(rows.num_classes, options.train_bias), None, context.preprocessing
     )
