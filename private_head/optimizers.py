@@ -9,7 +9,8 @@ post-processing of the released gradients (no privacy cost):
     lamb:           LAMB, decoupled decay inside the trust ratio
 
 ``apply_step`` divides the released sums by the public divisor n and applies one update; it is
-compiled once per ``Descent`` settings and shapes, so repeated fits reuse it.
+compiled once per optimiser, momentum, decay and shapes (the learning rate and the divisor are
+traced), so repeated fits reuse it, whatever their budget.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class Descent(NamedTuple):
     momentum: float
     weight_decay: float
 
+    def compiled(self) -> Descent:
+        """What a compiled update depends on: these settings without the traced values."""
+        return self._replace(steps=0, clip_norm=0.0, learning_rate=0.0)
+
 
 def init_params(dim: int, settings: Descent) -> dict[str, jax.Array]:
     """Zero W (and the initial bias when it is trained)."""
@@ -54,9 +59,13 @@ def head_bias(params: dict[str, jax.Array], settings: Descent) -> jax.Array:
     return jnp.full(settings.num_classes, settings.bias0, jnp.float32)
 
 
-def make_optimizer(settings: Descent) -> optax.GradientTransformation:
-    """The optax transformation named by ``settings.optimizer`` (module docstring)."""
-    lr, wd = settings.learning_rate, settings.weight_decay
+def make_optimizer(
+    settings: Descent, learning_rate: float | jax.Array | None = None
+) -> optax.GradientTransformation:
+    """The optax transformation named by ``settings.optimizer`` (module docstring), at
+    ``learning_rate`` (default ``settings.learning_rate``)."""
+    lr = settings.learning_rate if learning_rate is None else learning_rate
+    wd = settings.weight_decay
 
     def decay_mask(params):
         return {name: name == "W" for name in params}
@@ -74,12 +83,15 @@ def make_optimizer(settings: Descent) -> optax.GradientTransformation:
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
 
 
-@functools.partial(jax.jit, static_argnames=("settings",))
 def init_state(params: dict[str, jax.Array], *, settings: Descent) -> Any:
-    return make_optimizer(settings).init(params)
+    return _init_state(params, settings=settings.compiled())
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
+def _init_state(params: dict[str, jax.Array], *, settings: Descent) -> Any:
+    return make_optimizer(settings, 1.0).init(params)  # the state does not depend on the rate
+
+
 def apply_step(
     params: dict[str, jax.Array],
     state: Any,
@@ -89,6 +101,13 @@ def apply_step(
     settings: Descent,
 ) -> tuple[dict[str, jax.Array], Any]:
     """``params <- opt(params, released / n)``: one update from released (noisy) sums."""
+    return _apply_step(
+        params, state, released, divisor, settings.learning_rate, settings=settings.compiled()
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _apply_step(params, state, released, divisor, learning_rate, *, settings: Descent):
     grads = jax.tree_util.tree_map(lambda s: s / divisor, released)
-    updates, state = make_optimizer(settings).update(grads, state, params)
+    updates, state = make_optimizer(settings, learning_rate).update(grads, state, params)
     return optax.apply_updates(params, updates), state

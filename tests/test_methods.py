@@ -143,7 +143,7 @@ def test_the_noise_of_dp_gd_is_sqrt_t_over_mu_times_c():
 
 
 def test_repeated_fits_reuse_the_compiled_step():
-    from private_head.optimizers import apply_step
+    from private_head.optimizers import _apply_step as apply_step
 
     x, y = blobs(100, D, K)
     private_head.fit(x, y, num_classes=K, epsilon=1, delta=1e-5, method="dp_gd", steps=3, seed=0)
@@ -177,10 +177,22 @@ def test_dp_sgd_records_one_pld_event_calibrated_to_the_budget_and_learns():
     assert head.accuracy(x, y)["top1"] > 0.85
 
 
-def test_dp_sgd_needs_a_batch_size():
+def test_dp_sgd_samples_half_of_the_public_size_by_default():
     x, y = blobs(60, D, K)
+    head = private_head.fit(
+        x,
+        y,
+        num_classes=K,
+        epsilon=4,
+        delta=1e-5,
+        method="dp_sgd",
+        seed=0,
+        steps=2,
+        dataset_size=400,
+    )
+    assert "sampling_probability=0.5," in head.privacy["releases"][-1]["event"]
     with pytest.raises(ValueError, match="batch_size"):
-        private_head.fit(x, y, num_classes=K, epsilon=4, delta=1e-5, method="dp_sgd")
+        private_head.fit(x, y, num_classes=K, epsilon=4, delta=1e-5, method="dp_sgd", batch_size=0)
 
 
 def test_dp_sgd_calibrates_against_what_is_already_spent():
@@ -341,6 +353,7 @@ def test_feature_covariance_composes_its_two_releases_exactly():
         steps=4,
         method="dp_feature_covariance",
         covariance_fraction=0.4,
+        clip_norm=1.0,
         dataset_size=200,
     )
     gram, steps = head.privacy["releases"]

@@ -34,11 +34,8 @@ class AutoOptions(Options):
 
 def candidates(public: PublicInfo) -> list[dict[str, Any]]:
     """The heads ``auto`` chooses among (each ``{"method": name, **options}``)."""
-    return [
-        {"method": "dp_feature_covariance"},
-        {"method": "dp_gd"},
-        {"method": "dp_least_squares"},
-    ]
+    del public
+    return [{"method": "dp_feature_covariance"}, {"method": "dp_gd"}]
 
 
 def choose(public: PublicInfo, mu: float) -> tuple[dict[str, Any], str]:

@@ -61,6 +61,9 @@ class LossOptions(Options):
 class DescentOptions(LossOptions):
     """A few full-batch steps; None means the default rule (``descent_defaults``)."""
 
+    clip_norm: float | None = option(
+        None, "C: each example's gradient is clipped to this L2 norm", shown="the rule"
+    )
     steps: int | None = option(None, "T, the number of full-batch steps", shown="the rule")
     optimizer: str | None = option(
         None, "sgd, momentum, adam or lamb", choices=OPTIMIZERS, shown="the rule"
@@ -81,29 +84,58 @@ class DescentOptions(LossOptions):
             )
 
 
-# The default rule for the full-batch descent (docs/architecture.md, "Default settings").
-RECIPE_STEPS, RECIPE_LR, RECIPE_MOMENTUM = 110, 1.0, 0.9
+# The default rule of the full-batch descent (docs/architecture.md, "Default settings").
+RULE_CLIP = 0.1  # C
+RULE_MOMENTUM_OPTIMIZER = "momentum"  # heavy ball, beta = options.momentum (0.9)
+RULE_RATE = 0.2  # tau = RULE_RATE * n * mu ...
+RULE_TIME_CAP = 400.0  # ... at most this "training time" lr * C * T
+RULE_MAX_STEPS = 110
+ADAPTIVE_LR = 0.05  # adam / lamb: a step size per coordinate, not derived from tau
 
 
-def descent_defaults(options: DescentOptions) -> tuple[int, str, float]:
-    """``(T, optimizer, learning rate)``: the given values, else the default rule."""
-    steps = options.steps if options.steps is not None else RECIPE_STEPS
-    optimizer = options.optimizer if options.optimizer is not None else "momentum"
-    lr = options.learning_rate if options.learning_rate is not None else RECIPE_LR
-    return steps, optimizer, lr
+def training_time(n: float, mu: float) -> float:
+    """``tau = min(400, max(1, 0.2 n mu))``: the rule's ``lr C T`` (module of the README,
+    "Default settings"). The noise of the head after T momentum steps from zero is about
+    ``lr C T / ((1 - beta) n mu) = 10 tau / (n mu)`` per logit on unit-norm rows; tau keeps it
+    near 2, and the cap keeps large datasets from over-training."""
+    if math.isinf(mu):
+        return RULE_TIME_CAP
+    return float(min(RULE_TIME_CAP, max(1.0, RULE_RATE * n * mu)))
 
 
-def descent_settings(options: DescentOptions, num_classes: int) -> Descent:
-    steps, optimizer, lr = descent_defaults(options)
+def descent_defaults(options: DescentOptions, n: float, mu: float) -> tuple[int, str, float, float]:
+    """``(T, optimizer, learning rate, C)``: the given values, else the rule: C = 0.1, momentum,
+    ``T = min(110, ceil(tau))`` and ``lr = tau / (T C)`` (``training_time``; plain SGD takes
+    ``1 / (1 - beta)`` times that, the momentum's effective step; adam and lamb 0.05)."""
+    tau = training_time(n, mu)
+    clip = options.clip_norm if options.clip_norm is not None else RULE_CLIP
+    steps = options.steps
+    if steps is None:
+        steps = int(min(RULE_MAX_STEPS, max(1, math.ceil(tau))))
+    optimizer = options.optimizer if options.optimizer is not None else RULE_MOMENTUM_OPTIMIZER
+    lr = options.learning_rate
+    if lr is None:
+        lr = tau / (steps * clip)
+        if optimizer == "sgd":
+            lr /= 1.0 - options.momentum
+        elif optimizer in ("adam", "lamb"):
+            lr = ADAPTIVE_LR
+    return int(steps), optimizer, float(lr), float(clip)
+
+
+def descent_settings(options: DescentOptions, num_classes: int, n: float, mu: float) -> Descent:
+    """The loop's settings for ``num_classes`` classes, the public divisor ``n`` and the GDP
+    ``mu`` the loop may spend (the rule's inputs)."""
+    steps, optimizer, lr, clip = descent_defaults(options, n, mu)
     return Descent(
         num_classes=int(num_classes),
-        steps=int(steps),
-        clip_norm=float(options.clip_norm),
+        steps=steps,
+        clip_norm=clip,
         loss=options.loss,
         train_bias=bool(options.train_bias),
         bias0=float(options.initial_bias(num_classes)),
         optimizer=optimizer,
-        learning_rate=float(lr),
+        learning_rate=lr,
         momentum=float(options.momentum),
         weight_decay=float(options.weight_decay),
     )

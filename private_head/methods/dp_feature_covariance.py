@@ -21,6 +21,7 @@ Following Mehta et al. 2023, with rows bounded to ``||x_i|| <= r``, the allowanc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
@@ -44,20 +45,36 @@ GRAM, STEPS = "dp_feature_covariance/gram", "dp_feature_covariance/clipped_gradi
 class FeatureCovarianceOptions(DescentOptions):
     """The covariance release, then ``dp_gd``'s options for the preconditioned steps."""
 
-    covariance_fraction: float = option(0.25, "share of mu^2 for the Gram X^T X")
-    ridge_scale: float = option(0.5, "ridge = ridge_scale x the Gram noise's spectral norm / n")
+    covariance_fraction: float | None = option(
+        None, "share of mu^2 for the Gram X^T X", shown="the rule"
+    )
+    ridge_scale: float = option(0.35, "ridge = ridge_scale x the Gram noise's spectral norm / n")
     ridge: float | None = option(None, "the ridge in units of X^T X / n (overrides ridge_scale)")
 
     def validate(self) -> None:
         super().validate()
-        check_fraction("covariance_fraction", self.covariance_fraction)
+        if self.covariance_fraction is not None:
+            check_fraction("covariance_fraction", self.covariance_fraction)
         positive("ridge_scale", self.ridge_scale)
         positive("ridge", self.ridge)
 
 
+def covariance_fraction(dim: int, n: float, mu: float) -> float:
+    """The rule: ``clip(0.25 / sqrt(g), 0.05, 0.4)`` with ``g = D^1.5 / (n mu)``, the Gram
+    noise's spectral norm over the mean eigenvalue of X^T X (up to constants): more of the budget
+    for the covariance where it can be estimated, less where the noise would swamp it."""
+    if math.isinf(mu):
+        return 0.4
+    g = dim**1.5 / (n * mu)
+    return float(min(0.4, max(0.05, 0.25 / math.sqrt(g))))
+
+
 def plan(options: FeatureCovarianceOptions, public: PublicInfo, allowance: Allowance) -> Plan:
-    parts = allowance.split({"covariance": options.covariance_fraction}, rest="descent")
-    settings = descent_settings(options, public.num_classes)
+    fraction = options.covariance_fraction
+    if fraction is None:
+        fraction = covariance_fraction(public.dim, public.dataset_size, allowance.mu)
+    parts = allowance.split({"covariance": fraction}, rest="descent")
+    settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
     sensitivity = gram_sensitivity(public.feature_norm, False)
     gram_std = parts["covariance"].gaussian_std(sensitivity)
     C, T = settings.clip_norm, settings.steps
@@ -70,7 +87,7 @@ def plan(options: FeatureCovarianceOptions, public: PublicInfo, allowance: Allow
         PlannedRelease(GRAM, sensitivity, gram_std, symmetric=True),
         PlannedRelease(STEPS, C, parts["descent"].gaussian_std(C, count=T), count=T),
     )
-    return Plan(releases, settings, {"ridge": float(ridge)})
+    return Plan(releases, settings, {"ridge": float(ridge), "covariance_fraction": fraction})
 
 
 def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):

@@ -29,7 +29,7 @@ class DpGdOptions(DescentOptions):
 
 
 def plan(options: DpGdOptions, public: PublicInfo, allowance: Allowance) -> Plan:
-    settings = descent_settings(options, public.num_classes)
+    settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
     C, T = settings.clip_norm, settings.steps
     release = PlannedRelease(RELEASE, C, allowance.gaussian_std(C, count=T), count=T)
     return Plan((release,), settings)

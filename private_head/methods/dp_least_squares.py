@@ -45,7 +45,7 @@ GRAM, SUMS = "dp_least_squares/gram", "dp_least_squares/xty"
 class LeastSquaresOptions(Options):
     """Budget split and ridge of the noisy normal equations."""
 
-    gram_fraction: float = option(0.5, "share of mu^2 for the Gram X^T X (the rest: X^T Y)")
+    gram_fraction: float = option(0.2, "share of mu^2 for the Gram X^T X (the rest: X^T Y)")
     ridge_scale: float = option(0.5, "ridge = ridge_scale x the Gram noise's spectral norm")
     ridge: float | None = option(None, "the ridge lambda itself (overrides ridge_scale)")
     train_bias: bool = option(False, "append a constant feature (its weight is the bias)")

@@ -11,7 +11,8 @@ threshold ``t = floor(q 2^64)``, so the realised rate is ``t / 2^64``, and that 
 rate the accountant is given. sigma is the smallest noise multiplier for which T steps of
 ``PoissonSampled(q, Gaussian(sigma))`` fit the allowance under dp-accounting's PLD accountant
 (add-or-remove-one). Each step is one masked pass over all rows (``Rows.sum`` with the sample as
-row weights): the running time does not depend on the sample.
+row weights): the running time does not depend on the sample. Defaults: ``batch_size = n / 2``
+and the steps, optimiser, learning rate and clip norm of ``dp_gd``'s rule.
 """
 
 from __future__ import annotations
@@ -35,21 +36,19 @@ from private_head.rows import Rows
 from private_head.statistics import GradientSums
 
 RELEASE = "dp_sgd/poisson_sampled_clipped_gradient_sums"
+DEFAULT_BATCH_FRACTION = 0.5  # the default expected batch: half of the public n
 
 
 @dataclass(frozen=True, kw_only=True)
 class DpSgdOptions(DescentOptions):
     """Poisson-sampled steps; ``batch_size`` is required."""
 
-    batch_size: int | None = option(None, "expected batch size q n", shown="required")
+    batch_size: int | None = option(None, "expected batch size q n", shown="half of n")
 
     def validate(self) -> None:
         super().validate()
-        if self.batch_size is None or self.batch_size < 1:
-            raise ValueError(
-                f"dp_sgd needs batch_size (the expected batch size), a positive integer; got "
-                f"{self.batch_size!r}"
-            )
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
 
 
 def threshold(rate: float) -> int:
@@ -100,8 +99,9 @@ def calibrate(allowance: Allowance, rate: float, steps: int) -> float:
 
 
 def plan(options: DpSgdOptions, public: PublicInfo, allowance: Allowance) -> Plan:
-    settings = descent_settings(options, public.num_classes)
-    t = threshold(min(1.0, options.batch_size / public.dataset_size))
+    settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
+    batch = options.batch_size or max(1, round(DEFAULT_BATCH_FRACTION * public.dataset_size))
+    t = threshold(min(1.0, batch / public.dataset_size))
     rate = realised_rate(t)
     sigma = calibrate(allowance, rate, settings.steps)
     C = settings.clip_norm
