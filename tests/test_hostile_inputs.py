@@ -246,8 +246,8 @@ def test_fit_refuses_delta_outside_the_open_unit_interval(delta):
 )
 def test_options_refuse_nonpositive_nonfinite_or_mistyped_scales(name, value):
     x, y = _rows()
-    if value is None and name != "clip_norm":
-        value = "none"  # None is the rule's default for learning_rate, not an error
+    if value is None:
+        value = "none"  # None means "the rule" for dp_gd's clip_norm and learning_rate
     with pytest.raises(ValueError, match=name):
         private_head.fit(
             x, y, num_classes=K, epsilon=1.0, delta=1e-5, method="dp_gd", **{name: value}
