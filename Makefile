@@ -22,7 +22,7 @@ SECTIONS ?=
 TINY ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint features probe bench bench-speed bench-scale bench-gpu gpu-wheels audit clean
+.PHONY: venv test lint features probe bench bench-tuned bench-speed bench-scale bench-gpu gpu-wheels audit clean
 
 venv: $(STAMP)
 
@@ -51,6 +51,9 @@ probe: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks sweep
+
+bench-tuned: $(STAMP)
+	$(PY) -m benchmarks sweep --tuned
 
 bench-speed: $(STAMP)
 	$(PY) -m benchmarks speed

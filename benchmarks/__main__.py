@@ -104,6 +104,12 @@ def sweep_parser() -> Parser:
         default=sweep.DEFAULT_SEEDS,
         help="noise seeds per (method, epsilon)",
     )
+    p.add_argument(
+        "--tuned",
+        action="store_true",
+        help="also run the test-tuned reference grid (sweep.TUNED; chosen on the test split, "
+        "not private): one 'test-tuned' row per table",
+    )
     p.add_argument("--no-ceiling", action="store_true", help="skip the scikit-learn ceiling")
     p.add_argument(
         "--name",
@@ -144,9 +150,10 @@ def run_sweep_cli(argv: list[str]) -> int:
         run_dir = os.path.join(args.out_dir, name)
         cache = args.jax_cache or os.path.join(args.out_dir, ".jax_cache")
         sweep.use_compilation_cache(None if cache == "none" else cache)
+        tuned = list(sweep.TUNED) if args.tuned else []
         result = sweep.run_sweep(
             datasets,
-            methods=args.methods,
+            methods=[*args.methods, *(m for m in tuned if m not in args.methods)],
             epsilons=args.epsilons,
             seeds=args.seeds,
             delta=args.delta,

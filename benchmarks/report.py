@@ -2,9 +2,12 @@
 
 The table gives, per dataset, the mean ± sample standard deviation (ddof 1; 0 for one run) of test
 top-1 accuracy over the noise seeds for every method (rows) and epsilon (columns); the best mean in
-each column is bold. Private methods fill the finite columns, ``nonprivate`` and the scikit-learn
-ceiling the infinite one. Nothing written states the number of training rows (``benchmarks.sweep``
-module docstring): per dataset only D, K, the data source, delta and the dataset-size convention.
+each column is bold. The test-tuned entries (``sweep.TUNED``) are shown as one row, the best mean
+per column over them and every other private row, chosen on the test split: a reference that
+no private result may claim, never bold. Private methods fill the finite columns,
+``nonprivate`` and the scikit-learn ceiling the infinite one. Nothing written states the number
+of training rows (``benchmarks.sweep`` module docstring): per dataset only D, K, the data
+source, delta and the dataset-size convention.
 
 Rows are also in ``results.jsonl`` (``sweep.ResultsLog``), written as the sweep runs; ``read_run``
 rebuilds a ``SweepResult`` from ``results.json`` or, for a sweep that never finished, from it.
@@ -25,6 +28,9 @@ from benchmarks.sweep import (
     COLUMNS,
     NONPRIVATE,
     RESULTS_LOG,
+    TUNED,
+    TUNED_PREFIX,
+    TUNED_ROW,
     ResultsLog,
     SweepResult,
     _plain,
@@ -114,17 +120,22 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
     ]
     for name, info in result.datasets.items():
         epsilons = sorted({r["epsilon"] for r in result.rows if r["dataset"] == name})
-        methods = list(dict.fromkeys(r["method"] for r in result.rows if r["dataset"] == name))
+        entries = list(dict.fromkeys(r["method"] for r in result.rows if r["dataset"] == name))
+        methods = [m for m in entries if m not in TUNED]
         cells: dict[tuple[str, float], tuple[float, float, int]] = {
             (m, e): stats[(name, m, e)] for m in methods for e in epsilons if (name, m, e) in stats
         }
-        if name in result.ceilings and math.inf in epsilons:
-            cells[(CEILING_ROW, math.inf)] = (result.ceilings[name][metric], 0.0, 1)
-            methods.append(CEILING_ROW)
         best = {
             e: max((v[0] for (m, ee), v in cells.items() if ee == e), default=None)
             for e in epsilons
         }
+        tuned = tuned_cells(stats, name, entries, epsilons)
+        if tuned:
+            methods.append(TUNED_ROW)
+        if name in result.ceilings and math.inf in epsilons:
+            cells[(CEILING_ROW, math.inf)] = (result.ceilings[name][metric], 0.0, 1)
+            methods.append(CEILING_ROW)
+            best[math.inf] = max(best[math.inf] or 0.0, result.ceilings[name][metric])
         lines += [
             f"## {name}",
             "",
@@ -140,7 +151,10 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
                 "—" if method == CEILING_ROW else _selection(result, name, method),
             ]
             for eps in epsilons:
-                if (method, eps) in cells:
+                if method == TUNED_ROW:
+                    won = tuned.get(eps)
+                    row.append(f"{won[0]:.3f} ({won[1]})" if won else "—")
+                elif (method, eps) in cells:
                     mean, std, _ = cells[(method, eps)]
                     text = f"{mean:.3f} ± {std:.3f}" if method != CEILING_ROW else f"{mean:.3f}"
                     row.append(f"**{text}**" if mean == best[eps] else text)
@@ -149,6 +163,26 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def tuned_cells(
+    stats: dict[tuple[str, str, float], tuple[float, float, int]],
+    dataset: str,
+    entries: Sequence[str],
+    epsilons: Sequence[float],
+) -> dict[float, tuple[float, str]]:
+    """``{epsilon: (mean, entry)}``: the best mean over the test-tuned entries and every other
+    private row at each finite epsilon (empty when no test-tuned entry ran)."""
+    if not any(m in TUNED for m in entries):
+        return {}
+    pool = [m for m in entries if m != NONPRIVATE]
+    out = {}
+    for eps in epsilons:
+        scored = [(stats[(dataset, m, eps)][0], m) for m in pool if (dataset, m, eps) in stats]
+        if scored and not math.isinf(eps):
+            mean, entry = max(scored)
+            out[eps] = (mean, entry.removeprefix(TUNED_PREFIX))
+    return out
 
 
 def _method_cell(result: SweepResult, dataset: str, method: str) -> str:
@@ -167,6 +201,8 @@ def _method_cell(result: SweepResult, dataset: str, method: str) -> str:
 
 
 def _selection(result: SweepResult, dataset: str, method: str) -> str:
+    if method == TUNED_ROW:
+        return "test split"
     for row in result.rows:
         if row["dataset"] == dataset and row["method"] == method:
             return str(row.get("hyperparameter_selection", "fixed"))
@@ -188,7 +224,7 @@ def plot(result: SweepResult, path: str, metric: str = "top1") -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(6.0 * len(names), 4.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         keys = [k for k in stats if k[0] == name]
-        for method in dict.fromkeys(k[1] for k in keys):
+        for method in dict.fromkeys(k[1] for k in keys if k[1] not in TUNED):
             points = sorted(
                 (e, *stats[(name, method, e)][:2])
                 for (_, m, e) in keys

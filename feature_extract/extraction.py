@@ -420,6 +420,8 @@ def extract(
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
+    if batch_size < 1:  # before any store is read: a bad argument is named first
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out = os.fspath(out)
     requests = parse_splits(splits)
     backbone = (

@@ -217,7 +217,7 @@ def test_plan_runs_nonprivate_only_at_infinity():
 
 
 def test_settings_are_fit_keywords_in_the_new_option_names():
-    assert sweep.settings_for("dp_sgd") == {"method": "dp_sgd", "batch_size": 256}
+    assert sweep.settings_for("dp_sgd") == {"method": "dp_sgd"}  # its default batch: n/2
     assert sweep.settings_for("single_step") == {"method": "single_step"}  # its defaults
     assert sweep.settings_for("some_future_method") == {"method": "some_future_method"}
     assert sweep.settings_for(sweep.RECIPE) == {
@@ -228,11 +228,41 @@ def test_settings_are_fit_keywords_in_the_new_option_names():
         "learning_rate": 1.0,
         "clip_norm": 1.0,
     }
-    specs = [sweep.settings_for(m) for m in [*sweep.METHOD_SETTINGS, *sweep.RECIPES]]
+    specs = [sweep.settings_for(m) for m in [*sweep.METHOD_SETTINGS, *sweep.RECIPES, *sweep.TUNED]]
     specs += [c for s in sweep.SELECTIONS.values() for c in s["candidates"]]
     for spec in specs:  # every option is one the method declares
         names = {o["name"] for o in private_head.describe_options(spec["method"])}
         assert set(spec) - {"method"} <= names, spec
+
+
+def test_test_tuned_entries_are_one_reference_row_never_bold():
+    def rows(method, values, eps=1.0):
+        return [
+            {"dataset": "d", "method": method, "epsilon": eps, "seed": i, "top1": v, "error": ""}
+            for i, v in enumerate(values)
+        ]
+
+    tuned = next(iter(sweep.TUNED))
+    result = sweep.SweepResult(meta={"seeds": 2})
+    result.datasets["d"] = {"dim": 4, "num_classes": 3, "delta": 1e-5, "source": "test"}
+    result.rows = [
+        *rows("auto", [0.70, 0.72]),
+        *rows("dp_gd", [0.60, 0.62]),
+        *rows(tuned, [0.80, 0.84]),
+        *rows("dp_gd", [0.50, 0.50], eps=2.0),
+        *rows(tuned, [0.40, 0.40], eps=2.0),
+    ]
+    for row in result.rows:
+        row["hyperparameter_selection"] = sweep.selection_kind(row["method"])
+    table = report.markdown_table(result)
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert not any(tuned in line for line in lines)  # no row of its own
+    (line,) = [line for line in lines if line.startswith(f"| {sweep.label(sweep.TUNED_ROW)}")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "test split"
+    assert cells[2] == f"0.820 ({tuned.removeprefix(sweep.TUNED_PREFIX)})"  # its own best
+    assert cells[3] == "0.500 (dp_gd)"  # a default row beats the grid there
+    assert "**" not in line and "**0.710 ± 0.014**" in table  # bold: the best private row
 
 
 def test_summary_mean_and_sample_std():

@@ -78,7 +78,8 @@ def test_listed_dims_are_the_models_output_dims():
         assert registry.spec_feature_dim(registry.get_spec(name)) == backbone.feature_dim
 
 
-BASE = ["--data", "digits", "--model", "pixels", "--no-progress"]
+# The store goes under the test's own directory: a store left in features/ must not change this.
+BASE = ["--data", "digits", "--model", "pixels", "--no-progress", "--out", "{tmp}/out.h5"]
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ DEFAULT_BATCH_FRACTION = 0.5  # the default expected batch: half of the public n
 
 @dataclass(frozen=True, kw_only=True)
 class DpSgdOptions(DescentOptions):
-    """Poisson-sampled steps; ``batch_size`` is required."""
+    """Poisson-sampled steps; ``batch_size`` defaults to half of the public or noisy n."""
 
     batch_size: int | None = option(None, "expected batch size q n", shown="half of n")
 
