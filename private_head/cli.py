@@ -262,6 +262,14 @@ def _refuse_other_settings(json_path: str, result: dict[str, Any], overwrite: bo
         )
 
 
+def _chosen_text(chosen: Any) -> str:
+    """``method(option=value, ...)`` with only the options set (None: the method's rule)."""
+    if not isinstance(chosen, dict):
+        return str(chosen)
+    given = ", ".join(f"{k}={v}" for k, v in chosen.items() if k != "method" and v is not None)
+    return f"{chosen.get('method')}({given})"
+
+
 def _num(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
@@ -292,7 +300,7 @@ def summary(result: dict[str, Any]) -> str:
     elif size["source"] == "public":
         lines.append(f"  size    public dataset_size {size['value']}, the divisor")
     if "auto" in p:
-        lines.append(f"  auto    chose {p['auto']['chosen']}: {p['auto']['reason']}")
+        lines.append(f"  auto    chose {_chosen_text(p['auto']['chosen'])}: {p['auto']['reason']}")
     for r in p["releases"]:
         if r["kind"] == "gaussian":
             lines.append(
@@ -302,9 +310,10 @@ def summary(result: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"  release {r['name']}: {r['description']}")
+    passes = f"{perf['passes']} pass{'' if perf['passes'] == 1 else 'es'}"
     lines.append(
         f"rows      {perf['rows']} ({perf['dtype']}), chunks of at most "
-        f"{perf['chunk_rows_max']} rows, {perf['passes']} passes, "
+        f"{perf['chunk_rows_max']} rows, {passes}, "
         f"{result['seconds']:.2f} s"
     )
     lines.append(f"wrote     {result['head_file']} and {result['result_file']}")

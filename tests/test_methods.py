@@ -324,6 +324,8 @@ def test_feature_covariance_without_noise_is_preconditioned_gd():
         clip_norm=0.5,
         optimizer="sgd",
         ridge=1e-3,
+        noise_floor=0.0,
+        structure_threshold=0.0,
     )
     xt = x.astype(np.float64)
     gram = xt.T @ xt
@@ -339,6 +341,56 @@ def test_feature_covariance_without_noise_is_preconditioned_gd():
     want = a @ softmax_gd(unit(x) @ a, y, 5, 2.0, 0.5)
     np.testing.assert_allclose(W, want, rtol=2e-3, atol=2e-4 * np.abs(want).max())
     assert [r.count for r in plan.releases] == [1, 5]
+
+
+def _whitening_reference(gram, n, ridge, edge, floor):
+    evals, evecs = np.linalg.eigh(gram / n)
+    evals = np.maximum(evals, 0)
+    inv = 1 / (np.maximum(evals, floor * edge) + ridge)
+    return math.sqrt(evals.sum() / np.sum(evals * inv)) * (evecs * np.sqrt(inv)) @ evecs.T
+
+
+def test_whitening_is_flat_below_the_noise_edge_and_the_identity_without_structure():
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.normal(size=(D, D)))[0]
+    spectrum = np.array([4.0, 2.0] + [0.01] * (D - 2))
+    gram = (basis * spectrum) @ basis.T * 100.0  # n = 100: M has eigenvalues 4, 2, 0.01, ...
+    got = np.asarray(whitening(jnp.asarray(gram, jnp.float32), 100.0, 1e-3, 0.5, 1.0, 1.5))
+    want = _whitening_reference(gram, 100.0, 1e-3, 0.5, 1.0)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    tail = basis[:, 2:]  # the eigenvalues below the edge: A is a multiple of I there
+    block = tail.T @ got @ tail
+    np.testing.assert_allclose(block, block[0, 0] * np.eye(D - 2), atol=1e-3 * block[0, 0])
+    assert not np.allclose(got, got[0, 0] * np.eye(D), atol=1e-2)  # the top directions are not
+    # no eigenvalue reaches threshold x edge: no structure above the noise, A = I exactly
+    flat = np.asarray(whitening(jnp.asarray(gram, jnp.float32), 100.0, 1e-3, 3.0, 1.0, 1.5))
+    np.testing.assert_array_equal(flat, np.eye(D, dtype=np.float32))
+
+
+def test_feature_covariance_whitens_only_above_its_noise_edge(monkeypatch):
+    # The fit hands whitening the public noise edge sqrt(2 D) s / n and the options; at a tiny
+    # budget the Gram of these isotropic rows is noise-dominated and A is the identity.
+    import private_head.methods.dp_feature_covariance as fc
+
+    seen = []
+
+    def spy(gram, n, ridge, edge, floor, threshold):
+        seen.append((float(n), float(edge), float(floor), float(threshold)))
+        seen.append(np.asarray(whitening(gram, n, ridge, edge, floor, threshold)))
+        return seen[-1]
+
+    monkeypatch.setattr(fc, "whitening", spy)
+    x, y = blobs(300, D, K, seed=4)
+    kw = dict(num_classes=K, delta=1e-5, seed=0, method="dp_feature_covariance", steps=2)
+    head = private_head.fit(x, y, epsilon=0.05, dataset_size=300, **kw)
+    (n, edge, floor, threshold), transform = seen
+    std = [r for r in head.privacy["releases"] if r["name"].endswith("/gram")][0]["noise_std"]
+    assert (n, floor, threshold) == (300.0, 0.35, 1.5)
+    assert edge == pytest.approx(math.sqrt(2 * D) * std / 300, rel=1e-6)
+    np.testing.assert_array_equal(transform, np.eye(D, dtype=np.float32))
+    seen.clear()
+    private_head.fit(x, y, epsilon=50.0, dataset_size=300, **kw)  # the signal now stands clear
+    assert not np.allclose(seen[1], np.eye(D), atol=1e-3)
 
 
 def test_feature_covariance_composes_its_two_releases_exactly():
