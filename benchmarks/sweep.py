@@ -130,9 +130,9 @@ LABELS[TUNED_ROW] = "test-tuned on the test split (not private; reference only)"
 CEILING_C = 1.0  # inverse L2 strength of the scikit-learn ceiling (its default), fixed
 
 # The default suite of `make bench`: (kind, name, scale), with DEFAULT_SUITE_SEEDS noise seeds.
-# With every method at its defaults (dp_gd, DP-FC, auto and the recipe: 110 full-batch steps) one
-# (epsilon, seed) of cifar10-like@0.2 takes about 40 s on 2 CPU cores, so the suite takes about
-# an hour there; rows are kept as they finish, so it can be stopped and resumed.
+# With every method at its defaults (dp_gd, DP-FC, auto and the recipe: up to 110 full-batch
+# steps) the suite took 11 minutes on 2 CPU cores (14 with --tuned); rows are kept as they
+# finish, so it can be stopped and resumed.
 DEFAULT_SUITE_SEEDS = DEFAULT_SEEDS
 DEFAULT_SUITE = (
     ("digits", "digits", 1.0),
