@@ -142,8 +142,7 @@ class Extractor:
 
     def round_batch_size(self, batch_size: int) -> int:
         """The smallest multiple of the device count that is >= ``batch_size``."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        pipeline.check_batch_size(batch_size)
         return math.ceil(batch_size / self.num_devices) * self.num_devices
 
     def put(self, images: np.ndarray) -> jax.Array:
@@ -420,8 +419,7 @@ def extract(
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(COMPUTE_DTYPES)}, got {dtype!r}")
-    if batch_size < 1:  # before any store is read: a bad argument is named first
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pipeline.check_batch_size(batch_size)  # before any store is read: name a bad argument first
     out = os.fspath(out)
     requests = parse_splits(splits)
     backbone = (

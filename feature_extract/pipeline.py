@@ -77,6 +77,12 @@ def _pad(values: np.ndarray, size: int, dtype) -> np.ndarray:
     return out
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size below 1 (the one check every entry point makes first)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
 def batches(
     source: Source,
     preprocess: Callable[[np.ndarray], np.ndarray],
@@ -93,8 +99,7 @@ def batches(
     (default ``2 * workers``) batches are queued ahead of the consumer.
     """
     stop = len(source) if stop is None else stop
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     if not 0 <= start <= stop <= len(source):
         raise ValueError(
             f"row range [{start}, {stop}) is not inside the {len(source)} rows of "

@@ -143,6 +143,12 @@ def positive(name: str, value: float | None, *, finite: bool = True) -> None:
         )
 
 
+def non_negative(name: str, value: float) -> None:
+    """Raise unless ``value`` is a finite number >= 0."""
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Preprocess(Options):
     """The per-row map of every training row (see ``private_head.preprocessing``)."""

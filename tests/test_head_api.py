@@ -164,6 +164,16 @@ def test_store_path_equals_arrays(tmp_path):
         ),
         ({"method": "dp_gd", "steps": "abc"}, ValueError, "option steps must be an integer"),
         ({"dataset_size": 0}, ValueError, "dataset_size must be a positive integer"),
+        (
+            {"method": "dp_feature_covariance", "noise_floor": -1.0},
+            ValueError,
+            "noise_floor must be a finite number >= 0",
+        ),
+        (
+            {"method": "dp_feature_covariance", "structure_threshold": math.inf},
+            ValueError,
+            "structure_threshold must be a finite number >= 0",
+        ),
         ({"center": "public"}, ValueError, "needs public_mean"),
     ],
 )

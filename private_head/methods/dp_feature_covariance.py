@@ -39,7 +39,7 @@ from private_head.linalg import check_gram_memory, whitening
 from private_head.methods import Context, Method, PublicInfo, register_method
 from private_head.methods.common import DescentOptions, descend, descent_settings, head_from
 from private_head.methods.dp_least_squares import gram_sensitivity, noise_spectral_norm
-from private_head.options import option, positive
+from private_head.options import non_negative, option, positive
 from private_head.plan import Plan, PlannedRelease, Releaser
 from private_head.preprocessing import IDENTITY
 from private_head.rows import Rows
@@ -70,9 +70,8 @@ class FeatureCovarianceOptions(DescentOptions):
             check_fraction("covariance_fraction", self.covariance_fraction)
         positive("ridge_scale", self.ridge_scale)
         positive("ridge", self.ridge)
-        for name in ("noise_floor", "structure_threshold"):
-            if not 0 <= getattr(self, name) < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        non_negative("noise_floor", self.noise_floor)
+        non_negative("structure_threshold", self.structure_threshold)
 
 
 def covariance_fraction(dim: int, n: float, mu: float) -> float:
