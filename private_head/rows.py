@@ -517,8 +517,8 @@ class Rows:
     def _for_each_chunk(self, fn, accumulate: bool = False) -> Any:
         """``fn(start, x, y, valid)`` on every device chunk (``start``: local row index); the
         outputs' sum when ``accumulate``, else their list. Host chunks are read on a background
-        thread into two staging buffers; a buffer is refilled only once the pass that read it
-        has finished."""
+        thread into two staging buffers; a buffer is refilled only once the output that last
+        read it (in this pass or an earlier one) is ready."""
         outputs: list[Any] = []
         total = None
         chunks = self._device_chunks() if self.device_x is not None else self._host_chunks()
@@ -565,17 +565,26 @@ class Rows:
             self.resident["buffers"] = [
                 aligned_empty((rows, self.dim), source.dtype) for _ in range(2)
             ]
-        buffers = self.resident["buffers"]
-        readers: list[Any] = [None, None]  # the pass output that last read each buffer
+            # the pass output that last read each buffer, kept across passes: the device reads
+            # a staging buffer in place (zero copy on CPU) and asynchronously, so a buffer may
+            # be refilled only once that output is ready, even if a previous pass made it
+            self.resident["readers"] = [None, None]
+        buffers, readers = self.resident["buffers"], self.resident["readers"]
 
         def fill(j: int) -> np.ndarray:
             start = j * rows
             return self._fill_one(buffers[j % 2], start, min(n, start + rows), rows)
 
+        def submit(j: int) -> concurrent.futures.Future:
+            if readers[j % 2] is not None:
+                jax.block_until_ready(readers[j % 2])
+                readers[j % 2] = None
+            return _READER.submit(fill, j)
+
         if isinstance(source, _StoreSource):
             source.open()
         try:
-            pending = _READER.submit(fill, 0)
+            pending = submit(0)
             for j in range(self.num_chunks):
                 host = pending.result()
                 start = j * rows
@@ -583,12 +592,9 @@ class Rows:
                 x, y, valid = self._place(host, self._labels_chunk(start, stop), stop - start)
                 outputs: list[Any] = []
                 if j + 1 < self.num_chunks:
-                    nxt = (j + 1) % 2
-                    if readers[nxt] is not None:
-                        jax.block_until_ready(readers[nxt])  # its pass is done with the buffer
-                    pending = _READER.submit(fill, j + 1)
+                    pending = submit(j + 1)
                 yield start, x, y, valid, outputs.append
-                readers[j % 2] = outputs[0] if outputs else None
+                readers[j % 2] = outputs[0] if outputs else x
             pending = None
         finally:
             if pending is not None:

@@ -229,3 +229,44 @@ def test_the_staged_single_step_for_many_classes_equals_the_general_kernel(kind)
     for name in ("W", "b"):
         np.testing.assert_allclose(staged[name], general[name], rtol=1e-4, atol=1e-6)
     assert np.abs(staged["W"]).max() > 0.1
+
+
+class _LateRead:
+    """A pass output that reads its chunk only when waited for, as an asynchronous device
+    computation reading a staging buffer in place would (zero copy on CPU)."""
+
+    def __init__(self, x):
+        self.x, self.seen = x, None
+
+    def block_until_ready(self):
+        if self.seen is None:
+            self.seen = np.array(self.x, copy=True)
+        return self
+
+
+@pytest.mark.parametrize("source", ["array", "store"])
+def test_a_staging_buffer_is_refilled_only_after_its_last_reader_even_across_passes(
+    source, tmp_path
+):
+    x, y = blobs(250, D, K, seed=2)
+    features = x.astype(np.float64)  # never used in place: it streams through the buffers
+    if source == "store":
+        features, y = f"{write_store(tmp_path / 's.h5', {'train': (x, y)}, K)}:train", None
+    rows = open_rows(features, y, num_classes=K, performance=Performance(chunk_rows=64))
+    assert rows.num_chunks == 4
+    passes: list[list[_LateRead]] = []
+
+    def late(start, chunk, *_):
+        if start == 0 and passes:  # the previous pass's outstanding reads happen only now
+            for output in passes[-1]:
+                output.block_until_ready()
+        return _LateRead(chunk)
+
+    for _ in range(3):
+        passes.append(rows._for_each_chunk(late))
+    for output in passes[-1]:
+        output.block_until_ready()
+    want = np.zeros((256, D), np.float32)
+    want[:250] = x
+    for outputs in passes:  # every late read saw its own chunk, not a refilled buffer
+        np.testing.assert_array_equal(np.concatenate([o.seen for o in outputs]), want)
