@@ -1,4 +1,4 @@
-# Users: `make test`, `make features`, `make probe EPS=4 [METHOD=dp_sgd OPTIONS="batch_size=256 steps=50"]`,
+# Users: `make test` (`make test-all`: with the slow tests), `make features`, `make probe EPS=4 [METHOD=dp_sgd OPTIONS="batch_size=256 steps=50"]`,
 # `make bench`, `make bench-speed`, `make bench-scale`, `make bench-gpu [TINY=1] [SECTIONS=head,fit]`,
 # `make audit EPS=2 [METHOD=dp_gd STEPS=3]`. `EPS=inf` trains the non-private ceiling.
 # The virtual environment is created on first use and reinstalled only when pyproject.toml changes.
@@ -22,7 +22,7 @@ SECTIONS ?=
 TINY ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint features probe bench bench-tuned bench-speed bench-scale bench-gpu gpu-wheels audit clean
+.PHONY: venv test test-all lint features probe bench bench-tuned bench-speed bench-scale bench-gpu gpu-wheels audit clean
 
 venv: $(STAMP)
 
@@ -32,7 +32,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# `make test`: everything but the tests marked slow (minutes on 2 cores); `make test-all`: the
+# whole suite, which CI runs.
 test: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
