@@ -111,23 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_models() -> str:
-    """The table printed by ``--list-models``."""
+    """The table printed by ``--list-models``: name, family, feature dim, input size,
+    preprocessing (after decode), and where the weights come from."""
     from feature_extract.registry import describe_backbones
 
-    rows = [("name", "dim", "input", "checkpoint")]
+    rows = [("name", "family", "dim", "input", "preprocessing", "weights")]
     for b in describe_backbones():
         dim = "H*W*3" if b["dim"] is None else str(b["dim"])
         size = "image" if b["resolution"] is None else f"{b['resolution']}px"
-        if b["checkpoint"]:
-            where = b["checkpoint"]
-        elif b["name"] == "pixels":
+        if b["weights"] == "none":
             where = "none (no weights): " + b["description"]
+        elif b["checkpoint"]:
+            where = b["checkpoint"]
         else:
-            where = "none published: --init-random or --checkpoint FILE.npz"
-        rows.append((b["name"], dim, size, where))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            where = f"none published: --init-random or --checkpoint FILE ({b['weights']})"
+        rows.append((b["name"], b["family"], dim, size, b["preprocessing"], where))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join(
-        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows
+        "  ".join(f"{cell:<{w}}" for cell, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
+        for r in rows
     )
 
 

@@ -1,18 +1,15 @@
-"""Load big_vision / BiT ``.npz`` checkpoints into our Flax parameter trees.
+"""Checkpoint files: big_vision / BiT ``.npz`` reading, and what every family's conversion shares.
 
-See docs/architecture.md, "Backbones".
-
-A checkpoint is an ``.npz`` of a flat dict whose keys are ``/``-joined tree paths. Reading:
+See docs/architecture.md, "Backbones". A big_vision checkpoint is an ``.npz`` of a flat dict whose
+keys are ``/``-joined tree paths. ``read_npz``:
 
 1. keys under ``opt/target/`` or ``params/`` (if any) are selected and the prefix stripped;
 2. ``file.npz:img`` keeps only the sub-tree ``img/`` (e.g. a SigLIP image tower);
 3. bfloat16 arrays, which numpy stores as 2-byte void (``|V2``), are reinterpreted as bfloat16.
 
-Then names are normalised to the model's (ViT: old AugReg names, scan-stacked blocks, the cls
-position folded into ``cls``, the position embedding resampled; BiT: TF name variants), the
-classifier ``head`` is dropped (the probe trains its own), and the result is checked against the
-model's parameter shapes: any missing, unexpected or mis-shaped parameter raises
-:class:`CheckpointMismatchError` listing them all.
+Each family module (``feature_extract/families/``) then renames the result to its model's names;
+``mismatch_report`` checks it against the model's parameter shapes (``registry.load_params``
+raises :class:`CheckpointMismatchError` listing every missing, unexpected or mis-shaped name).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
-from flax.traverse_util import flatten_dict, unflatten_dict
+from flax.traverse_util import flatten_dict
 
 _PREFIXES = ("opt/target/", "params/")
 _BF16 = np.dtype(jnp.bfloat16)
@@ -113,7 +110,7 @@ def resample_posemb(posemb: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return new.reshape(1, grid[0] * grid[1], d)
 
 
-def _unstack_scan(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def unstack_scan(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``Transformer/encoderblock/X`` stacked ``[depth, ...]`` -> ``encoderblock_{i}/X``."""
     stacked = "Transformer/encoderblock/"
     out = {}
@@ -149,40 +146,13 @@ def renumber_pre_linen(tree: Any) -> Any:
     return out
 
 
-def _normalize_vit(flat: dict[str, np.ndarray], template: Mapping[str, Any]) -> dict:
-    flat = {k: v for k, v in flat.items() if not k.startswith("head/")}
-    for old in ("Transformer/posembed_input/pos_embedding", "Transformer/pos_embedding"):
-        if old in flat:
-            flat["pos_embedding"] = flat.pop(old)
-    # Pre-Linen numbering (MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3) -> per type.
-    flat = flatten_dict(renumber_pre_linen(unflatten_dict(flat, sep="/")), sep="/")
-    flat = _unstack_scan(flat)
-    pe = flat.get("pos_embedding")
-    if pe is not None:
-        side = int(np.sqrt(pe.shape[1] - 1))
-        if side * side + 1 == pe.shape[1]:  # old layout: the cls token's position comes first
-            if "cls" in flat:
-                flat["cls"] = flat["cls"].astype(np.float32) + pe[:, :1].astype(np.float32)
-            flat["pos_embedding"] = pe = pe[:, 1:]
-        want = template.get("pos_embedding")
-        if (
-            want is not None
-            and tuple(pe.shape) != tuple(want.shape)
-            and pe.shape[2] == want.shape[2]
-        ):
-            g = int(round(np.sqrt(want.shape[1])))
-            flat["pos_embedding"] = resample_posemb(pe, (g, want.shape[1] // g))
-    return flat
+def _tops(flat: Mapping[str, Any]) -> set[str]:
+    return {k.split("/")[0] for k in flat}
 
 
-def _normalize_bit(flat: dict[str, np.ndarray]) -> dict:
-    flat = {
-        re.sub(r"/standardized_conv2d_\d+/", "/standardized_conv2d/", k): v for k, v in flat.items()
-    }
-    return {k: v for k, v in flat.items() if not k.startswith("resnet/head/")}
-
-
-def _mismatch_report(path, flat, template, arch) -> str | None:
+def mismatch_report(path, flat, template, family: str) -> str | None:
+    """None when the flat ``flat`` has exactly the names and shapes of the flat ``template``,
+    else the text of a ``CheckpointMismatchError`` listing every difference."""
     missing = sorted(set(template) - set(flat))
     unexpected = sorted(set(flat) - set(template))
     shapes = sorted(
@@ -203,31 +173,14 @@ def _mismatch_report(path, flat, template, arch) -> str | None:
             lines += [f"    {item}" for item in items[:40]]
             if len(items) > 40:
                 lines.append(f"    ... and {len(items) - 40} more")
-    arch_hint = {"vit": ("resnet/", "a BiT"), "bit": ("Transformer/", "a ViT")}.get(arch)
-    if arch_hint and any(k.startswith(arch_hint[0]) for k in flat):
-        lines.append(f"The file looks like {arch_hint[1]} checkpoint, the model is a {arch}.")
+    file_tops, model_tops = _tops(flat), _tops(template)
+    if not file_tops & model_tops:
+        lines.append(
+            f"No top-level name is shared: the file has {sorted(file_tops)[:8]}, the {family} "
+            f"model {sorted(model_tops)[:8]}; is this a checkpoint of another model family?"
+        )
     lines.append(
         "Check the backbone's variant, patch, pool_type and pre_logits (load_backbone's "
         "spec_overrides={'config': {...}}) or the ':key' sub-tree selector."
     )
     return "\n".join(lines)
-
-
-def load_params(path: str, template: Mapping[str, Any], *, arch: str) -> dict:
-    """Parameters for a model from checkpoint ``path`` (``file.npz`` or ``file.npz:key``).
-
-    ``template`` is the model's parameter tree (arrays or ``jax.ShapeDtypeStruct``); the result
-    has the same structure, float32 numpy arrays.
-    """
-    flat_template = flatten_dict(dict(template), sep="/")
-    flat = read_npz(path)
-    if arch == "vit":
-        flat = _normalize_vit(flat, flat_template)
-    elif arch == "bit":
-        flat = _normalize_bit(flat)
-    else:
-        raise ValueError(f"no checkpoint format for arch {arch!r}")
-    report = _mismatch_report(path, flat, flat_template, arch)
-    if report:
-        raise CheckpointMismatchError(report)
-    return unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()}, sep="/")

@@ -1,21 +1,31 @@
-"""Named backbones: architecture, checkpoint URL, input resolution and preprocessing.
+"""Named backbones and the model families that build them.
 
-``load_backbone(name)`` builds the Flax model, fetches its checkpoint (cache, download, or a local
-``checkpoint=`` file), loads it with big_vision names and returns a :class:`Backbone` whose
-``apply(params, images)`` maps preprocessed images ``[B, H, W, 3]`` to features ``[B, D]``.
+A **family** (``Family``) owns everything architecture-specific: its config, its Flax model, the
+feature size, and the conversion of its published checkpoint format into the model's parameter
+names. Each family lives in one module of ``feature_extract/families/``, which registers the
+family and its named backbones (``register_family``, ``register``) when imported; every module of
+that package is imported on first use, so a new family is one new module
+(docs/architecture.md, "Backbones").
 
-The preprocessing string excludes ``decode`` (the pipeline decodes first). ``pixels`` has
-``resolution=None``: images keep the dataset's own size and the feature is the flattened image
-scaled to [0, 1], ``D = H * W * 3``; its ``feature_dim`` is therefore ``None`` unless a
+A **backbone** (``BackboneSpec``) is a named entry: family, config, input resolution,
+preprocessing (after ``decode``), checkpoint URL and sub-tree selector. ``load_backbone(name)``
+builds the family's model, fetches the checkpoint (``checkpoint=`` file, download cache, or
+``init_random``), converts it and returns a ``Backbone`` whose ``apply(params, images)`` maps
+preprocessed images ``[B, H, W, 3]`` to features ``[B, D]``.
+
+A family without weights (``weights="none"``: ``pixels``) needs no checkpoint. ``pixels`` has
+``resolution=None``: images keep the dataset's own size and ``feature_dim`` is None unless a
 ``resolution`` is passed (which prepends ``resize(resolution)`` to the preprocessing).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
+import pkgutil
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,18 +33,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_AUGREG = "https://storage.googleapis.com/vit_models/augreg/"
-_SIGLIP = "https://storage.googleapis.com/big_vision/siglip/"
-_BIT = "https://storage.googleapis.com/bit_models/"
-_VIT_PREPROC = "resize({r})|value_range(-1,1)"
+
+@dataclass(frozen=True)
+class Family:
+    """A model family (module docstring).
+
+    ``build(config, dtype)``: the Flax module. ``feature_dim(config, resolution)``: D from the
+    config alone (None when it depends on the image size). ``convert(path, template)``: the
+    checkpoint file at ``path`` as a flat ``{"a/b/c": array}`` dict named and shaped like the
+    flat ``template`` (raise ``checkpoint.CheckpointMismatchError`` when it cannot be).
+    ``weights``: the checkpoint format, for ``--list-models`` and the README ("none": weight-free).
+    """
+
+    name: str
+    build: Callable[[Mapping[str, Any], Any], Any]
+    feature_dim: Callable[[Mapping[str, Any], int | None], int | None]
+    convert: Callable[[str, Mapping[str, Any]], dict[str, np.ndarray]] | None
+    weights: str
+    module: str = ""
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A static registry entry. ``config`` holds the architecture options (see vit.py, bit.py)."""
+    """A registry entry. ``config`` holds the family's architecture options."""
 
     name: str
-    arch: str  # "vit" | "bit" | "pixels"
+    family: str
     config: dict = field(default_factory=dict)
     resolution: int | None = None
     preprocessing: str = ""
@@ -60,183 +84,101 @@ class Backbone:
     spec: BackboneSpec | None = None
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
+_FAMILIES: dict[str, Family] = {}
+_SPECS: dict[str, BackboneSpec] = {}
+_LOADED = False
 
 
-def _register(spec: BackboneSpec) -> None:
-    _REGISTRY[spec.name] = spec
+def register_family(family: Family) -> Family:
+    """Add a model family (a name can be taken once)."""
+    if family.name in _FAMILIES and _FAMILIES[family.name] != family:
+        raise ValueError(f"model family {family.name!r} is registered twice")
+    _FAMILIES[family.name] = family
+    return family
 
 
-def _vit(name, variant, patch, url=None, key=None, res=224, desc="", **config):
-    cfg = {"variant": variant, "patch": patch, "pool_type": "tok", "posemb": "learn", **config}
-    _register(
-        BackboneSpec(name, "vit", cfg, res, _VIT_PREPROC.format(r=res), url, key, description=desc)
-    )
+def register(spec: BackboneSpec) -> BackboneSpec:
+    """Add a named backbone of a registered family (a name can be taken once)."""
+    if spec.family not in _FAMILIES:
+        raise ValueError(f"backbone {spec.name!r}: unknown model family {spec.family!r}")
+    if spec.name in _SPECS and _SPECS[spec.name] != spec:
+        raise ValueError(f"backbone {spec.name!r} is registered twice")
+    _SPECS[spec.name] = spec
+    return spec
 
 
-def _bit(name, variant, url=None, res=224, desc="", **config):
-    _register(
-        BackboneSpec(
-            name,
-            "bit",
-            {"variant": variant, **config},
-            res,
-            _VIT_PREPROC.format(r=res),
-            url,
-            description=desc,
-        )
-    )
+def _load_families() -> None:
+    """Import every module of ``feature_extract.families`` (each registers itself)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from feature_extract import families
+
+    for info in pkgutil.iter_modules(families.__path__):
+        importlib.import_module(f"{families.__name__}.{info.name}")
 
 
-_vit(
-    "vit-ti16-i21k",
-    "Ti",
-    16,
-    _AUGREG + "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0.npz",
-    desc="AugReg ViT-Ti/16, ImageNet-21k",
-)
-_vit(
-    "vit-s16-i21k",
-    "S",
-    16,
-    _AUGREG + "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0.npz",
-    desc="AugReg ViT-S/16, ImageNet-21k",
-)
-_vit(
-    "vit-b16-i21k",
-    "B",
-    16,
-    _AUGREG + "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz",
-    desc="AugReg ViT-B/16, ImageNet-21k",
-)
-_vit(
-    "vit-l16-i21k",
-    "L",
-    16,
-    _AUGREG + "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0.npz",
-    desc="AugReg ViT-L/16, ImageNet-21k",
-)
-_vit(
-    "siglip-b16-224",
-    "B",
-    16,
-    _SIGLIP + "webli_en_b16_224_63724782.npz",
-    "img",
-    pool_type="map",
-    desc="SigLIP B/16 image tower (WebLI), MAP head",
-)
-_vit(
-    "siglip-so400m-224",
-    "So400m",
-    14,
-    _SIGLIP + "webli_en_so400m_224_57633886.npz",
-    "img",
-    pool_type="map",
-    desc="SigLIP So400m/14 image tower (WebLI), MAP head",
-)
-_bit("bit-m-r50x1", "R50x1", _BIT + "BiT-M-R50x1.npz", desc="BiT-M ResNet-50x1, ImageNet-21k")
-_bit("bit-m-r101x3", "R101x3", _BIT + "BiT-M-R101x3.npz", desc="BiT-M ResNet-101x3, ImageNet-21k")
-_bit("bit-m-r152x4", "R152x4", _BIT + "BiT-M-R152x4.npz", desc="BiT-M ResNet-152x4, ImageNet-21k")
-# Test-size models: random initialisation only (no checkpoint published).
-_vit("vit-mu16", "mu", 16, res=32, desc="tiny ViT for tests (random init)")
-_vit("vit-mu16-map", "mu", 16, res=32, pool_type="map", desc="tiny MAP-head ViT for tests")
-_bit(
-    "bit-tiny-test",
-    "R26x1",
-    res=32,
-    blocks=(1, 1, 1, 1),
-    width=0.5,
-    desc="one unit per stage, half width, for tests (random init)",
-)
-_register(
-    BackboneSpec(
-        "pixels",
-        "pixels",
-        {},
-        None,
-        "value_range(0,1)",
-        description="the flattened image scaled to [0,1]; no network",
-    )
-)
+def families() -> dict[str, Family]:
+    """Every registered family, by name."""
+    _load_families()
+    return dict(_FAMILIES)
+
+
+def family_of(spec: BackboneSpec) -> Family:
+    _load_families()
+    return _FAMILIES[spec.family]
 
 
 def list_backbones() -> list[str]:
     """Names of all registered backbones."""
-    return sorted(_REGISTRY)
-
-
-def spec_feature_dim(spec: BackboneSpec) -> int | None:
-    """The feature size D of a registry entry, from its config alone (no model is built).
-
-    ViT: ``pre_logits`` when set (``True`` means the width), else the width. BiT: the last
-    stage's output, ``2048 * width``. ``pixels``: None (``H * W * 3`` of the images, or
-    ``3 r^2`` with a resolution ``r``).
-    """
-    if spec.arch == "vit":
-        from feature_extract import vit
-
-        config = dict(spec.config)
-        kwargs = vit.decode_variant(config.pop("variant")) if "variant" in spec.config else {}
-        kwargs.update(config)
-        pre = kwargs.get("pre_logits")
-        return int(kwargs["width"] if pre in (None, False, True) else pre)
-    if spec.arch == "bit":
-        from feature_extract import bit
-
-        config = dict(spec.config)
-        kwargs = bit.decode_variant(config.pop("variant")) if "variant" in spec.config else {}
-        kwargs.update(config)
-        return int(2048 * kwargs["width"])
-    return None
-
-
-def describe_backbones() -> list[dict[str, Any]]:
-    """One row per registered backbone: name, feature dim, input size, checkpoint, description."""
-    return [
-        {
-            "name": spec.name,
-            "dim": spec_feature_dim(spec),
-            "resolution": spec.resolution,
-            "checkpoint": spec.url,
-            "description": spec.description,
-        }
-        for spec in (_REGISTRY[n] for n in list_backbones())
-    ]
+    _load_families()
+    return sorted(_SPECS)
 
 
 def get_spec(name: str) -> BackboneSpec:
     """The registry entry for ``name`` (ValueError listing the known names otherwise)."""
+    _load_families()
     try:
-        return _REGISTRY[name]
+        return _SPECS[name]
     except KeyError:
         raise ValueError(
             f"unknown backbone {name!r}; known: {', '.join(list_backbones())}"
         ) from None
 
 
-def _with_resolution(preprocessing: str, old: int | None, new: int) -> str:
+def spec_feature_dim(spec: BackboneSpec, resolution: int | None = None) -> int | None:
+    """The feature size D of a registry entry from its config alone (no model is built)."""
+    res = spec.resolution if resolution is None else resolution
+    return family_of(spec).feature_dim(spec.config, res)
+
+
+def describe_backbones() -> list[dict[str, Any]]:
+    """One row per registered backbone: name, family, feature dim, input size, preprocessing,
+    checkpoint format and URL, description."""
+    rows = []
+    for spec in (get_spec(n) for n in list_backbones()):
+        family = family_of(spec)
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "dim": spec_feature_dim(spec),
+                "resolution": spec.resolution,
+                "preprocessing": spec.preprocessing,
+                "weights": family.weights,
+                "checkpoint": spec.url,
+                "description": spec.description,
+            }
+        )
+    return rows
+
+
+def with_resolution(preprocessing: str, old: int | None, new: int) -> str:
     """The preprocessing string for input size ``new`` instead of ``old``."""
     if old is None:
         return f"resize({new})|{preprocessing}" if preprocessing else f"resize({new})"
     return re.sub(rf"\b(resize|central_crop)\({old}\)", rf"\g<1>({new})", preprocessing)
-
-
-def _build_model(spec: BackboneSpec, dtype):
-    if spec.arch == "vit":
-        from feature_extract import vit
-
-        return vit.from_config(spec.config, dtype=dtype)
-    if spec.arch == "bit":
-        from feature_extract import bit
-
-        return bit.from_config(spec.config, dtype=dtype)
-    raise ValueError(f"backbone {spec.name!r}: unknown arch {spec.arch!r}")
-
-
-def _pixels_apply(params: Any, images: jax.Array) -> jax.Array:
-    """Feature = the image flattened, ``[B, H*W*C]``."""
-    del params
-    return images.reshape(images.shape[0], -1)
 
 
 def random_params(template: Any, seed: int = 0) -> Any:
@@ -281,6 +223,21 @@ def _resolve_checkpoint(spec: BackboneSpec, checkpoint, cache_dir, download) -> 
     return (f"{path}:{spec.checkpoint_key}" if spec.checkpoint_key else path), digest
 
 
+def load_params(family: Family, path: str, template: Any) -> Any:
+    """The family's conversion of checkpoint ``path``, checked against ``template`` (any missing,
+    unexpected or mis-shaped parameter is a ``CheckpointMismatchError`` listing them all)."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    from feature_extract import checkpoint as ckpt
+
+    flat_template = flatten_dict(dict(template), sep="/")
+    flat = family.convert(path, flat_template)
+    report = ckpt.mismatch_report(path, flat, flat_template, family.name)
+    if report:
+        raise ckpt.CheckpointMismatchError(report)
+    return unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()}, sep="/")
+
+
 def load_backbone(
     name: str,
     checkpoint: str | None = None,
@@ -295,11 +252,12 @@ def load_backbone(
 ) -> Backbone:
     """Build backbone ``name`` with its weights.
 
-    Weights come from ``checkpoint`` (a local ``.npz``, optionally ``file.npz:key``), else from the
-    registry URL through the download cache, else (``init_random=True``) from a random
-    initialisation (:func:`random_params`) with seed ``rng_seed``. ``resolution`` overrides the
-    input size (a ViT's position embedding is resampled). ``spec_overrides`` replaces spec fields;
-    its ``config`` entry is merged into the architecture config. Parameters stay float32; compute
+    Weights come from ``checkpoint`` (a local file of the family's format, for ``.npz``
+    optionally ``file.npz:key``), else from the registry URL through the download cache, else
+    (``init_random=True``) from a random initialisation (:func:`random_params`) with seed
+    ``rng_seed``. A weight-free family needs none of these. ``resolution`` overrides the input
+    size (a ViT's position embedding is resampled). ``spec_overrides`` replaces spec fields; its
+    ``config`` entry is merged into the architecture config. Parameters stay float32; compute
     runs in ``dtype``.
     """
     spec = get_spec(name)
@@ -307,29 +265,32 @@ def load_backbone(
         overrides = dict(spec_overrides)
         config = {**spec.config, **overrides.pop("config", {})}
         spec = dataclasses.replace(spec, config=config, **overrides)
+    family = family_of(spec)
     res = spec.resolution if resolution is None else resolution
     preprocessing = spec.preprocessing
     if res != spec.resolution:
-        preprocessing = _with_resolution(preprocessing, spec.resolution, res)
+        preprocessing = with_resolution(preprocessing, spec.resolution, res)
 
-    if spec.arch == "pixels":
-        dim = None if res is None else res * res * 3
-        return Backbone(name, res, preprocessing, None, None, {}, _pixels_apply, dim, spec)
-
-    model = _build_model(spec, dtype)
-    images = jax.ShapeDtypeStruct((1, res, res, 3), dtype)
-    template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), images)["params"]
-    if init_random and checkpoint is None:
-        params, path, digest = random_params(template, rng_seed), None, None
-    else:
-        from feature_extract import checkpoint as ckpt
-
-        path, digest = _resolve_checkpoint(spec, checkpoint, cache_dir, download)
-        params = ckpt.load_params(path, template, arch=spec.arch)
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
+    model = family.build(spec.config, dtype)
 
     def apply(params: Any, images: jax.Array) -> jax.Array:
         return model.apply({"params": params}, images)
 
+    if res is None:  # the features' size follows the images' (weight-free families only)
+        return Backbone(name, None, preprocessing, None, None, {}, apply, None, spec)
+    images = jax.ShapeDtypeStruct((1, res, res, 3), dtype)
+    template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), images)
+    template = template.get("params", {})
+    path = digest = None
+    if not jax.tree_util.tree_leaves(template):
+        if checkpoint is not None:
+            raise ValueError(f"backbone {name!r} has no weights; do not pass a checkpoint")
+        params = {}
+    elif init_random and checkpoint is None:
+        params = random_params(template, rng_seed)
+    else:
+        path, digest = _resolve_checkpoint(spec, checkpoint, cache_dir, download)
+        params = load_params(family, path, template)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
     out = jax.eval_shape(apply, params, images)
     return Backbone(name, res, preprocessing, path, digest, params, apply, int(out.shape[-1]), spec)

@@ -224,7 +224,7 @@ def test_bit_tf_name_variants_and_head_dropped(tmp_path):
     flat["resnet/head/conv2d/bias"] = np.zeros(21843, np.float32)
     loaded = model.load(_save(flat, tmp_path / "BiT-M-test.npz"))
     _assert_params_equal(loaded.params, model.flat)
-    with pytest.raises(checkpoint.CheckpointMismatchError, match="looks like a BiT checkpoint"):
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="No top-level name is shared"):
         registry.load_backbone("vit-mu16", str(tmp_path / "BiT-M-test.npz"))
 
 

@@ -57,14 +57,20 @@ def test_help_shows_every_default_and_list_models():
         assert "default" in text or "required" in text, action.option_strings
 
 
-def test_list_models_prints_dim_input_and_checkpoint():
+def test_list_models_prints_family_dim_input_preprocessing_and_weights():
     done = _cli("--list-models")
     assert done.returncode == 0 and done.stderr == ""
     lines = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}
     assert set(lines) == set(registry.list_backbones())
-    assert lines["vit-b16-i21k"][1:3] == ["768", "224px"]
-    assert lines["vit-b16-i21k"][3] == registry.get_spec("vit-b16-i21k").url
-    assert lines["bit-m-r50x1"][1:3] == ["2048", "224px"] and lines["pixels"][1] == "H*W*3"
+    assert lines["vit-b16-i21k"][1:5] == [
+        "big_vision_vit",
+        "768",
+        "224px",
+        "resize(224)|value_range(-1,1)",
+    ]
+    assert lines["vit-b16-i21k"][5] == registry.get_spec("vit-b16-i21k").url
+    assert lines["bit-m-r50x1"][1:4] == ["bit", "2048", "224px"]
+    assert lines["pixels"][2] == "H*W*3" and lines["pixels"][5:7] == ["none", "(no"]
     assert "--init-random" in " ".join(lines["vit-mu16"])
 
 

@@ -312,3 +312,44 @@ def test_resolution_override_changes_preprocessing_and_grid():
     b = registry.load_backbone("vit-mu16", init_random=True, resolution=64)
     assert b.preprocessing == "resize(64)|value_range(-1,1)"
     assert b.params["pos_embedding"].shape == (1, 16, 32)
+
+
+def test_every_family_module_registers_itself_and_owns_its_backbones():
+    import pathlib
+    import pkgutil
+
+    from feature_extract import families
+
+    modules = {f"{families.__name__}.{m.name}" for m in pkgutil.iter_modules(families.__path__)}
+    registered = registry.families()
+    assert {f.module for f in registered.values()} == modules
+    for name in registry.list_backbones():
+        assert registry.get_spec(name).family in registered
+    source = pathlib.Path(registry.__file__).read_text()
+    for family in registered:  # no architecture branch in the generic registry
+        assert f'"{family}"' not in source
+
+
+def test_a_new_family_is_one_registration(monkeypatch):
+    import flax.linen as nn
+
+    registry.list_backbones()  # the real families are loaded; the test's entries are undone after
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+    monkeypatch.setattr(registry, "_SPECS", dict(registry._SPECS))
+
+    class Mean(nn.Module):
+        @nn.compact
+        def __call__(self, images):
+            return images.mean(axis=(1, 2)) * self.param("scale", nn.initializers.ones, (3,))
+
+    family = registry.Family(
+        "test_mean", lambda config, dtype: Mean(), lambda c, r: 3, None, "none", __name__
+    )
+    registry.register_family(family)
+    registry.register(registry.BackboneSpec("test-mean", "test_mean", {}, 8, "value_range(0,1)"))
+    b = registry.load_backbone("test-mean", init_random=True, dtype=jnp.float32)
+    assert b.feature_dim == 3 and b.params["scale"].shape == (3,)
+    with pytest.raises(ValueError, match="unknown model family"):
+        registry.register(registry.BackboneSpec("x", "no_such_family"))
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(registry.BackboneSpec("test-mean", "test_mean", {}, 16))
