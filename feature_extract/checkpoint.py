@@ -1,4 +1,5 @@
-"""Checkpoint files: big_vision / BiT ``.npz`` reading, and what every family's conversion shares.
+"""Checkpoint files: big_vision / BiT ``.npz`` and ``.safetensors`` reading, and what every
+family's conversion shares.
 
 See docs/architecture.md, "Backbones". A big_vision checkpoint is an ``.npz`` of a flat dict whose
 keys are ``/``-joined tree paths. ``read_npz``:
@@ -6,6 +7,10 @@ keys are ``/``-joined tree paths. ``read_npz``:
 1. keys under ``opt/target/`` or ``params/`` (if any) are selected and the prefix stripped;
 2. ``file.npz:img`` keeps only the sub-tree ``img/`` (e.g. a SigLIP image tower);
 3. bfloat16 arrays, which numpy stores as 2-byte void (``|V2``), are reinterpreted as bfloat16.
+
+``read_safetensors`` reads a ``.safetensors`` file (a PyTorch state dict such as timm's, with
+``.``-joined names) with the ``safetensors`` package; bfloat16 tensors, which numpy lacks, come
+through JAX.
 
 Each family module (``feature_extract/families/``) then renames the result to its model's names;
 ``mismatch_report`` checks it against the model's parameter shapes (``registry.load_params``
@@ -84,6 +89,29 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
                 "spec_overrides={'checkpoint_key': None}))"
             )
         flat = sub
+    return flat
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """The ``{name: array}`` of a ``.safetensors`` file (a ``ValueError`` when it is not one)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
+    try:
+        with safe_open(path, framework="np") as f:
+            names = list(f.keys())
+            bf16 = {k for k in names if f.get_slice(k).get_dtype() == "BF16"}
+            flat = {k: f.get_tensor(k) for k in names if k not in bf16}
+        if bf16:
+            with safe_open(path, framework="flax") as f:
+                flat.update({k: np.asarray(f.get_tensor(k)) for k in bf16})
+    except (SafetensorError, TypeError) as err:  # TypeError: a dtype numpy does not know
+        raise ValueError(
+            f"checkpoint {path!r} is not a readable .safetensors file "
+            f"({' '.join(str(err).split())}); pass the model.safetensors file as published "
+            "(fetch it again if it was cut short)"
+        ) from err
     return flat
 
 
@@ -180,7 +208,8 @@ def mismatch_report(path, flat, template, family: str) -> str | None:
             f"model {sorted(model_tops)[:8]}; is this a checkpoint of another model family?"
         )
     lines.append(
-        "Check the backbone's variant, patch, pool_type and pre_logits (load_backbone's "
-        "spec_overrides={'config': {...}}) or the ':key' sub-tree selector."
+        "Check that the file is this backbone's checkpoint (--list-models), the backbone's "
+        "config (variant or sizes, patch, pool_type, pre_logits: load_backbone's "
+        "spec_overrides={'config': {...}}) or, for an .npz, the ':key' sub-tree selector."
     )
     return "\n".join(lines)

@@ -1,11 +1,13 @@
 """Checkpoint download cache: resumable, size-checked, sha256 recorded.
 
-``fetch(url)`` returns ``(path, sha256)`` of ``<cache>/<basename of url>``, where the cache is
-``cache_dir``, else ``$DPLP_CACHE``, else ``~/.cache/dp_linear_probe``. A missing file is
-downloaded to ``<file>.part`` (an existing ``.part`` is resumed with an HTTP ``Range`` request),
-its size checked against ``Content-Length`` (and the expected ``size``), its sha256 checked
-against the expected one (if given) and recorded in the sidecar ``<file>.sha256``; only then is it
-renamed into place. A file put in the cache by hand is hashed once and recorded the same way.
+``fetch(url)`` returns ``(path, sha256)`` of ``<cache>/<basename of url>`` (or
+``<cache>/<filename>`` when one is given: hub files share a basename, ``model.safetensors``),
+where the cache is ``cache_dir``, else ``$DPLP_CACHE``, else ``~/.cache/dp_linear_probe``. A
+missing file is downloaded to ``<file>.part`` (an existing ``.part`` is resumed with an HTTP
+``Range`` request), its size checked against ``Content-Length`` (and the expected ``size``), its
+sha256 checked against the expected one (if given) and recorded in the sidecar ``<file>.sha256``;
+only then is it renamed into place. A file put in the cache by hand is hashed once and recorded
+the same way.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ def cache_dir(path: str | None = None) -> str:
     )
 
 
-def cache_path(url: str, directory: str | None = None) -> str:
-    """Where ``url`` is cached: ``<cache>/<basename of the URL path>``."""
-    name = os.path.basename(urllib.parse.urlparse(url).path)
+def cache_path(url: str, directory: str | None = None, filename: str | None = None) -> str:
+    """Where ``url`` is cached: ``<cache>/<filename>``, by default the URL path's basename."""
+    name = filename or os.path.basename(urllib.parse.urlparse(url).path)
     if not name:
         raise ValueError(f"URL {url!r} does not name a file")
     return os.path.join(cache_dir(directory), name)
@@ -140,12 +142,13 @@ def fetch(
     size: int | None = None,
     download: bool = True,
     timeout: float = 60.0,
+    filename: str | None = None,
 ) -> tuple[str, str]:
     """Path and sha256 of the cached copy of ``url``, downloading it first if needed.
 
     A freshly downloaded file whose sha256 differs from ``sha256`` is deleted before the error.
     """
-    dest = cache_path(url, cache_dir)
+    dest = cache_path(url, cache_dir, filename)
     fresh = not os.path.exists(dest)
     if fresh:
         if not download:

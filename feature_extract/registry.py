@@ -21,6 +21,7 @@ A family without weights (``weights="none"``: ``pixels``) needs no checkpoint. `
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import os
 import pkgutil
@@ -67,6 +68,7 @@ class BackboneSpec:
     sha256: str | None = None
     size: int | None = None
     description: str = ""
+    filename: str | None = None  # name in the download cache (default: the URL's basename)
 
 
 @dataclass
@@ -137,14 +139,21 @@ def list_backbones() -> list[str]:
 
 
 def get_spec(name: str) -> BackboneSpec:
-    """The registry entry for ``name`` (ValueError listing the known names otherwise)."""
+    """The registry entry for ``name`` (a ValueError naming the closest known names otherwise, or
+    when none is close all of them, those of its ``namespace:`` if it has a known one)."""
     _load_families()
-    try:
+    if name in _SPECS:
         return _SPECS[name]
-    except KeyError:
+    known = list_backbones()
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    if close:
         raise ValueError(
-            f"unknown backbone {name!r}; known: {', '.join(list_backbones())}"
-        ) from None
+            f"unknown backbone {name!r}; did you mean {', '.join(close)}? "
+            "(--list-models lists every backbone)"
+        )
+    namespace, colon, _ = name.partition(":")
+    known = [k for k in known if colon and k.startswith(namespace + colon)] or known
+    raise ValueError(f"unknown backbone {name!r}; known: {', '.join(known)}")
 
 
 def spec_feature_dim(spec: BackboneSpec, resolution: int | None = None) -> int | None:
@@ -175,10 +184,17 @@ def describe_backbones() -> list[dict[str, Any]]:
 
 
 def with_resolution(preprocessing: str, old: int | None, new: int) -> str:
-    """The preprocessing string for input size ``new`` instead of ``old``."""
+    """The preprocessing string for input size ``new`` instead of ``old``: ``resize(old)`` and
+    ``central_crop(old)`` become ``(new)``; ``resize_small(s)`` becomes ``round(s * new / old)``
+    (the crop keeps its share of the resized image)."""
     if old is None:
         return f"resize({new})|{preprocessing}" if preprocessing else f"resize({new})"
-    return re.sub(rf"\b(resize|central_crop)\({old}\)", rf"\g<1>({new})", preprocessing)
+    out = re.sub(rf"\b(resize|central_crop)\({old}\)", rf"\g<1>({new})", preprocessing)
+    return re.sub(
+        r"\bresize_small\((\d+)\)",
+        lambda m: f"resize_small({round(int(m.group(1)) * new / old)})",
+        out,
+    )
 
 
 def random_params(template: Any, seed: int = 0) -> Any:
@@ -218,7 +234,12 @@ def _resolve_checkpoint(spec: BackboneSpec, checkpoint, cache_dir, download) -> 
             "checkpoint=PATH or init_random=True"
         )
     path, digest = dl.fetch(
-        spec.url, cache_dir=cache_dir, sha256=spec.sha256, size=spec.size, download=download
+        spec.url,
+        cache_dir=cache_dir,
+        sha256=spec.sha256,
+        size=spec.size,
+        download=download,
+        filename=spec.filename,
     )
     return (f"{path}:{spec.checkpoint_key}" if spec.checkpoint_key else path), digest
 
