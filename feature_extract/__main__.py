@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--list-models",
         action="store_true",
-        help="print the registered backbones (feature dim, input size, checkpoint) and exit",
+        help="print the registered backbones (feature dim, input size, preprocessing, weights, "
+        "which feature) and exit",
     )
     p.add_argument("--out", help="store path (default: features/DATA-MODEL.h5)")
     p.add_argument(
@@ -112,25 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_models() -> str:
     """The table printed by ``--list-models``: name, family, feature dim, input size,
-    preprocessing (after decode), and where the weights come from."""
+    preprocessing (after decode) and where the weights come from; under each row, indented, the
+    backbone's description (which feature it caches, any normalisation inside the model)."""
     from feature_extract.registry import describe_backbones
 
     rows = [("name", "family", "dim", "input", "preprocessing", "weights")]
+    notes = [""]
     for b in describe_backbones():
         dim = "H*W*3" if b["dim"] is None else str(b["dim"])
         size = "image" if b["resolution"] is None else f"{b['resolution']}px"
         if b["weights"] == "none":
-            where = "none (no weights): " + b["description"]
+            where = "none (no weights)"
         elif b["checkpoint"]:
             where = b["checkpoint"]
         else:
             where = f"none published: --init-random or --checkpoint FILE ({b['weights']})"
         rows.append((b["name"], b["family"], dim, size, b["preprocessing"], where))
+        notes.append(b["description"])
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join(
-        "  ".join(f"{cell:<{w}}" for cell, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
-        for r in rows
-    )
+    lines = []
+    for row, note in zip(rows, notes, strict=True):
+        cells = "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:5], widths, strict=True))
+        lines.append(f"{cells}  {row[5]}")
+        if note:
+            lines.append(f"    {note}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ offline test points the download probe at a closed local port)."""
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -60,8 +61,14 @@ def test_help_shows_every_default_and_list_models():
 def test_list_models_prints_family_dim_input_preprocessing_and_weights():
     done = _cli("--list-models")
     assert done.returncode == 0 and done.stderr == ""
-    lines = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}
-    assert set(lines) == set(registry.list_backbones())
+    lines, notes, name = {}, {}, None
+    for line in done.stdout.splitlines()[1:]:
+        if line.startswith("    "):  # the description of the row above
+            notes[name] = line.strip()
+        else:
+            name = line.split()[0]
+            lines[name] = line.split()
+    assert set(lines) == set(registry.list_backbones()) == set(notes)
     assert lines["vit-b16-i21k"][1:5] == [
         "big_vision_vit",
         "768",
@@ -72,6 +79,19 @@ def test_list_models_prints_family_dim_input_preprocessing_and_weights():
     assert lines["bit-m-r50x1"][1:4] == ["bit", "2048", "224px"]
     assert lines["pixels"][2] == "H*W*3" and lines["pixels"][5:7] == ["none", "(no"]
     assert "--init-random" in " ".join(lines["vit-mu16"])
+    dinov2, clip = "timm:vit_small_patch14_dinov2.lvd142m", "timm:vit_base_patch16_clip_224.openai"
+    assert lines[dinov2][1:5] == [
+        "timm_vit",
+        "768",
+        "224px",
+        "resize_small(256)|central_crop(224)|value_range(0,1)",
+    ]
+    assert lines[dinov2][5] == (
+        "https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m/resolve/main/model.safetensors"
+    )
+    assert "[cls token, mean patch token]" in notes[dinov2] and "0.485" in notes[dinov2]
+    assert "before the projection" in notes[clip] and "0.48145466" in notes[clip]
+    assert "MAP" in notes["timm:vit_base_patch16_siglip_224.v2_webli"]
 
 
 def test_listed_dims_are_the_models_output_dims():
@@ -86,6 +106,8 @@ def test_listed_dims_are_the_models_output_dims():
 
 # The store goes under the test's own directory: a store left in features/ must not change this.
 BASE = ["--data", "digits", "--model", "pixels", "--no-progress", "--out", "{tmp}/out.h5"]
+TIMM = ["--data", "digits", "--no-progress", "--out", "{tmp}/out.h5", "--model"]
+TIMM_DATA = pathlib.Path(ROOT) / "tests" / "data" / "timm"
 
 
 @pytest.mark.parametrize(
@@ -103,6 +125,24 @@ BASE = ["--data", "digits", "--model", "pixels", "--no-progress", "--out", "{tmp
             ["--data", "digits", "--model", "vit-mu16", "--checkpoint", "{tmp}/bad.npz"],
             "error: checkpoint '{tmp}/bad.npz' is not a readable .npz archive",
         ),
+        (
+            ["--data", "digits", "--model", "timm:vit_small_patch14_dinov2"],
+            "error: unknown backbone 'timm:vit_small_patch14_dinov2'; did you mean "
+            "timm:vit_small_patch14_dinov2.lvd142m,",
+        ),
+        (
+            [*TIMM, "timm:vit_small_patch14_dinov2.lvd142m", "--checkpoint", "{tmp}/bad.npz"],
+            "error: checkpoint '{tmp}/bad.npz' is not a readable .safetensors file",
+        ),
+        (
+            [*TIMM, "timm:vit_small_patch14_dinov2.lvd142m", "--checkpoint", "{tmp}/cut.st"],
+            "error: checkpoint '{tmp}/cut.st' is not a readable .safetensors file (Error while "
+            "deserializing header: incomplete metadata",
+        ),
+        (
+            [*TIMM, "timm:vit_base_patch16_clip_224.openai", "--checkpoint", "{tmp}/dino.st"],
+            "error: checkpoint '{tmp}/dino.st' does not match the model: missing",
+        ),
         ([*BASE, "--out", "{tmp}"], "error: {tmp} is a directory"),
         ([*BASE, "--out", "{tmp}/bad.npz"], "error: {tmp}/bad.npz is corrupt"),
         (
@@ -113,6 +153,9 @@ BASE = ["--data", "digits", "--model", "pixels", "--no-progress", "--out", "{tmp
 )
 def test_bad_input_is_one_error_line_and_status_2(tmp_path, args, first_line):
     (tmp_path / "bad.npz").write_text("not an archive\n")
+    dinov2 = (TIMM_DATA / "dinov2.safetensors").read_bytes()
+    (tmp_path / "dino.st").write_bytes(dinov2)
+    (tmp_path / "cut.st").write_bytes(dinov2[: len(dinov2) // 2])
     done = _cli(*(a.format(tmp=tmp_path) for a in args))
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(first_line.format(tmp=tmp_path)), done.stderr

@@ -76,8 +76,12 @@ FAMILY = registry.register_family(
 )
 
 
+FEATURES = {"tok": "cls token after encoder_norm", "map": "MAP-pooled (MAPHead_0)"}
+
+
 def _vit(name, variant, patch, url=None, key=None, res=224, desc="", **config) -> None:
     cfg = {"variant": variant, "patch": patch, "pool_type": "tok", "posemb": "learn", **config}
+    desc = f"{desc}; feature: {FEATURES[cfg['pool_type']]}"
     registry.register(
         registry.BackboneSpec(
             name,

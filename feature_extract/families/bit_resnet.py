@@ -58,7 +58,7 @@ def _bit(name, variant, url=None, res=224, desc="", **config) -> None:
             res,
             PREPROCESSING.format(r=res),
             url,
-            description=desc,
+            description=f"{desc}; feature: global average pool after the final GroupNorm + ReLU",
         )
     )
 
