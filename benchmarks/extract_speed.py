@@ -1,10 +1,13 @@
-"""Extraction speed: images/second of a backbone, model only and end to end.
+"""Extraction speed: images/second of backbones, model only and end to end.
 
     python -m benchmarks.extract_speed                       # ViT-B/16 at 224 px (tiny on CPU)
     python -m benchmarks.extract_speed --model vit-ti16-i21k --batch-size 512 --steps 50
+    python -m benchmarks.extract_speed --model vit-b16-i21k,timm:vit_base_patch16_clip_224.openai
 
-Two rows, both with random-initialised weights (speed does not depend on their values) and one
-compiled function per row (compilation is excluded by a warm-up):
+``--model`` takes registry names (timm's as ``timm:<model>.<tag>``), comma-separated: each is
+measured in turn, in one process. Two rows per model, both with random-initialised weights
+(speed does not depend on their values) and one compiled function per row (compilation is
+excluded by a warm-up):
 
 - ``model only``: synthetic device-resident uint8 images ``[B, R, R, 3]``, ``steps`` forward
   passes (the trailing ``value_range`` of the preprocessing included, as it runs on device);
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -86,13 +90,43 @@ def end_to_end(
         return rows / run("timed", rows), rows
 
 
+def measure(model: str, args: Any) -> list[dict]:
+    """The two rows (model only, end to end) of one backbone."""
+    backbone = load_backbone(model, init_random=True, dtype=COMPUTE_DTYPES[args.dtype])
+    extractor = Extractor(backbone)
+    batch = extractor.round_batch_size(args.batch_size)
+    resolution = backbone.resolution or 224
+    family = backbone.spec.family if backbone.spec else ""
+    common = {"model": model, "family": family, "dim": backbone.feature_dim, "batch": batch}
+    only = model_only(extractor, resolution, batch, args.steps)
+    rate, rows = end_to_end(extractor, args.data, batch, args.steps, args.workers, args.dtype)
+    return [
+        {
+            "what": f"{model}: model only, synthetic {resolution}px",
+            "kind": "model only",
+            **common,
+            "rows": batch * args.steps,
+            "images_per_s": only,
+        },
+        {
+            "what": f"{model}: end to end from {args.data} (decode, resize, store)",
+            "kind": "end to end",
+            **common,
+            "rows": rows,
+            "images_per_s": rate,
+        },
+    ]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Run both measurements, print a table, and return its rows."""
+    """Run both measurements for every ``--model``, print a table, and return its rows."""
     cpu = _on_cpu()
     from benchmarks.cli import Parser, positive_int
 
     p = Parser(prog="python -m benchmarks.extract_speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="vit-b16-i21k", help="backbone (random weights)")
+    p.add_argument(
+        "--model", default="vit-b16-i21k", help="backbones, comma-separated (random weights)"
+    )
     p.add_argument(
         "--batch-size", type=positive_int, default=4 if cpu else 256, help="images per batch"
     )
@@ -109,32 +143,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--workers", type=positive_int, help="decoding threads (unset: usable CPUs)")
     args = p.parse_args(argv)
 
-    backbone = load_backbone(args.model, init_random=True, dtype=COMPUTE_DTYPES[args.dtype])
-    extractor = Extractor(backbone)
-    batch = extractor.round_batch_size(args.batch_size)
-    resolution = backbone.resolution or 224
-    results = [
-        {
-            "what": f"model only, synthetic {resolution}px",
-            "rows": batch * args.steps,
-            "images_per_s": model_only(extractor, resolution, batch, args.steps),
-        }
-    ]
-    rate, rows = end_to_end(extractor, args.data, batch, args.steps, args.workers, args.dtype)
-    results.append(
-        {
-            "what": f"end to end from {args.data} (decode, resize, store)",
-            "rows": rows,
-            "images_per_s": rate,
-        }
-    )
+    results = [row for model in args.model.split(",") for row in measure(model.strip(), args)]
     print(
-        f"extraction speed: {args.model}, {args.dtype}, batch {batch}, on {device_name()}, "
+        f"extraction speed: {args.dtype}, batch {results[0]['batch']}, on {device_name()}, "
         f"jax {jax.__version__}"
     )
-    print(f"{'measurement':<48} {'images':>8} {'images/s':>10}")
+    width = max(len(r["model"]) for r in results)
+    print(f"{'model':<{width}} {'measurement':<11} {'dim':>5} {'images':>7} {'images/s':>9}")
     for r in results:
-        print(f"{r['what']:<48} {r['rows']:>8d} {r['images_per_s']:>10.1f}")
+        print(
+            f"{r['model']:<{width}} {r['kind']:<11} {r['dim']:>5} {r['rows']:>7d} "
+            f"{r['images_per_s']:>9.2f}"
+        )
+    print(f"end to end: {args.data} through decode, resize, transfer, forward and store writes")
     return results
 
 

@@ -24,6 +24,10 @@ failing unit records its error and the run goes on, and a unit that would end pa
                   store and references as ``fit``
     extract_more  ViT-B/16 model only at batch 512, and end to end from synthetic uint8 images
                   (threaded host resize, transfer, forward, store writes)
+    extract_timm  the timm families (DINOv2 B/14, CLIP B/16, SigLIP B/16, random weights) in
+                  our Flax ViT beside timm's own model of the same architecture on the same
+                  device and batch, model only, bf16 (timm: eager, bf16 autocast); the timm rows
+                  are skipped when torch or timm is not installed
 
 Device times are medians of a few repeats after a warm-up call (compilation excluded), each call
 ended by ``block_until_ready`` (``torch.cuda.synchronize`` for torch); data is generated on the
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -59,7 +64,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SECTIONS = ("matmul", "head", "fit", "extract", "timm", "opacus", "fit_dp_gd", "extract_more")
+SECTIONS = (
+    "matmul",
+    "head",
+    "fit",
+    "extract",
+    "timm",
+    "opacus",
+    "fit_dp_gd",
+    "extract_more",
+    "extract_timm",
+)
 CLIP, SIGMA = 1.0, 1.0  # as benchmarks.head_speed's step functions
 VERSION_PACKAGES = (
     "jax",
@@ -98,6 +113,9 @@ class Plan:
     timm_model: str
     timm_kwargs: dict[str, Any]
     timm_batch: int
+    # extract_timm: (registry name, timm model, input size); timm_sizes shrinks both models
+    timm_families: tuple[tuple[str, str, int], ...]
+    timm_sizes: dict[str, int]
     opacus_shape: tuple[int, int, int]
     opacus_hooks_chunk: int
     opacus_hooks_rows: int
@@ -126,6 +144,12 @@ FULL = Plan(
     timm_model="vit_base_patch16_224",
     timm_kwargs={},
     timm_batch=256,
+    timm_families=(
+        ("timm:vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2", 224),
+        ("timm:vit_base_patch16_clip_224.openai", "vit_base_patch16_clip_quickgelu_224", 224),
+        ("timm:vit_base_patch16_siglip_224.webli", "vit_base_patch16_siglip_224", 224),
+    ),
+    timm_sizes={},
     opacus_shape=IMAGENET,
     opacus_hooks_chunk=4096,
     opacus_hooks_rows=8 * 4096,
@@ -151,6 +175,12 @@ TINY = Plan(
     timm_model="vit_tiny_patch16_224",
     timm_kwargs={"img_size": 32},
     timm_batch=4,
+    timm_families=(
+        ("timm:vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2", 28),
+        ("timm:vit_base_patch16_clip_224.openai", "vit_base_patch16_clip_quickgelu_224", 32),
+        ("timm:vit_base_patch16_siglip_224.webli", "vit_base_patch16_siglip_224", 32),
+    ),
+    timm_sizes={"width": 16, "depth": 1, "num_heads": 2, "mlp_dim": 64},
     opacus_shape=(2048, 64, 200),
     opacus_hooks_chunk=256,
     opacus_hooks_rows=512,
@@ -768,6 +798,53 @@ def section_timm(run: Runner) -> dict[str, Any]:
     return {"model": plan.timm_model, "resolution": res, "device": device, "rows": rows}
 
 
+def timm_family_model(arch: str, res: int, sizes: dict[str, int], device: str) -> Any:
+    """timm's ``arch`` (random weights, no classifier) at ``res`` px, shrunk to ``sizes``."""
+    import timm
+    import torch
+
+    kwargs: dict[str, Any] = {"img_size": res}
+    if sizes:
+        kwargs.update(embed_dim=sizes["width"], depth=sizes["depth"], num_heads=sizes["num_heads"])
+        kwargs["mlp_ratio"] = sizes["mlp_dim"] / sizes["width"]
+    model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+    return model.to(device).eval().to(memory_format=torch.channels_last)
+
+
+def section_extract_timm(run: Runner) -> dict[str, Any]:
+    """Each timm family in our Flax ViT, then timm's model of the same architecture, on the same
+    device at the same batch (model only; timm's DINOv2 pools its cls token only: same cost)."""
+    from feature_extract.extraction import Extractor
+    from feature_extract.registry import load_backbone
+
+    plan = run.plan
+    batch, repeats = plan.timm_batch, max(2, plan.repeats // 2)
+    missing = installed("torch", "timm")
+    why = f"skipped: not installed ({', '.join(missing)})"
+    device, why = (None, why) if missing else _torch_device(run)
+    overrides = {"config": plan.timm_sizes} if plan.timm_sizes else None
+    rows = []
+    for name, arch, res in plan.timm_families:
+        table = f"{name} ({arch}), {res} px"
+        backbone = load_backbone(
+            name, init_random=True, dtype=jnp.bfloat16, resolution=res, spec_overrides=overrides
+        )
+        extractor = Extractor(backbone)
+        flax_rate = functools.partial(vit_model_only, extractor, batch, plan.vit_steps, repeats)
+        rows.append(run.unit(f"flax {name}", flax_rate, estimate="vit", table=table))
+        if device is None:
+            rows.append(
+                {"what": f"timm {arch}", "table": table, "status": "skipped", "reason": why}
+            )
+            continue
+        model = timm_family_model(arch, res, plan.timm_sizes, device)
+        timm_rate = functools.partial(
+            timm_images_per_s, model, device, batch, res, plan.vit_steps, repeats
+        )
+        rows.append(run.unit(f"timm {arch} eager", timm_rate, estimate="vit", table=table))
+    return {"batch": batch, "compute_dtype": "bfloat16", "torch_device": device, "rows": rows}
+
+
 # ---------------------------------------------------------------------------------------- opacus
 
 
@@ -1234,6 +1311,7 @@ def main(argv: list[str] | None = None) -> int:
         "opacus": lambda: section_opacus(run),
         "fit_dp_gd": lambda: section_fit_dp_gd(run),
         "extract_more": lambda: section_extract_more(run),
+        "extract_timm": lambda: section_extract_timm(run),
     }
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_dir = args.out_dir or os.path.join("benchmarks", "results", f"gpu-{stamp}")
