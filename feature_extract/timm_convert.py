@@ -70,6 +70,7 @@ MODULES: tuple[tuple[str, str, str], ...] = (
     (r"attn_pool\.mlp\.fc1", "MAPHead_0/MlpBlock_0/Dense_0", "dense"),
     (r"attn_pool\.mlp\.fc2", "MAPHead_0/MlpBlock_0/Dense_1", "dense"),
 )
+RULES = tuple((re.compile(module), scope, kind) for module, scope, kind in MODULES)
 DROPPED = re.compile(r"head\..*|mask_token")
 
 
@@ -186,11 +187,10 @@ def to_vit(state: Mapping[str, np.ndarray], template: Mapping[str, Any]) -> dict
     out = _positions(state, template)
     if "attn_pool.latent" in state:
         out["MAPHead_0/probe"] = state.pop("attn_pool.latent")
-    rules: list[tuple[re.Pattern, str, str]] = [(re.compile(m), s, k) for m, s, k in MODULES]
     for name, a in state.items():
         module, _, param = name.rpartition(".")
         converted = None
-        for pattern, scope, kind in rules:
+        for pattern, scope, kind in RULES:
             match = pattern.fullmatch(module)
             if match:
                 converted = _convert(kind, match.expand(scope), param, np.asarray(a), template)
