@@ -1,12 +1,14 @@
 """timm ViT checkpoints (``feature_extract/families/timm_vit.py``): parity with timm on the
 fixtures made by ``tests/data/make_timm_fixtures.py`` (no torch needed here), the name map, the
-position-grid resampling, loading by name from the cache, the offline error, and mismatched or
-damaged files."""
+position-grid resampling, loading by name from the cache, a hub-like download (redirect, resume)
+from a local server, the offline error, and mismatched or damaged files."""
 
 import hashlib
 import json
 import shutil
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jax
@@ -36,13 +38,18 @@ def _images(size: int) -> np.ndarray:
 
 
 def _load(fixture: str, size: int, name: str | None = None, config: dict | None = None, **kw):
+    """The fixture's registry entry at its tiny sizes (``config`` changes more), ``size`` px;
+    ``url=`` replaces the entry's URL, other keywords go to ``load_backbone``."""
     ref = _reference(fixture)
     kw.setdefault("checkpoint", str(DATA / f"{fixture}.safetensors"))
+    overrides = {"config": {**ref["config"], **(config or {})}}
+    if "url" in kw:
+        overrides["url"] = kw.pop("url")
     return registry.load_backbone(
         name or ref["name"],
         dtype=jnp.float32,
         resolution=size,
-        spec_overrides={"config": {**ref["config"], **(config or {})}},
+        spec_overrides=overrides,
         **kw,
     )
 
@@ -246,3 +253,54 @@ def test_bfloat16_files_load(tmp_path):
     backbone = _load("dinov2", 56, checkpoint=str(tmp_path / "bf16.safetensors"))
     cosine, _ = _agreement(_features(backbone, 56), _reference("dinov2")["features_56"])
     assert cosine > 0.99
+
+
+class _Hub(BaseHTTPRequestHandler):
+    """``/timm/<model>/resolve/main/model.safetensors`` redirects (302) to ``/blob``, as the hub
+    does; ``/blob`` serves ``server.payload`` from a ``Range: bytes=N-`` start, and cuts its first
+    answer to ``server.cut`` bytes when set."""
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        srv = self.server
+        if self.path.startswith("/timm/"):
+            self.send_response(302)
+            self.send_header("Location", "/blob")
+            self.end_headers()
+            return
+        rng = self.headers.get("Range")
+        srv.ranges.append(rng)
+        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        body = srv.payload[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            total = len(srv.payload)
+            self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut, srv.cut = srv.cut, None
+        self.wfile.write(body if cut is None else body[:cut])
+
+    def log_message(self, *args):
+        pass
+
+
+def test_downloads_through_a_redirect_resumes_and_caches_under_its_name(tmp_path):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    srv.payload = (DATA / "dinov2.safetensors").read_bytes()
+    srv.ranges, srv.cut = [], 1000
+    threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True).start()
+    model = "vit_small_patch14_dinov2.lvd142m"
+    url = f"http://127.0.0.1:{srv.server_address[1]}/timm/{model}/resolve/main/model.safetensors"
+    try:
+        with pytest.raises(download.DownloadError, match="run again to resume"):
+            _load("dinov2", 56, checkpoint=None, cache_dir=str(tmp_path), url=url)
+        backbone = _load("dinov2", 56, checkpoint=None, cache_dir=str(tmp_path), url=url)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert srv.ranges == [None, "bytes=1000-"]  # the Range header survives the redirect
+    cached = tmp_path / f"{model}.safetensors"
+    assert backbone.checkpoint == str(cached) and cached.read_bytes() == srv.payload
+    assert backbone.checkpoint_sha256 == hashlib.sha256(srv.payload).hexdigest()
+    cosine, _ = _agreement(_features(backbone, 56), _reference("dinov2")["features_56"])
+    assert cosine >= 0.99999
