@@ -1,14 +1,15 @@
 """Vision Transformer (Flax linen) whose parameter tree uses big_vision's names.
 
 Tree: ``embedding/{kernel,bias}``, ``pos_embedding`` [1, h*w, D] (learned posemb only), ``cls``
-(``pool_type="tok"``), ``Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_0/
-{query,key,value,out}, LayerNorm_1, MlpBlock_0/Dense_{0,1}}``, ``Transformer/encoder_norm``,
+(``pool_type`` ``tok`` or ``tok_gap``), ``Transformer/encoderblock_{i}/{LayerNorm_0,
+MultiHeadDotProductAttention_0/{query,key,value,out}, LayerNorm_1, MlpBlock_0/Dense_{0,1}}``,
+``Transformer/encoder_norm``,
 ``MAPHead_0/{probe, MultiHeadDotProductAttention_0, LayerNorm_0, MlpBlock_0}`` (``pool_type="map"``)
 and ``pre_logits`` (when ``pre_logits`` is set). There is no classification ``head``: the model
 returns the feature, i.e. big_vision's ``pre_logits`` output.
 
 Block (pre-norm): ``x += MHSA(LN(x)); x += MLP(LN(x))`` with ``MLP = Dense . gelu_tanh . Dense``,
-LayerNorm epsilon 1e-6. Inputs are images in [-1, 1].
+LayerNorm epsilon 1e-6. Inputs are images in [-1, 1] (with ``input_mean``, in [0, 1]).
 
 Options for other ViT families (timm's DINOv2, CLIP, SigLIP; docs/architecture.md, "Backbones"),
 each off by default so the big_vision tree and numbers are unchanged:
@@ -87,7 +88,7 @@ def activation(name: str, h: jax.Array) -> jax.Array:
 
 
 class MlpBlock(nn.Module):
-    """``Dense(mlp_dim) -> act -> Dense(D)`` (``act``: gelu with the tanh approximation)."""
+    """``Dense(mlp_dim) -> act -> Dense(D)`` (``act`` by default gelu, tanh approximation)."""
 
     mlp_dim: int
     dtype: Any = jnp.float32
