@@ -129,7 +129,7 @@ def _scan(path: str) -> list[os.DirEntry]:
 
 
 def _is_image(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return not name.startswith(".") and "." + name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
 
 
 def class_folders(path: str) -> list[str]:
@@ -177,7 +177,7 @@ def _walk(folder: str, prefix: str, label: int, files: Files, seen: set[tuple[in
     for entry in _scan(folder):
         if entry.name.startswith("."):
             continue
-        key = posixpath.join(prefix, entry.name)
+        key = f"{prefix}/{entry.name}" if prefix else entry.name
         if entry.is_file(follow_symlinks=False):
             if _is_image(entry.name):
                 files.add(key, label)
