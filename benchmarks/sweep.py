@@ -644,7 +644,7 @@ def dataset_info(data: Dataset, delta: float) -> dict[str, Any]:
         grid["grid"] = (
             "its own grid: ε "
             + ", ".join("∞" if math.isinf(e) else f"{e:g}" for e in data.epsilons or ())
-            + f"; {data.seeds} noise seeds"
+            + f"; {data.seeds} noise seed{'s' if data.seeds != 1 else ''}"
         )
     return {
         **data.public,
