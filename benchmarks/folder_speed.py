@@ -63,7 +63,7 @@ def measure(root: str, workers: int | None, repeats: int) -> dict[str, float]:
     spec = f"folder:{root}"
     source = open_source(spec, "all")
     n = len(source)
-    paths = [os.path.join(root, key) for key in source._keys]
+    paths = [os.path.join(root, key) for key in source.keys]
     host = preprocess.build("decode|resize(28)")
 
     def read() -> None:

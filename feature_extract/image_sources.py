@@ -113,6 +113,16 @@ class FileSource(Source):
     def __len__(self) -> int:
         return len(self._keys)
 
+    @property
+    def keys(self) -> list[str]:
+        """The rows' paths relative to the folder (or as a list writes them), in row order."""
+        return list(self._keys)
+
+    @property
+    def root(self) -> str:
+        """The folder the keys are relative to."""
+        return self._root
+
     def get(self, indices: Sequence[int]) -> tuple[list, np.ndarray, np.ndarray]:
         keys = [self._keys[int(i)] for i in indices]
         images = [decode_image(os.path.join(self._root, key)) for key in keys]

@@ -136,7 +136,7 @@ def test_folder_rows_labels_ids_and_hash_order(tmp_path):
     _image(tmp_path / "d" / "eel" / "deep" / "nested.JPG", fmt="JPEG")
     source = datasets.open_source(f"folder:{tmp_path / 'd'}", "all")
     assert (source.num_classes, source.class_names, len(source)) == (3, ("cat", "dog", "eel"), 16)
-    keys = source._keys
+    keys = source.keys
     assert keys == sorted(keys, key=listing.order_key)
     assert "eel/deep/nested.JPG" in keys and not any(k.endswith((".txt", "._0.png")) for k in keys)
     images, labels, ids = source.get(range(16))
@@ -147,14 +147,12 @@ def test_folder_rows_labels_ids_and_hash_order(tmp_path):
     np.testing.assert_array_equal(ids, [datasets.hash_id(k) for k in keys])
     head = datasets.open_source(f"folder:{tmp_path / 'd'}", "all[:75%]")
     tail = datasets.open_source(f"folder:{tmp_path / 'd'}", "all[75%:]")
-    assert head._keys + tail._keys == keys and len(head) == 12
+    assert head.keys + tail.keys == keys and len(head) == 12
 
     _image(tmp_path / "d" / "dog" / "new.png")  # a file added elsewhere keeps every other place
-    again = datasets.open_source(f"folder:{tmp_path / 'd'}", "all")._keys
+    again = datasets.open_source(f"folder:{tmp_path / 'd'}", "all").keys
     assert [k for k in again if k != "dog/new.png"] == keys
-    moved = set(datasets.open_source(f"folder:{tmp_path / 'd'}", "all[:75%]")._keys) ^ set(
-        head._keys
-    )
+    moved = set(datasets.open_source(f"folder:{tmp_path / 'd'}", "all[:75%]").keys) ^ set(head.keys)
     assert moved <= {"dog/new.png", *keys[11:13]}
 
 
@@ -206,13 +204,13 @@ def test_list_rows_relative_absolute_integer_labels_and_split_column(tmp_path):
     spec, classes = f"list:{tmp_path / 'l.csv'}", str(tmp_path / "classes.txt")
     train = datasets.open_source(spec, "train", classes=classes)
     test = datasets.open_source(spec, "test", classes=classes)
-    assert sorted(zip(train._keys, train._labels.tolist(), strict=True)) == [
+    assert sorted(zip(train.keys, train._labels.tolist(), strict=True)) == [
         ("imgs/a.png", 0),
         ("imgs/b.png", 1),
     ]
-    assert sorted(test._keys) == sorted(["imgs/c.png", str(absolute)])
+    assert sorted(test.keys) == sorted(["imgs/c.png", str(absolute)])
     images, _, ids = test.get([0, 1])
-    assert images[0].shape == (5, 6, 3) and set(ids) == {datasets.hash_id(k) for k in test._keys}
+    assert images[0].shape == (5, 6, 3) and set(ids) == {datasets.hash_id(k) for k in test.keys}
 
 
 def test_a_list_needs_a_class_file(tmp_path, capsys):
