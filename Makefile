@@ -8,8 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-DATA ?= digits
-MODEL ?= pixels
+DATA ?= mnist5k
+MODEL ?= scatnet
 OUT ?= features/$(DATA)-$(MODEL).h5
 FEATURES ?= $(OUT)
 EPS ?= 4

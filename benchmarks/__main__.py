@@ -2,6 +2,7 @@
 
 python -m benchmarks sweep                                 # the default suite (make bench)
 python -m benchmarks sweep --data digits --seeds 3
+python -m benchmarks sweep --data mnist5k-scatnet --epsilons 1,3,8,inf --seeds 3
 python -m benchmarks sweep --features features/cifar10-vit.h5 --epsilons 1,4,inf
 python -m benchmarks sweep --synthetic imagenet-like --scale 0.05 --methods auto,dp_gd
 python -m benchmarks speed                                 # make bench-speed
@@ -59,8 +60,9 @@ def sweep_parser() -> Parser:
         "--data",
         action="append",
         default=[],
-        choices=["digits"],
-        help="bundled dataset (digits store, built with feature_extract if missing); repeatable",
+        choices=sorted(sweep.BUNDLED_STORES),
+        help="bundled dataset store (features/NAME.h5, built with feature_extract if missing); "
+        "repeatable",
     )
     p.add_argument(
         "--digits-store", default=sweep.DEFAULT_DIGITS_STORE, help="where the digits store lives"
@@ -137,7 +139,10 @@ def run_sweep_cli(argv: list[str]) -> int:
     log = lambda line: print(line, flush=True)  # noqa: E731
     try:
         datasets = [sweep.load_store(path, test_split=args.test_split) for path in args.features]
-        datasets += [sweep.load_digits(args.digits_store, log) for _ in args.data]
+        datasets += [
+            sweep.load_bundled(d, args.digits_store if d == "digits" else None, log)
+            for d in args.data
+        ]
         datasets += [sweep.load_synthetic(name, args.scale or 1.0) for name in args.synthetic]
         name = args.name
         if not datasets:

@@ -140,8 +140,9 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
             f"## {name}",
             "",
             f"D={info['dim']}, K={info['num_classes']}; δ={float(info['delta']):g}; "
-            f"{info['source']}.",
+            f"{info['source']}" + (f"; {info['grid']}" if info.get("grid") else "") + ".",
             "",
+            *([f"{info['reference']}.", ""] if info.get("reference") else []),
             "| method | hyperparameters | " + " | ".join(map(_eps_label, epsilons)) + " |",
             "|---|---|" + "---|" * len(epsilons),
         ]

@@ -1,6 +1,7 @@
 """feature_extract: cache embeddings of a frozen backbone on a dataset in an HDF5 feature store.
 
-``extract``, ``load_backbone`` and ``list_backbones`` are imported lazily, so that
+``extract``, ``image_arrays`` (images in memory as a dataset), ``load_backbone`` and
+``list_backbones`` are imported lazily, so that
 ``import feature_extract.store`` (the reader used by ``private_head``) loads only numpy and h5py.
 """
 
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["extract", "list_backbones", "load_backbone"]
+__all__ = ["extract", "image_arrays", "list_backbones", "load_backbone"]
 
 _LAZY = {
     "extract": "feature_extract.extraction",
+    "image_arrays": "feature_extract.arrays",
     "load_backbone": "feature_extract.registry",
     "list_backbones": "feature_extract.registry",
 }

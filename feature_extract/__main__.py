@@ -1,4 +1,9 @@
-"""Command line: ``python -m feature_extract --data digits --model pixels --out features/x.h5``.
+"""Command line: ``python -m feature_extract --data mnist5k --model scatnet --out features/x.h5``.
+
+``--data`` is a bundled dataset (``mnist5k``, ``digits``), ``folder:DIR``, ``list:FILE.csv`` or a
+TFDS name; the default store is ``features/NAME-MODEL.h5`` with NAME the dataset name, a folder's
+name or a list's file name without its extension. Warnings (skipped files, empty class folders)
+print one line each, ``warning: ...``, on stderr.
 
 Errors (bad arguments, missing data or weights, an unreachable download server, a store written
 by another run or being written right now, a damaged store) print one line, ``error: ...``, on
@@ -9,8 +14,12 @@ run again. ``--list-models`` prints the registered backbones.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from typing import NoReturn
+
+from PIL import Image
 
 from feature_extract import multihost
 from feature_extract.extraction import COMPUTE_DTYPES
@@ -46,7 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsFormatter,
     )
     p.add_argument(
-        "--data", help="'digits' (bundled, offline) or a TFDS name (required unless --list-models)"
+        "--data",
+        help="'mnist5k' or 'digits' (bundled, offline), 'folder:DIR' (DIR/<class>/<image>, or "
+        "DIR/<split>/<class>/<image>), 'list:FILE.csv' (path,label[,split] rows; needs "
+        "--classes), or a TFDS name (required unless --list-models)",
+    )
+    p.add_argument(
+        "--classes",
+        help="class file, one name per line in index order: the public label space of a "
+        "folder: or list: dataset (default for a folder: its sorted class folder names)",
+    )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="folder:/list: data: check every file first, skip those that do not decode and "
+        "list them in the store's skipped_files attribute (without it: an error naming the "
+        "first one)",
     )
     p.add_argument(
         "--model", help="registered backbone, see --list-models (required unless --list-models)"
@@ -61,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--splits",
         default="train,test",
-        help="comma list of splits; name=spec for slices, e.g. train=train[:90%%],val=train[90%%:]",
+        help="comma list of splits; name=spec for slices, e.g. "
+        "train=train[:90%%],val=train[90%%:]; a folder or list without split sub-folders "
+        "(column) has one split, 'all', in a fixed hashed order: e.g. "
+        "train=all[:90%%],test=all[90%%:]",
     )
     p.add_argument("--batch-size", type=int, default=256, help="images per device batch")
     p.add_argument(
@@ -140,6 +167,16 @@ def list_models() -> str:
     return "\n".join(lines)
 
 
+def default_name(data: str) -> str:
+    """The store name of ``--data``: a folder's name, a list's file name without extension, or
+    the dataset name itself."""
+    kind, sep, path = data.partition(":")
+    if sep and kind in ("folder", "list"):
+        base = os.path.basename(os.path.normpath(os.path.expanduser(path)))
+        return os.path.splitext(base)[0] if kind == "list" else base
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -149,9 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f"--{k}" for k in ("data", "model") if not getattr(args, k)]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
+    out = args.out or f"features/{default_name(args.data)}-{args.model}.h5"
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        # decoding refuses an image over Pillow's limit itself; Pillow's warning would repeat it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _run(args, out)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, out: str) -> int:
+    """Extract as ``args`` say; errors as one line (module docstring)."""
     from feature_extract.extraction import extract
 
-    out = args.out or f"features/{args.data}-{args.model}.h5"
     try:
         # Several processes: each extracts its share into a shard, process 0 assembles OUT.
         run = multihost.extract_sharded if multihost.initialize_from_args(args) else extract
@@ -175,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             skip_complete=args.skip_complete,
+            classes=args.classes,
+            skip_unreadable=args.skip_unreadable,
         )
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

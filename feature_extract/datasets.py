@@ -1,4 +1,7 @@
-"""Labelled image sources: TFDS datasets (read without TensorFlow) and the bundled ``digits``.
+"""Labelled image sources: ``open_source`` for every kind, and TFDS (read without TensorFlow).
+
+Kinds: the bundled ``digits`` and ``mnist5k`` (``bundled``), ``folder:DIR`` and ``list:FILE.csv``
+(``image_sources``), images in memory (``arrays.ArrayDataset``), and TFDS datasets (here).
 
 Every source is a random-access sequence of examples with a public label space:
 ``len(source)``, ``source.num_classes``, ``source.class_names``, ``source.name``,
@@ -9,7 +12,8 @@ Every source is a random-access sequence of examples with a public label space:
 Ids: a TFDS example's string id (its ``tfds_id`` or ``id`` feature) hashed to int64 (the first 8
 bytes of its BLAKE2b digest, little-endian, signed); when the dataset has none, the example's index
 in its base split (``train[90%:]`` starts at the 90% offset, when the split sizes are known) else in
-the split as given. ``digits`` ids are the row index in scikit-learn's ``load_digits``.
+the split as given. Bundled and in-memory sets: the row index of the image in its array; files: a
+hash of the relative path.
 """
 
 from __future__ import annotations
@@ -23,15 +27,11 @@ import os
 import shutil
 import types
 from collections.abc import Iterator, Sequence
-from functools import cache
+from typing import Any
 
 import numpy as np
 
 from feature_extract import netprobe
-
-DIGITS_SEED = 0
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_VERSION = "1.0.0"  # bump if the split definition below ever changes
 
 
 class DatasetError(ValueError):
@@ -55,6 +55,10 @@ class Source(abc.ABC):
     def get(self, indices: Sequence[int]) -> tuple[list, np.ndarray, np.ndarray]:
         """``(images, labels int32, ids int64)`` of the rows ``indices`` (in that order)."""
 
+    def attrs(self) -> dict[str, Any]:
+        """What the store records about this split beyond its identity (none by default)."""
+        return {}
+
 
 def hash_id(text: str) -> int:
     """A stable signed int64 from a string id: BLAKE2b-64 of its UTF-8 bytes, little-endian."""
@@ -62,7 +66,7 @@ def hash_id(text: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
-def _read_instructions(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
+def read_instructions(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
     """``(base_split, start, stop)`` pieces of a TFDS split string such as ``train[:90%]+test``."""
     import tensorflow_datasets as tfds
 
@@ -83,58 +87,10 @@ def _read_instructions(split: str, sizes: dict[str, int]) -> list[tuple[str, int
 def base_indices(split: str, sizes: dict[str, int]) -> np.ndarray | None:
     """Each row's index in its base split (``train[90%:]`` of 100 rows -> 90..99), or None when
     the split string concatenates several base splits (their indices would collide)."""
-    pieces = _read_instructions(split, sizes)
+    pieces = read_instructions(split, sizes)
     if len({base for base, _, _ in pieces}) != 1:
         return None
     return np.concatenate([np.arange(start, stop, dtype=np.int64) for _, start, stop in pieces])
-
-
-@cache
-def _digits() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """scikit-learn's digits as ``uint8 [1797, 8, 8, 3]`` images, labels and the fixed split.
-
-    Pixels 0..16 map to ``round(v * 255 / 16)``. The split is stratified: for each class in order,
-    a permutation of its rows from ``default_rng(DIGITS_SEED)`` puts the first
-    ``round(DIGITS_TEST_FRACTION * n_c)`` rows in ``test``, the rest in ``train``; both sorted.
-    """
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    grey = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)
-    images = np.repeat(grey[..., None], 3, axis=-1)
-    labels = data.target.astype(np.int32)
-    rng = np.random.default_rng(DIGITS_SEED)
-    train, test = [], []
-    for c in range(10):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        n_test = round(DIGITS_TEST_FRACTION * rows.size)
-        test.append(rows[:n_test])
-        train.append(rows[n_test:])
-    splits = {"train": np.sort(np.concatenate(train)), "test": np.sort(np.concatenate(test))}
-    return images, labels, splits
-
-
-class DigitsSource(Source):
-    """The bundled offline dataset: scikit-learn's 8x8 handwritten digits, 10 classes."""
-
-    name = "digits"
-    version = DIGITS_VERSION
-    num_classes = 10
-    class_names = tuple(str(c) for c in range(10))
-
-    def __init__(self, split: str = "train"):
-        images, labels, splits = _digits()
-        sizes = {k: v.size for k, v in splits.items()}
-        rows = [splits[base][start:stop] for base, start, stop in _read_instructions(split, sizes)]
-        self.split, self._rows = split, np.concatenate(rows)
-        self._images, self._labels = images, labels
-
-    def __len__(self) -> int:
-        return int(self._rows.size)
-
-    def get(self, indices: Sequence[int]) -> tuple[list, np.ndarray, np.ndarray]:
-        rows = self._rows[np.asarray(indices, dtype=np.int64)]
-        return list(self._images[rows]), self._labels[rows], rows.astype(np.int64)
 
 
 class TFDSSource(Source):
@@ -223,12 +179,15 @@ def _unknown_name(name: str) -> DatasetError:
     """``unknown dataset 'x'``, with the closest bundled or TFDS names."""
     import tensorflow_datasets as tfds
 
+    from feature_extract.bundled import BUNDLED
+
     base = name.split(":")[0].split("/")[0].lower()
     names = [*BUNDLED, *tfds.list_builders(with_community_datasets=False)]
     close = difflib.get_close_matches(base, names, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return DatasetError(
-        f"unknown dataset {name!r}: neither bundled ({', '.join(BUNDLED)}) nor a TFDS dataset; "
+        f"unknown dataset {name!r}: neither bundled ({', '.join(BUNDLED)}), folder:DIR, "
+        "list:FILE.csv nor a TFDS dataset; "
         f"{hint}`python -c 'import tensorflow_datasets as t; print(t.list_builders())'` lists "
         "the TFDS names"
     )
@@ -305,7 +264,7 @@ def _open_tfds(name: str, split: str, data_dir: str | None, download: bool):
         raise DatasetError(
             f"cannot reach the download servers of TFDS dataset {name!r} ({', '.join(down)}) "
             f"within {netprobe.DEFAULT_TIMEOUT:g} s, so it cannot be downloaded: {prepare}; or "
-            "use --data digits (bundled, offline)."
+            "use --data mnist5k or digits (bundled, offline)."
         ) from None
     before = _snapshot(root) if root else set()
     try:
@@ -322,13 +281,40 @@ def _open_tfds(name: str, split: str, data_dir: str | None, download: bool):
         ) from err
 
 
-BUNDLED = {"digits": DigitsSource}
-
-
 def open_source(
-    name: str, split: str = "train", *, data_dir: str | None = None, download: bool = True
+    name: Any,
+    split: str = "train",
+    *,
+    data_dir: str | None = None,
+    download: bool = True,
+    classes: str | None = None,
+    skip_unreadable: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> Source:
-    """The split ``split`` of dataset ``name``: a bundled dataset, else a TFDS dataset."""
+    """The split ``split`` of dataset ``name``: an ``arrays.ArrayDataset``, a bundled name,
+    ``folder:DIR`` or ``list:FILE.csv`` (``classes``: a class file; ``skip_unreadable``, with
+    ``workers`` threads and a progress bar, see ``image_sources``), else a TFDS name."""
+    from feature_extract import image_sources
+    from feature_extract.arrays import ArrayDataset
+    from feature_extract.bundled import BUNDLED, bundled
+
+    if isinstance(name, ArrayDataset):
+        return name.source(split)
+    if image_sources.is_files_spec(name):
+        return image_sources.open_files_source(
+            name,
+            split,
+            classes=classes,
+            skip_unreadable=skip_unreadable,
+            workers=workers,
+            progress=progress,
+        )
+    if classes is not None:
+        raise DatasetError(
+            f"--classes (classes=) applies to folder: and list: datasets, not to {name!r}, whose "
+            "label space comes from its metadata"
+        )
     if name in BUNDLED:
-        return BUNDLED[name](split)
+        return bundled(name).source(split)
     return TFDSSource(name, split, data_dir=data_dir, download=download)

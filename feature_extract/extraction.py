@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from feature_extract import pipeline, preprocess, store
+from feature_extract.arrays import ArrayDataset
 from feature_extract.datasets import DatasetError, Source, open_source
 from feature_extract.registry import Backbone, load_backbone
 
@@ -178,7 +180,12 @@ def identity_attrs(
     checkpoint = backbone.checkpoint or ""
     if not sha and jax.tree_util.tree_leaves(backbone.params):
         sha, checkpoint = params_sha256(backbone.params), "random-init"
+    extra = {  # lists of names (skipped files) as HDF5 string arrays
+        k: np.array(v, dtype=h5py.string_dtype()) if isinstance(v, list) else v
+        for k, v in source.attrs().items()
+    }
     return {
+        **extra,
         "backbone": backbone.name,
         "checkpoint": checkpoint,
         "checkpoint_sha256": sha,
@@ -384,7 +391,7 @@ def _write(writer: store.SplitWriter, batch: pipeline.Batch, features: jax.Array
 
 
 def extract(
-    dataset: str,
+    dataset: str | ArrayDataset,
     model: str | Backbone,
     out: str | os.PathLike,
     splits: str | Sequence[str] | Mapping[str, str] = ("train", "test"),
@@ -406,8 +413,15 @@ def extract(
     prefetch: int | None = None,
     progress: bool = True,
     skip_complete: bool = False,
+    classes: str | None = None,
+    skip_unreadable: bool = False,
 ) -> dict[str, store.SplitInfo]:
     """Cache the features of ``model`` on ``dataset`` in the store ``out``; returns split infos.
+
+    ``dataset`` is a bundled name (``mnist5k``, ``digits``), ``folder:DIR``, ``list:FILE.csv``
+    (``classes``: a class file, required for a list; ``skip_unreadable``: skip and list the
+    files that do not decode, see ``image_sources``), a TFDS name, or images in memory
+    (``arrays.image_arrays``).
 
     ``model`` is a registered backbone name (weights from ``checkpoint``, the download cache, or a
     random initialisation with ``init_random``) or a ready :class:`Backbone`. ``dtype`` is the
@@ -441,7 +455,16 @@ def extract(
     )  # raises on a bad spec before any data
     jobs = [
         plan_split(
-            open_source(dataset, r.spec, data_dir=data_dir, download=download),
+            open_source(
+                dataset,
+                r.spec,
+                data_dir=data_dir,
+                download=download,
+                classes=classes,
+                skip_unreadable=skip_unreadable,
+                workers=workers,
+                progress=progress,
+            ),
             r.name,
             backbone,
             spec,

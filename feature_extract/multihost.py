@@ -217,7 +217,7 @@ def _virtual_split(f: h5py.File, out: str, name: str, parts: Sequence[store.Spli
 
 def _set_attrs(group: h5py.Group, attrs: Mapping[str, Any]) -> None:
     for key, value in attrs.items():
-        if key in ("class_names", "source_files", "source_tokens"):
+        if key in ("class_names", "source_files", "source_tokens") or isinstance(value, list):
             group.attrs[key] = np.array([str(c) for c in value or ()], dtype=h5py.string_dtype())
         else:
             group.attrs[key] = value
@@ -248,9 +248,12 @@ def extract_sharded(
 
     index, count = jax.process_index(), jax.process_count()
     requests = parse_splits(splits)
+    files = {k: options[k] for k in ("classes", "skip_unreadable", "workers") if k in options}
     ranges = {
         r.name: process_rows(
-            len(open_source(dataset, r.spec, data_dir=data_dir, download=download)), index, count
+            len(open_source(dataset, r.spec, data_dir=data_dir, download=download, **files)),
+            index,
+            count,
         )
         for r in requests
     }

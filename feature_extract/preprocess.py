@@ -7,7 +7,8 @@ A spec is ops joined by ``|``, each ``name`` or ``name(args)`` with Python liter
 Ops (``image`` is ``[H, W, C]``; sizes are ``size`` or ``(height, width)``):
 
 - ``decode``: encoded bytes (JPEG/PNG...) or an array -> ``uint8 [H, W, 3]`` (grey repeated to 3
-  channels, alpha dropped).
+  channels, alpha dropped; bytes through ``decoding.decode_image``: any Pillow mode, EXIF
+  orientation, the decompression-bomb limit).
 - ``resize(size)`` / ``resize(h, w)``: bilinear resize to exactly that size (PIL, which
   antialiases when it shrinks).
 - ``resize_small(s)``: bilinear resize so that the shorter side is ``s``; the longer side becomes
@@ -24,12 +25,13 @@ Ops (``image`` is ``[H, W, C]``; sizes are ``size`` or ``(height, width)``):
 from __future__ import annotations
 
 import ast
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from feature_extract.decoding import ImageReadError, decode_image
 
 ImageFn = Callable[[np.ndarray], np.ndarray]
 
@@ -50,10 +52,9 @@ def decode(image: np.ndarray | bytes) -> np.ndarray:
     """Encoded bytes or an array -> ``uint8 [H, W, 3]``."""
     if isinstance(image, (bytes, bytearray, np.bytes_)):
         try:
-            with Image.open(io.BytesIO(bytes(image))) as pil:
-                image = np.asarray(pil.convert("RGB"))
-        except OSError as err:
-            raise PreprocessError(f"cannot decode image bytes: {err}") from err
+            image = decode_image(bytes(image))
+        except ImageReadError as err:
+            raise PreprocessError(f"cannot decode {str(err).removeprefix('cannot read ')}") from err
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]

