@@ -13,13 +13,17 @@ for release r of the plan and draw t < count. The releaser refuses a name that i
 more draws than planned, so a run can never release more than the ledger holds. Its ``observer``
 (None in normal use) is a test seam: it sees each statistic before its noise is added and may
 replace the released value (record-and-replay of neighbouring datasets); it changes nothing else.
+``observing(observer)`` sets the observer of every releaser made inside a ``with`` block (so a
+whole ``fit`` or command-line run can be replayed: ``private_head.testing``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +119,20 @@ class Plan:
 
 
 Observer = Callable[[str, int, Any], Any]
+_OBSERVER: contextvars.ContextVar[Observer | None] = contextvars.ContextVar(
+    "observer", default=None
+)
+
+
+@contextlib.contextmanager
+def observing(observer: Observer) -> Iterator[None]:
+    """Every ``Releaser`` made in this block without an observer of its own gets ``observer``
+    (the test seam of the module docstring)."""
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 def symmetric_noise(key: jax.Array, dim: int, std: float | jax.Array) -> jax.Array:
@@ -159,7 +177,8 @@ class Releaser:
     """
 
     def __init__(self, plan: Plan, key: jax.Array, observer: Observer | None = None):
-        self.plan, self.key, self.observer = plan, key, observer
+        self.plan, self.key = plan, key
+        self.observer = observer if observer is not None else _OBSERVER.get()
         self.draws: dict[str, int] = {}
 
     def _next(self, name: str, kind: str) -> tuple[PlannedRelease, jax.Array, int]:
