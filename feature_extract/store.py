@@ -3,7 +3,7 @@
 See docs/architecture.md, "The feature store".
 
 Each split group holds
-    features  float16/float32 [N, D], chunked by rows, fletcher32 checksums
+    features  float16/float32 [N, D], chunks of 1 MiB of rows (D and dtype only), fletcher32
     labels    int32 [N]
     ids       int64 [N]   stable per-example ids (source index, or a hash of the TFDS id), unique
 and attributes: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``dataset``,
@@ -225,6 +225,11 @@ def check_labels(labels: np.ndarray, num_classes: int, what: str = "labels") -> 
 
 
 def _chunk_rows(dim: int, itemsize: int) -> int:
+    """Rows per HDF5 chunk: ``max(1, 1 MiB // (D x itemsize))``, a function of D and the dtype
+    alone. Never of the row count: readers size their reads by the chunk, and a chunk of N rows
+    would tell anyone who sees a read size the private N (docs/architecture.md, "The feature
+    store"). The datasets are resizable, so a chunk may hold more rows than the split; a split
+    smaller than one chunk still takes a whole chunk (about 1 MiB) on disk."""
     return max(1, _CHUNK_BYTES // max(1, dim * itemsize))
 
 
@@ -379,7 +384,7 @@ class SplitWriter:
         self, f: h5py.File, attrs: Mapping[str, Any], class_names: Sequence[str], feature_dtype: str
     ) -> None:
         group = f.create_group(self.split)
-        rows = min(_chunk_rows(self.dim, np.dtype(feature_dtype).itemsize), max(1, self.total_rows))
+        rows = _chunk_rows(self.dim, np.dtype(feature_dtype).itemsize)
         group.create_dataset(
             "features",
             shape=(0, self.dim),
