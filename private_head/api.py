@@ -16,13 +16,16 @@ The steps (docs/architecture.md, "What fit does"):
 
 Budget shares are fractions of the total mu^2 (``budget.split_mu``): ``count_budget_fraction``
 to the count, ``center_budget_fraction`` to the mean, the rest to the method. The report never
-holds the true row count; ``performance`` (not part of the privacy report) says how the rows
-were read.
+holds the true row count. ``head.performance`` holds the caller's ``Performance`` options only;
+how the rows were read (in place, streamed, the chunk sizes, the passes) and the wall time
+depend on the row count and go to ``head.operator_log``, never saved and not to be published
+(docs/architecture.md, "The whole artefact").
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +44,11 @@ from private_head.rows import Rows, open_rows
 from private_head.statistics import RowSum
 
 COUNT, CENTER = "dataset_size/noisy_count", "center/row_sum"
+OPERATOR_NOTE = (
+    "operator information: how this machine read the rows and how long it took. It depends on "
+    "the private data (the row count among it), is not covered by the privacy guarantee and must "
+    "not be published."
+)
 ADJACENCY = (
     "add_or_remove_one: the guarantee hides whether any one row (features and label) is in the "
     "training data, its presence included; nothing released depends on the true row count except "
@@ -246,6 +254,13 @@ def privacy_report(
     return report
 
 
+def operator_log(rows: Rows, started: float) -> dict[str, Any]:
+    """The fit's operator log (module docstring): the data path and the wall time since
+    ``started`` (``time.perf_counter``), marked ``publish: false``."""
+    seconds = time.perf_counter() - started
+    return {"publish": False, "note": OPERATOR_NOTE, **rows.describe(), "seconds": seconds}
+
+
 def fit(
     features: Any,
     labels: Any = None,
@@ -269,6 +284,7 @@ def fit(
     The noise key comes from 64 bits of the OS secure random source unless ``seed`` is given
     (the report then says ``seeded: true``).
     """
+    started = time.perf_counter()
     chosen = get_method(method)
     epsilon, delta = check_budget(chosen, epsilon, delta)
     method_options, preprocess, size, performance = route(method, chosen.options, options)
@@ -285,14 +301,14 @@ def fit(
     trained = train(
         rows, chosen, method_options, preprocess, size, ledger, key, public_mean=public_mean
     )
-    performance_report = {**rows.describe(), "performance_options": performance.to_dict()}
     return PrivateHead(
         trained.weights,
         trained.bias,
         trained.preprocessing,
         privacy_report(ledger, chosen, seeded, trained),
         trained.settings,
-        performance_report,
+        performance.to_dict(),
+        operator_log(rows, started),
     )
 
 

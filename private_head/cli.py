@@ -6,7 +6,10 @@
 
 prints the accuracy and the privacy report and writes the head (``.npz``) and a JSON result next to
 the features (or in ``--out-dir``): ``<store>.<method>.eps<epsilon>.{npz,json}``; a file written
-with other settings is not overwritten (``--overwrite``). ``--epsilon inf`` trains the
+with other settings is not overwritten (``--overwrite``). Both, and everything printed on stdout,
+are the same for neighbouring datasets unless charged. How the rows were read and the wall time
+depend on the private data: they go to ``<stem>.operator.json`` (``"publish": false``) and one
+``operator`` line on stderr, never to be published. ``--epsilon inf`` trains the
 ``nonprivate`` ceiling. Without ``--delta``: ``min(1e-5, 1/(2n))`` for a public ``--dataset-size``
 n, else 1e-5. Every requested split is checked before training. Bad input ends with one line
 ``error: ...`` and exit status 2. The option flags are generated from the option types (their
@@ -34,6 +37,7 @@ from private_head.options import SHARED, Options
 
 EVAL_CHUNK_ROWS = 65536
 DEFAULT_DELTA = 1e-5
+OPERATOR_SUFFIX = ".operator.json"
 
 
 class Parser(argparse.ArgumentParser):
@@ -222,7 +226,6 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
         seed=args.seed,
         **options,
     )
-    seconds = time.perf_counter() - started
     if jax.process_index() != 0:  # several processes: the head is the same; process 0 writes it
         return {"privacy": head.privacy}
     result = {
@@ -235,7 +238,6 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
         "privacy": head.privacy,
         "settings": head.settings,
         "performance": head.performance,
-        "seconds": seconds,
     }
     _refuse_other_settings(stem + ".json", result, args.overwrite)
     if os.path.dirname(stem):
@@ -243,6 +245,10 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
     result.update(head_file=head.save(stem + ".npz"), result_file=stem + ".json")
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=2, sort_keys=True)
+    operator = {**head.operator_log, "command_seconds": time.perf_counter() - started}
+    with open(stem + OPERATOR_SUFFIX, "w") as f:
+        json.dump(operator, f, indent=2, sort_keys=True)
+    result["operator"] = {**operator, "file": stem + OPERATOR_SUFFIX}
     return result
 
 
@@ -275,8 +281,9 @@ def _num(x: Any) -> str:
 
 
 def summary(result: dict[str, Any]) -> str:
-    """The lines printed after a run."""
-    p, test, perf = result["privacy"], result["test"], result["performance"]
+    """The lines printed on stdout after a run: nothing there depends on the private data
+    except through charged releases."""
+    p, test = result["privacy"], result["test"]
     lines = [f"features  {result['features']} ({result['num_classes']} classes)"]
     if test["top1"] is None:
         lines.append("test      the store has no test split: not evaluated")
@@ -310,14 +317,19 @@ def summary(result: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"  release {r['name']}: {r['description']}")
-    passes = f"{perf['passes']} pass{'' if perf['passes'] == 1 else 'es'}"
-    lines.append(
-        f"rows      {perf['rows']} ({perf['dtype']}), chunks of at most "
-        f"{perf['chunk_rows_max']} rows, {passes}, "
-        f"{result['seconds']:.2f} s"
-    )
     lines.append(f"wrote     {result['head_file']} and {result['result_file']}")
     return "\n".join(lines)
+
+
+def operator_line(log: dict[str, Any]) -> str:
+    """The one line printed on stderr: the data path and the time, which depend on the private
+    data (never publish them)."""
+    passes = f"{log['passes']} pass{'' if log['passes'] == 1 else 'es'}"
+    return (
+        f"operator  (do not publish: depends on the private data) rows {log['rows']} "
+        f"({log['dtype']}), chunks of {log['chunk_rows']} rows (at most {log['chunk_rows_max']}), "
+        f"{passes}, fit {log['seconds']:.2f} s; {log['file']}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -346,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if "head_file" in result:
         print(summary(result))
+        print(operator_line(result["operator"]), file=sys.stderr)
     return 0
 
 

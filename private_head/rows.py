@@ -377,13 +377,16 @@ class Rows:
         self.stats = {"passes": 0}  # shared with the views (with_part, mapped)
         self.resident: dict[str, Any] = {}  # a single staged chunk, kept for later passes
 
-    # ------------------------------------------------------------------ public description
+    # ------------------------------------------------------------------ operator facts
     def describe(self) -> dict[str, Any]:
-        """The performance facts of this data path: nothing that depends on the row count (the
-        chunk cap, not the chunk; no timing)."""
+        """The facts of this data path, for the operator log only: where the rows were, the
+        chunk, its cap, the budget, the passes. They depend on the row count (the path is chosen
+        by N x D x itemsize against the budget, the chunk by N and the store's chunk), so they are
+        never part of a published report (docs/architecture.md, "The whole artefact")."""
         return {
             "rows": self.kind,
             "dtype": self.dtype.name,
+            "chunk_rows": self.chunk_rows,
             "chunk_rows_max": self.chunk_cap,
             "memory_budget_bytes": self.budget,
             "devices": len(jax.devices()),
@@ -401,8 +404,7 @@ class Rows:
     # ------------------------------------------------------------------ the chunk-size rule
     def _chunk_rule(self) -> int:
         """Rows per chunk: ``min(chunk cap, local rows)`` rounded up to a multiple of the local
-        device count. The cap (``_chunk_cap``) does not depend on the row count, so it can be
-        reported; the chunk itself can, and is not."""
+        device count (both are operator facts, ``describe``)."""
         per_device = len(self.mesh.local_devices) if self.mesh is not None else 1
         rows = max(per_device, min(self.chunk_cap, _round_up(self.max_local_rows, per_device)))
         return _round_up(rows, per_device)

@@ -34,6 +34,7 @@ candidate on all the private rows with ``mu_j = mu / sqrt(J)``, and charges no s
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import log_ndtr, ndtri
 
-from private_head.api import check_budget, make_ledger, privacy_report, train
+from private_head.api import check_budget, make_ledger, operator_log, privacy_report, train
 from private_head.budget import Allowance, check_fraction
 from private_head.head import PrivateHead
 from private_head.keys import noise_key
@@ -275,6 +276,7 @@ def select(
     privately on a validation part of the rows (module docstring); ``.privacy`` holds the whole
     cost: the count, every candidate's releases and the selection, in one ledger. ``options`` are
     the shared ones (preprocessing, dataset size, performance) for all candidates."""
+    started = time.perf_counter()
     if not isinstance(candidates, (list, tuple)) or not candidates:
         raise ValueError("candidates must be a non-empty list of dicts")
     selection = Selection(
@@ -311,7 +313,8 @@ def select(
         trained.preprocessing,
         privacy,
         settings,
-        {**rows.describe(), "performance_options": performance.to_dict()},
+        performance.to_dict(),
+        operator_log(rows, started),
     )
 
 
