@@ -69,6 +69,11 @@ IDENTITY_ATTRS = (
 # Bookkeeping attributes, left out of SplitInfo.attrs (they differ between identical runs).
 INTERNAL_ATTRS = ("writer_token", "source_files", "source_tokens")
 _CHUNK_BYTES = 1 << 20
+# Appended to every error that names rows: the guarantee does not cover the message.
+PRIVATE_MESSAGE = (
+    "This message names rows of the data, so for private data it is private itself: "
+    "do not publish it."
+)
 _METADATA_BYTES = 1 << 16  # headroom for the B-tree and attribute updates of one append
 # What h5py raises on a damaged file (a StoreError, itself a ValueError, is let through first).
 _H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
@@ -205,7 +210,7 @@ def check_finite(features: np.ndarray, what: str = "features") -> None:
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
         raise ValueError(
             f"{what} hold NaN or infinite values in {bad.size} row(s): {shown}. "
-            "Fix or drop these rows; they are never silently zeroed."
+            f"Fix or drop these rows; they are never silently zeroed. {PRIVATE_MESSAGE}"
         )
 
 
@@ -220,7 +225,7 @@ def check_labels(labels: np.ndarray, num_classes: int, what: str = "labels") -> 
         shown = ", ".join(f"row {i}: {labels[i]}" for i in bad[:5])
         raise ValueError(
             f"{bad.size} {what} lie outside the label space [0, {num_classes}) "
-            f"({shown}). num_classes must come from public metadata."
+            f"({shown}). num_classes must come from public metadata. {PRIVATE_MESSAGE}"
         )
 
 

@@ -169,11 +169,13 @@ def check_feature_dtype(dtype: Any, feature_norm: float) -> None:
 
 
 def nonfinite_error(rows: np.ndarray) -> ValueError:
-    """The error for rows holding NaN/inf (indices in the whole split)."""
+    """The error for rows holding NaN/inf (indices in the whole split); it names private rows,
+    so it says that it is private itself (``store.PRIVATE_MESSAGE``)."""
     shown = ", ".join(str(i) for i in rows[:10]) + (" ..." if rows.size > 10 else "")
     return ValueError(
         f"features hold NaN or infinite values (or overflow in the float32 cast) in "
-        f"{rows.size} row(s): {shown}. Fix or drop these rows; they are never silently zeroed."
+        f"{rows.size} row(s): {shown}. Fix or drop these rows; they are never silently zeroed. "
+        + store.PRIVATE_MESSAGE
     )
 
 
