@@ -5,6 +5,8 @@
 The steps (docs/architecture.md, "What fit does"):
 
 1. the options are sorted into the method's option type and the shared types (``options``);
+   the fit's whole budget is reserved in the dataset's budget across runs, which refuses it when
+   the total would pass the dataset's cap (``spending``), before any row is read;
 2. the rows are opened (``rows.open_rows``): shapes, dtype and labels checked, nothing released;
 3. the divisor n: the caller's public ``dataset_size``, or the noisy count ``N + N(0, 1 / mu_n^2)``
    (planned, charged, released first; rounded, at least 1);
@@ -12,7 +14,8 @@ The steps (docs/architecture.md, "What fit does"):
    a sum of sensitivity r, divided by n);
 5. the method plans its releases from public information and the allowance left; the whole plan
    is charged to the ledger (which refuses to overspend) before the method runs;
-6. the method runs; every planned draw must have been made.
+6. the method runs; every planned draw must have been made; what the ledger spent is recorded
+   in the dataset's budget.
 
 Budget shares are fractions of the total mu^2 (``budget.split_mu``): ``count_budget_fraction``
 to the count, ``center_budget_fraction`` to the mean, the rest to the method. The report never
@@ -41,6 +44,7 @@ from private_head.options import DatasetSize, Options, Performance, Preprocess, 
 from private_head.plan import Plan, PlannedRelease, Releaser
 from private_head.preprocessing import Preprocessing
 from private_head.rows import Rows, open_rows
+from private_head.spending import budget_target, dataset_spending
 from private_head.statistics import RowSum
 
 COUNT, CENTER = "dataset_size/noisy_count", "center/row_sum"
@@ -272,6 +276,8 @@ def fit(
     seed: int | None = None,
     public_mean: Any = None,
     split: str = "train",
+    total_epsilon: float | None = None,
+    budget_file: Any = None,
     **options: Any,
 ) -> PrivateHead:
     """Train a differentially private linear head and return it with its report.
@@ -282,25 +288,40 @@ def fit(
     ``method="nonprivate"``. ``options`` are the method's own (``describe_options(method)``) and
     the shared ones (``Preprocess``, ``DatasetSize``, ``Performance``); anything else is an error.
     The noise key comes from 64 bits of the OS secure random source unless ``seed`` is given
-    (the report then says ``seeded: true``).
+    (the report then says ``seeded: true``). A fit on a store records what it spends in the
+    store's budget file (``budget_file=`` sets another, or one for arrays); ``total_epsilon``
+    caps the dataset's total across runs, and a fit that would pass the cap is refused before
+    it reads a row (``private_head.spending``).
     """
     started = time.perf_counter()
     chosen = get_method(method)
     epsilon, delta = check_budget(chosen, epsilon, delta)
     method_options, preprocess, size, performance = route(method, chosen.options, options)
-    rows = open_rows(
-        features,
-        labels,
-        num_classes=num_classes,
-        feature_norm=preprocess.feature_norm,
-        split=split,
-        performance=performance,
-    )
     ledger = make_ledger(epsilon, delta)
     key, seeded = noise_key(seed)
-    trained = train(
-        rows, chosen, method_options, preprocess, size, ledger, key, public_mean=public_mean
+    path, read_split = budget_target(features, split, budget_file)
+    spending = dataset_spending(
+        path,
+        total_epsilon,
+        method=chosen,
+        split=read_split,
+        epsilon=epsilon,
+        delta=delta,
+        seeded=seeded,
     )
+    with spending as settle:  # the dataset's budget is charged before a row is read
+        rows = open_rows(
+            features,
+            labels,
+            num_classes=num_classes,
+            feature_norm=preprocess.feature_norm,
+            split=split,
+            performance=performance,
+        )
+        trained = train(
+            rows, chosen, method_options, preprocess, size, ledger, key, public_mean=public_mean
+        )
+        settle(ledger)
     return PrivateHead(
         trained.weights,
         trained.bias,

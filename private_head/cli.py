@@ -11,7 +11,9 @@ are the same for neighbouring datasets unless charged. How the rows were read an
 depend on the private data: they go to ``<stem>.operator.json`` (``"publish": false``) and one
 ``operator`` line on stderr, never to be published. ``--epsilon inf`` trains the
 ``nonprivate`` ceiling. Without ``--delta``: ``min(1e-5, 1/(2n))`` for a public ``--dataset-size``
-n, else 1e-5. Every requested split is checked before training. Bad input ends with one line
+n, else 1e-5. Every requested split is checked before training. What each run spends is kept
+in the dataset's budget file (``<features>.budget.json``); ``--total-epsilon X`` caps the total,
+and the summary ends with what has been spent on the dataset so far. Bad input ends with one line
 ``error: ...`` and exit status 2. The option flags are generated from the option types (their
 defaults are in ``--help``); ``--option KEY=VALUE`` passes any option too.
 """
@@ -29,6 +31,7 @@ from typing import Any
 
 import jax
 
+from accounting.budget_file import BudgetFile
 from feature_extract import multihost, store
 from private_head.api import fit
 from private_head.head import PrivateHead
@@ -113,6 +116,15 @@ def parser(method: str | None = None) -> Parser:
         metavar="KEY=VALUE",
         help="any option, e.g. --option batch_size=256 (VALUE is read as JSON when it "
         "parses, else as a string); repeatable",
+    )
+    p.add_argument(
+        "--total-epsilon",
+        type=float,
+        help="cap the dataset's total epsilon across runs (kept in <features>.budget.json); a "
+        "fit that would pass it is refused before it reads a row",
+    )
+    p.add_argument(
+        "--budget-file", help="the dataset's budget file (default: <features>.budget.json)"
     )
     p.add_argument("--train-split", default="train", help="(default: train)")
     p.add_argument("--test-split", help="(default: test, when the store has it)")
@@ -224,6 +236,8 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
         delta=delta,
         method=method,
         seed=args.seed,
+        total_epsilon=args.total_epsilon,
+        budget_file=args.budget_file,
         **options,
     )
     if jax.process_index() != 0:  # several processes: the head is the same; process 0 writes it
@@ -238,6 +252,7 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
         "privacy": head.privacy,
         "settings": head.settings,
         "performance": head.performance,
+        "dataset_budget": dataset_budget(args.budget_file or path),
     }
     _refuse_other_settings(stem + ".json", result, args.overwrite)
     if os.path.dirname(stem):
@@ -250,6 +265,20 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
         json.dump(operator, f, indent=2, sort_keys=True)
     result["operator"] = {**operator, "file": stem + OPERATOR_SUFFIX}
     return result
+
+
+def dataset_budget(path: str) -> dict[str, Any]:
+    """The dataset's budget across runs after this one: its file, cap and total."""
+    budget = BudgetFile(path)
+    document = budget.read()
+    total = budget.total(document)
+    cap = document.get("cap")
+    return {
+        "file": budget.path,
+        "cap": None if not cap else {"epsilon": cap["epsilon"], "delta": cap["delta"]},
+        "total": total.to_dict(),
+        "spent_so_far": total.describe(),
+    }
 
 
 def _refuse_other_settings(json_path: str, result: dict[str, Any], overwrite: bool) -> None:
@@ -318,6 +347,7 @@ def summary(result: dict[str, Any]) -> str:
         else:
             lines.append(f"  release {r['name']}: {r['description']}")
     lines.append(f"wrote     {result['head_file']} and {result['result_file']}")
+    lines.append(f"spent so far on this dataset: {result['dataset_budget']['spent_so_far']}")
     return "\n".join(lines)
 
 
@@ -373,6 +403,8 @@ _FIXED = {
     "test_split",
     "out_dir",
     "overwrite",
+    "total_epsilon",
+    "budget_file",
     "coordinator",
     "num_processes",
     "process_id",

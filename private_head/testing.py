@@ -50,7 +50,11 @@ SHOWN = 8  # differences shown per artefact
 
 class Recorder:
     """The releasers' observer: records ``(statistic, released)`` per ``(release, draw)``; with
-    ``replay`` (an earlier recorder's ``log``) it hands back the recorded released values."""
+    ``replay`` (an earlier recorder's ``log``) it hands back the recorded released values.
+
+    Released values are handed on as host numpy arrays in both runs, so that the computations
+    after a release see the same inputs whether recorded or replayed (a device array spread
+    over several processes can round differently from a host copy of it)."""
 
     def __init__(self, replay: Mapping[tuple[str, int], tuple[Any, Any]] | None = None):
         self.log: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -59,7 +63,7 @@ class Recorder:
     def __call__(self, name: str, draw: int, values: dict[str, Any]) -> Any:
         statistic = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), values["statistic"])
         if self.replay is None:
-            released = values["released"]
+            released = jax.tree_util.tree_map(np.asarray, values["released"])
         elif (name, draw) in self.replay:
             released = self.replay[(name, draw)][1]
         else:
@@ -68,10 +72,9 @@ class Recorder:
         return released
 
     def save(self, path: str | os.PathLike) -> None:
-        """The log as numpy values, for a replay in another process (``load``)."""
-        plain = {k: jax.tree_util.tree_map(np.asarray, v) for k, v in self.log.items()}
+        """The log, for a replay in another process (``load``)."""
         with open(path, "wb") as f:
-            pickle.dump(plain, f)
+            pickle.dump(self.log, f)
 
     @staticmethod
     def load(path: str | os.PathLike) -> dict[tuple[str, int], tuple[Any, Any]]:
