@@ -32,7 +32,7 @@ def _fit(features, **kw):
 
 def test_every_fit_on_a_store_records_what_it_spent(data):
     a = _fit(data, seed=1)
-    b = _fit(f"{data}:train", method="dp_sgd", steps=2, batch_size=30)
+    b = _fit(f"{data}:train", method="dp_sgd", steps=2, batch_size=45)
     c = _fit(data, method="nonprivate", epsilon=math.inf, steps=2)
     runs = BudgetFile(data).read()["runs"]
     assert [r["method"] for r in runs] == ["single_step", "dp_sgd", "nonprivate"]

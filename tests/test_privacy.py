@@ -273,7 +273,7 @@ def test_a_dp_sgd_report_re_accounts_to_exactly_the_epsilon_spent():
     the description: re-accounting gave 4.0006 for a budget of 4)."""
     x, y = blobs(150, D, K)
     head = private_head.fit(
-        x, y, num_classes=K, epsilon=4, delta=1e-5, seed=2, method="dp_sgd", batch_size=37, steps=2
+        x, y, num_classes=K, epsilon=1, delta=1e-5, seed=2, method="dp_sgd", batch_size=77, steps=2
     )
     p = head.privacy
     ledger = PrivacyLedger(p["epsilon_budget"], p["delta"])
