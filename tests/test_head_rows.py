@@ -175,6 +175,8 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # the heaviest test (every method twice in a 4-device subprocess, ~50 s on
+# 2 cores); test_multihost's two processes keep a sharded mesh in `make test`
 def test_rows_sharded_over_four_devices_give_the_single_device_heads():
     cases = [(m, FAST.get(m, {})) for m in private_head.available_methods()]
     env = {
