@@ -2,9 +2,11 @@
 
 Full-batch Gaussian steps are exactly mu-GDP (mu = sqrt(T)/sigma) and convert to (epsilon, delta)
 with the analytic Gaussian curve; Poisson-subsampled steps go through dp-accounting's PLD
-accountant; PrivacyLedger composes named releases and refuses to overspend.
+accountant; PrivacyLedger composes named releases and refuses to overspend; BudgetFile keeps a
+dataset's budget across runs beside its store.
 """
 
+from accounting.budget_file import BudgetFile, budget_path
 from accounting.gdp import (
     delta_from_mu,
     epsilon_from_mu,
@@ -25,8 +27,10 @@ from accounting.poisson import (
 __all__ = [
     "ADJACENCY",
     "BudgetExceededError",
+    "BudgetFile",
     "PrivacyLedger",
     "Release",
+    "budget_path",
     "delta_from_mu",
     "epsilon_from_mu",
     "epsilon_full_batch",

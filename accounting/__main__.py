@@ -3,6 +3,7 @@
 python -m accounting --epsilon 4 --delta 1e-6 --steps 1            # prints sigma (GDP)
 python -m accounting --noise-multiplier 1.2 --delta 1e-6 --steps 1 # prints epsilon (GDP)
 add --sampling-rate q for Poisson-subsampled steps (PLD), --json for a JSON object.
+python -m accounting history features/x.h5         # the store's budget: each run and the total
 
 Bad input of any kind (a missing or malformed argument, a value out of range, a PLD grid too large
 for memory) prints one line, ``error: ...``, on stderr and exits with status 2.
@@ -13,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import NoReturn
 
+from accounting.budget_file import BudgetFile
 from accounting.gdp import epsilon_full_batch, noise_multiplier_full_batch
 from accounting.poisson import (
     DEFAULT_DISCRETIZATION,
@@ -139,8 +142,44 @@ def compute(args: argparse.Namespace) -> dict:
     return result
 
 
+def history_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m accounting history`."""
+    parser = OneLineParser(
+        prog="python -m accounting history",
+        description="A dataset's budget across runs: every run recorded in its budget file "
+        "(<store>.budget.json) and their total.",
+        formatter_class=DefaultsFormatter,
+    )
+    parser.add_argument("store", help="the feature store (or its .budget.json file) (required)")
+    parser.add_argument("--json", action="store_true", help="print a JSON object")
+    return parser
+
+
+def history(argv: list[str]) -> int:
+    """``python -m accounting history STORE``: each run, the cap and the total."""
+    parser = history_parser()
+    args = parser.parse_args(argv)
+    budget = BudgetFile(args.store)
+    try:
+        if not os.path.exists(budget.path):
+            raise ValueError(f"no budget file {budget.path}: no fit on this store recorded one")
+        document = budget.read()
+        text = budget.history()
+    except ValueError as err:
+        parser.error(str(err))
+    if args.json:
+        total = budget.total(document)
+        print(json.dumps({**document, "total": total.to_dict(), "spent_so_far": total.describe()}))
+    else:
+        print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input exits with status 2 and a message on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["history"]:
+        return history(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

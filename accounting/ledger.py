@@ -58,10 +58,19 @@ class Release:
 
     @property
     def noise_multiplier(self) -> float | None:
-        """noise_std / sensitivity: the noise multiplier sigma of a Gaussian release."""
+        """The noise multiplier sigma: the event's own (exact) when it holds one Gaussian, else
+        noise_std / sensitivity."""
+        sigma, _ = _gaussian_and_rate(self.event)
+        if sigma is not None:
+            return sigma
         if self.sensitivity is not None and self.noise_std is not None:
             return self.noise_std / self.sensitivity
-        return _gaussian_noise_multiplier(self.event)
+        return None
+
+    @property
+    def sampling_rate(self) -> float | None:
+        """The Poisson sampling rate q of a Poisson-sampled Gaussian event (exact), else None."""
+        return _gaussian_and_rate(self.event)[1]
 
 
 def gaussian_event_mu(event: dp_accounting.DpEvent) -> float | None:
@@ -85,10 +94,17 @@ def gaussian_event_mu(event: dp_accounting.DpEvent) -> float | None:
     return None
 
 
-def _gaussian_noise_multiplier(event: dp_accounting.DpEvent | None) -> float | None:
+def _gaussian_and_rate(event: dp_accounting.DpEvent | None) -> tuple[float | None, float | None]:
+    """``(sigma, q)`` of ``[SelfComposed(] [PoissonSampled(q,] Gaussian(sigma) [)] [)]``: the
+    values the event holds, so that a report re-accounts to exactly the recorded epsilon."""
+    while isinstance(event, dp_accounting.SelfComposedDpEvent):
+        event = event.event
+    rate = None
+    if isinstance(event, dp_accounting.PoissonSampledDpEvent):
+        rate, event = float(event.sampling_probability), event.event
     if isinstance(event, dp_accounting.GaussianDpEvent):
-        return float(event.noise_multiplier)
-    return None
+        return float(event.noise_multiplier), rate
+    return None, None
 
 
 class PrivacyLedger:
@@ -334,6 +350,7 @@ def _release_dict(r: Release) -> dict[str, Any]:
         "sensitivity": r.sensitivity,
         "noise_std": r.noise_std,
         "noise_multiplier": _json_float(r.noise_multiplier),
+        "sampling_rate": r.sampling_rate,
         "count": r.count,
         "mu": _json_float(r.mu),
         "event": None if r.event is None else repr(r.event),

@@ -475,8 +475,8 @@ def fit_wall(features: Any, labels: Any, k: int, method: str, steps: int) -> dic
     return {
         "wall_s": wall,
         "weights_finite": bool(np.isfinite(np.asarray(head.weights)).all()),
-        "rows": head.performance.get("rows"),  # how fit held the rows (device, streamed, ...)
-        "passes": head.performance.get("passes"),
+        "rows": head.operator_log.get("rows"),  # how fit held the rows (device, streamed, ...)
+        "passes": head.operator_log.get("passes"),
     }
 
 

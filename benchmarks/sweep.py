@@ -513,7 +513,7 @@ def run_one(
     row["accountant"] = privacy.get("accountant", "")
     row["sigma"] = _sigma(releases)
     row["steps"] = _steps(releases)
-    row["passes"] = head.performance.get("passes")
+    row["passes"] = head.operator_log.get("passes")
     row["dataset_size"] = (privacy.get("dataset_size") or {}).get("source", "")
     row["chosen"] = chosen_text(method, privacy)
     return row

@@ -3,7 +3,7 @@
 See docs/architecture.md, "The feature store".
 
 Each split group holds
-    features  float16/float32 [N, D], chunked by rows, fletcher32 checksums
+    features  float16/float32 [N, D], chunks of 1 MiB of rows (D and dtype only), fletcher32
     labels    int32 [N]
     ids       int64 [N]   stable per-example ids (source index, or a hash of the TFDS id), unique
 and attributes: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``dataset``,
@@ -69,6 +69,11 @@ IDENTITY_ATTRS = (
 # Bookkeeping attributes, left out of SplitInfo.attrs (they differ between identical runs).
 INTERNAL_ATTRS = ("writer_token", "source_files", "source_tokens")
 _CHUNK_BYTES = 1 << 20
+# Appended to every error that names rows: the guarantee does not cover the message.
+PRIVATE_MESSAGE = (
+    "This message names rows of the data, so for private data it is private itself: "
+    "do not publish it."
+)
 _METADATA_BYTES = 1 << 16  # headroom for the B-tree and attribute updates of one append
 # What h5py raises on a damaged file (a StoreError, itself a ValueError, is let through first).
 _H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
@@ -205,7 +210,7 @@ def check_finite(features: np.ndarray, what: str = "features") -> None:
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
         raise ValueError(
             f"{what} hold NaN or infinite values in {bad.size} row(s): {shown}. "
-            "Fix or drop these rows; they are never silently zeroed."
+            f"Fix or drop these rows; they are never silently zeroed. {PRIVATE_MESSAGE}"
         )
 
 
@@ -220,11 +225,16 @@ def check_labels(labels: np.ndarray, num_classes: int, what: str = "labels") -> 
         shown = ", ".join(f"row {i}: {labels[i]}" for i in bad[:5])
         raise ValueError(
             f"{bad.size} {what} lie outside the label space [0, {num_classes}) "
-            f"({shown}). num_classes must come from public metadata."
+            f"({shown}). num_classes must come from public metadata. {PRIVATE_MESSAGE}"
         )
 
 
 def _chunk_rows(dim: int, itemsize: int) -> int:
+    """Rows per HDF5 chunk: ``max(1, 1 MiB // (D x itemsize))``, a function of D and the dtype
+    alone. Never of the row count: readers size their reads by the chunk, and a chunk of N rows
+    would tell anyone who sees a read size the private N (docs/architecture.md, "The feature
+    store"). The datasets are resizable, so a chunk may hold more rows than the split; a split
+    smaller than one chunk still takes a whole chunk (about 1 MiB) on disk."""
     return max(1, _CHUNK_BYTES // max(1, dim * itemsize))
 
 
@@ -379,7 +389,7 @@ class SplitWriter:
         self, f: h5py.File, attrs: Mapping[str, Any], class_names: Sequence[str], feature_dtype: str
     ) -> None:
         group = f.create_group(self.split)
-        rows = min(_chunk_rows(self.dim, np.dtype(feature_dtype).itemsize), max(1, self.total_rows))
+        rows = _chunk_rows(self.dim, np.dtype(feature_dtype).itemsize)
         group.create_dataset(
             "features",
             shape=(0, self.dim),

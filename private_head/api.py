@@ -5,6 +5,8 @@
 The steps (docs/architecture.md, "What fit does"):
 
 1. the options are sorted into the method's option type and the shared types (``options``);
+   the fit's whole budget is reserved in the dataset's budget across runs, which refuses it when
+   the total would pass the dataset's cap (``spending``), before any row is read;
 2. the rows are opened (``rows.open_rows``): shapes, dtype and labels checked, nothing released;
 3. the divisor n: the caller's public ``dataset_size``, or the noisy count ``N + N(0, 1 / mu_n^2)``
    (planned, charged, released first; rounded, at least 1);
@@ -12,17 +14,21 @@ The steps (docs/architecture.md, "What fit does"):
    a sum of sensitivity r, divided by n);
 5. the method plans its releases from public information and the allowance left; the whole plan
    is charged to the ledger (which refuses to overspend) before the method runs;
-6. the method runs; every planned draw must have been made.
+6. the method runs; every planned draw must have been made; what the ledger spent is recorded
+   in the dataset's budget.
 
 Budget shares are fractions of the total mu^2 (``budget.split_mu``): ``count_budget_fraction``
 to the count, ``center_budget_fraction`` to the mean, the rest to the method. The report never
-holds the true row count; ``performance`` (not part of the privacy report) says how the rows
-were read.
+holds the true row count. ``head.performance`` holds the caller's ``Performance`` options only;
+how the rows were read (in place, streamed, the chunk sizes, the passes) and the wall time
+depend on the row count and go to ``head.operator_log``, never saved and not to be published
+(docs/architecture.md, "The whole artefact").
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +44,15 @@ from private_head.options import DatasetSize, Options, Performance, Preprocess, 
 from private_head.plan import Plan, PlannedRelease, Releaser
 from private_head.preprocessing import Preprocessing
 from private_head.rows import Rows, open_rows
+from private_head.spending import budget_target, dataset_spending
 from private_head.statistics import RowSum
 
 COUNT, CENTER = "dataset_size/noisy_count", "center/row_sum"
+OPERATOR_NOTE = (
+    "operator information: how this machine read the rows and how long it took. It depends on "
+    "the private data (the row count among it), is not covered by the privacy guarantee and must "
+    "not be published."
+)
 ADJACENCY = (
     "add_or_remove_one: the guarantee hides whether any one row (features and label) is in the "
     "training data, its presence included; nothing released depends on the true row count except "
@@ -246,6 +258,13 @@ def privacy_report(
     return report
 
 
+def operator_log(rows: Rows, started: float) -> dict[str, Any]:
+    """The fit's operator log (module docstring): the data path and the wall time since
+    ``started`` (``time.perf_counter``), marked ``publish: false``."""
+    seconds = time.perf_counter() - started
+    return {"publish": False, "note": OPERATOR_NOTE, **rows.describe(), "seconds": seconds}
+
+
 def fit(
     features: Any,
     labels: Any = None,
@@ -257,6 +276,8 @@ def fit(
     seed: int | None = None,
     public_mean: Any = None,
     split: str = "train",
+    total_epsilon: float | None = None,
+    budget_file: Any = None,
     **options: Any,
 ) -> PrivateHead:
     """Train a differentially private linear head and return it with its report.
@@ -267,32 +288,48 @@ def fit(
     ``method="nonprivate"``. ``options`` are the method's own (``describe_options(method)``) and
     the shared ones (``Preprocess``, ``DatasetSize``, ``Performance``); anything else is an error.
     The noise key comes from 64 bits of the OS secure random source unless ``seed`` is given
-    (the report then says ``seeded: true``).
+    (the report then says ``seeded: true``). A fit on a store records what it spends in the
+    store's budget file (``budget_file=`` sets another, or one for arrays); ``total_epsilon``
+    caps the dataset's total across runs, and a fit that would pass the cap is refused before
+    it reads a row (``private_head.spending``).
     """
+    started = time.perf_counter()
     chosen = get_method(method)
     epsilon, delta = check_budget(chosen, epsilon, delta)
     method_options, preprocess, size, performance = route(method, chosen.options, options)
-    rows = open_rows(
-        features,
-        labels,
-        num_classes=num_classes,
-        feature_norm=preprocess.feature_norm,
-        split=split,
-        performance=performance,
-    )
     ledger = make_ledger(epsilon, delta)
     key, seeded = noise_key(seed)
-    trained = train(
-        rows, chosen, method_options, preprocess, size, ledger, key, public_mean=public_mean
+    path, read_split = budget_target(features, split, budget_file)
+    spending = dataset_spending(
+        path,
+        total_epsilon,
+        method=chosen,
+        split=read_split,
+        epsilon=epsilon,
+        delta=delta,
+        seeded=seeded,
     )
-    performance_report = {**rows.describe(), "performance_options": performance.to_dict()}
+    with spending as settle:  # the dataset's budget is charged before a row is read
+        rows = open_rows(
+            features,
+            labels,
+            num_classes=num_classes,
+            feature_norm=preprocess.feature_norm,
+            split=split,
+            performance=performance,
+        )
+        trained = train(
+            rows, chosen, method_options, preprocess, size, ledger, key, public_mean=public_mean
+        )
+        settle(ledger)
     return PrivateHead(
         trained.weights,
         trained.bias,
         trained.preprocessing,
         privacy_report(ledger, chosen, seeded, trained),
         trained.settings,
-        performance_report,
+        performance.to_dict(),
+        operator_log(rows, started),
     )
 
 

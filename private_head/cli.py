@@ -6,9 +6,14 @@
 
 prints the accuracy and the privacy report and writes the head (``.npz``) and a JSON result next to
 the features (or in ``--out-dir``): ``<store>.<method>.eps<epsilon>.{npz,json}``; a file written
-with other settings is not overwritten (``--overwrite``). ``--epsilon inf`` trains the
+with other settings is not overwritten (``--overwrite``). Both, and everything printed on stdout,
+are the same for neighbouring datasets unless charged. How the rows were read and the wall time
+depend on the private data: they go to ``<stem>.operator.json`` (``"publish": false``) and one
+``operator`` line on stderr, never to be published. ``--epsilon inf`` trains the
 ``nonprivate`` ceiling. Without ``--delta``: ``min(1e-5, 1/(2n))`` for a public ``--dataset-size``
-n, else 1e-5. Every requested split is checked before training. Bad input ends with one line
+n, else 1e-5. Every requested split is checked before training. What each run spends is kept
+in the dataset's budget file (``<features>.budget.json``); ``--total-epsilon X`` caps the total,
+and the summary ends with what has been spent on the dataset so far. Bad input ends with one line
 ``error: ...`` and exit status 2. The option flags are generated from the option types (their
 defaults are in ``--help``); ``--option KEY=VALUE`` passes any option too.
 """
@@ -26,6 +31,7 @@ from typing import Any
 
 import jax
 
+from accounting.budget_file import BudgetFile
 from feature_extract import multihost, store
 from private_head.api import fit
 from private_head.head import PrivateHead
@@ -34,6 +40,7 @@ from private_head.options import SHARED, Options
 
 EVAL_CHUNK_ROWS = 65536
 DEFAULT_DELTA = 1e-5
+OPERATOR_SUFFIX = ".operator.json"
 
 
 class Parser(argparse.ArgumentParser):
@@ -109,6 +116,15 @@ def parser(method: str | None = None) -> Parser:
         metavar="KEY=VALUE",
         help="any option, e.g. --option batch_size=256 (VALUE is read as JSON when it "
         "parses, else as a string); repeatable",
+    )
+    p.add_argument(
+        "--total-epsilon",
+        type=float,
+        help="cap the dataset's total epsilon across runs (kept in <features>.budget.json); a "
+        "fit that would pass it is refused before it reads a row",
+    )
+    p.add_argument(
+        "--budget-file", help="the dataset's budget file (default: <features>.budget.json)"
     )
     p.add_argument("--train-split", default="train", help="(default: train)")
     p.add_argument("--test-split", help="(default: test, when the store has it)")
@@ -220,9 +236,10 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
         delta=delta,
         method=method,
         seed=args.seed,
+        total_epsilon=args.total_epsilon,
+        budget_file=args.budget_file,
         **options,
     )
-    seconds = time.perf_counter() - started
     if jax.process_index() != 0:  # several processes: the head is the same; process 0 writes it
         return {"privacy": head.privacy}
     result = {
@@ -235,7 +252,7 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
         "privacy": head.privacy,
         "settings": head.settings,
         "performance": head.performance,
-        "seconds": seconds,
+        "dataset_budget": dataset_budget(args.budget_file or path),
     }
     _refuse_other_settings(stem + ".json", result, args.overwrite)
     if os.path.dirname(stem):
@@ -243,7 +260,25 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
     result.update(head_file=head.save(stem + ".npz"), result_file=stem + ".json")
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=2, sort_keys=True)
+    operator = {**head.operator_log, "command_seconds": time.perf_counter() - started}
+    with open(stem + OPERATOR_SUFFIX, "w") as f:
+        json.dump(operator, f, indent=2, sort_keys=True)
+    result["operator"] = {**operator, "file": stem + OPERATOR_SUFFIX}
     return result
+
+
+def dataset_budget(path: str) -> dict[str, Any]:
+    """The dataset's budget across runs after this one: its file, cap and total."""
+    budget = BudgetFile(path)
+    document = budget.read()
+    total = budget.total(document)
+    cap = document.get("cap")
+    return {
+        "file": budget.path,
+        "cap": None if not cap else {"epsilon": cap["epsilon"], "delta": cap["delta"]},
+        "total": total.to_dict(),
+        "spent_so_far": total.describe(),
+    }
 
 
 def _refuse_other_settings(json_path: str, result: dict[str, Any], overwrite: bool) -> None:
@@ -275,8 +310,9 @@ def _num(x: Any) -> str:
 
 
 def summary(result: dict[str, Any]) -> str:
-    """The lines printed after a run."""
-    p, test, perf = result["privacy"], result["test"], result["performance"]
+    """The lines printed on stdout after a run: nothing there depends on the private data
+    except through charged releases."""
+    p, test = result["privacy"], result["test"]
     lines = [f"features  {result['features']} ({result['num_classes']} classes)"]
     if test["top1"] is None:
         lines.append("test      the store has no test split: not evaluated")
@@ -310,14 +346,20 @@ def summary(result: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"  release {r['name']}: {r['description']}")
-    passes = f"{perf['passes']} pass{'' if perf['passes'] == 1 else 'es'}"
-    lines.append(
-        f"rows      {perf['rows']} ({perf['dtype']}), chunks of at most "
-        f"{perf['chunk_rows_max']} rows, {passes}, "
-        f"{result['seconds']:.2f} s"
-    )
     lines.append(f"wrote     {result['head_file']} and {result['result_file']}")
+    lines.append(f"spent so far on this dataset: {result['dataset_budget']['spent_so_far']}")
     return "\n".join(lines)
+
+
+def operator_line(log: dict[str, Any]) -> str:
+    """The one line printed on stderr: the data path and the time, which depend on the private
+    data (never publish them)."""
+    passes = f"{log['passes']} pass{'' if log['passes'] == 1 else 'es'}"
+    return (
+        f"operator  (do not publish: depends on the private data) rows {log['rows']} "
+        f"({log['dtype']}), chunks of {log['chunk_rows']} rows (at most {log['chunk_rows_max']}), "
+        f"{passes}, fit {log['seconds']:.2f} s; {log['file']}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -346,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if "head_file" in result:
         print(summary(result))
+        print(operator_line(result["operator"]), file=sys.stderr)
     return 0
 
 
@@ -360,6 +403,8 @@ _FIXED = {
     "test_split",
     "out_dir",
     "overwrite",
+    "total_epsilon",
+    "budget_file",
     "coordinator",
     "num_processes",
     "process_id",

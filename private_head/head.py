@@ -6,7 +6,12 @@ arrays ``weights`` [D, K], ``bias`` [K] and, when centring was used, ``mean`` [D
 report (format, shapes, the privacy report, the settings, the preprocessing, the performance
 facts) and ``sha256``: the SHA-256 over each array's name, dtype, shape and little-endian bytes
 in name order, then the report's canonical JSON. ``load`` recomputes it and refuses a file whose
-arrays or report were changed.
+arrays or report were changed. The same head is written as the same bytes (no timestamps).
+
+``performance`` holds only what the caller asked for (the ``Performance`` options); how the rows
+were read and how long it took depend on the private data and live in ``operator_log``, which
+is never saved, never shown by ``repr`` and must not be published (docs/architecture.md, "The
+whole artefact").
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ PREDICT_CHUNK_ROWS = 65536
 
 @dataclass(frozen=True)
 class PrivateHead:
-    """A linear head ``z = preprocess(x) W + b`` with the reports of its training."""
+    """A linear head ``z = preprocess(x) W + b`` with the reports of its training, and the
+    operator log of the fit that made it (module docstring; empty for a loaded head)."""
 
     weights: np.ndarray  # [D, K] float32
     bias: np.ndarray  # [K] float32
@@ -38,6 +44,7 @@ class PrivateHead:
     privacy: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)
     performance: dict[str, Any] = field(default_factory=dict)
+    operator_log: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         w, b = np.asarray(self.weights, np.float32), np.asarray(self.bias, np.float32)
@@ -139,7 +146,7 @@ class PrivateHead:
             else:
                 with h5py.File(tmp, "w") as f:
                     for key, array in self._arrays().items():
-                        f.create_dataset(key, data=array)
+                        f.create_dataset(key, data=array, track_times=False)
                     f.attrs["report"] = text
             os.replace(tmp, path)
         finally:

@@ -7,19 +7,27 @@ and the dp_accounting ``DpEvent`` that describes it. ``fit`` charges the whole p
 then the method runs and hands every statistic to ``Releaser.release``, which adds the planned
 noise:
 
-    released = statistic + N(0, noise_std^2 I),   noise drawn from fold_in(fold_in(key, r), t)
+    released = statistic + N(0, noise_std^2 I),   noise drawn from fold_in(fold_in(noise, r), t)
 
-for release r of the plan and draw t < count. The releaser refuses a name that is not planned and
-more draws than planned, so a run can never release more than the ledger holds. Its ``observer``
-(None in normal use) is a test seam: it sees each statistic before its noise is added and may
-replace the released value (record-and-replay of neighbouring datasets); it changes nothing else.
+for release r of the plan and draw t < count, where ``noise, sampling = split(key)``: the
+releaser's key is split once into a noise root and a sampling root, and the randomness of draw
+t's sample (e.g. Poisson sampling) is ``fold_in(fold_in(sampling, r), t)``. The two domains
+share no derivation block, whatever the size of a noise draw. The releaser refuses a name that
+is not planned and more draws than planned, so a run can never release more than the ledger
+holds. Its ``observer`` (None in normal use) is a test seam: it sees each statistic before its
+noise is added and may replace the released value (record-and-replay of neighbouring datasets);
+it changes nothing else. ``observing(observer)`` sets the observer of every releaser made inside
+a ``with`` block (so a whole ``fit`` or command-line run can be replayed:
+``private_head.testing``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +40,6 @@ from private_head.budget import Ledger
 from private_head.kernel import gaussian_noise_like
 
 GAUSSIAN, POISSON, DOMINATING_GDP = "gaussian", "poisson_gaussian", "dominating_gdp"
-SAMPLING_TAG = 0x5A4D
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,20 @@ class Plan:
 
 
 Observer = Callable[[str, int, Any], Any]
+_OBSERVER: contextvars.ContextVar[Observer | None] = contextvars.ContextVar(
+    "observer", default=None
+)
+
+
+@contextlib.contextmanager
+def observing(observer: Observer) -> Iterator[None]:
+    """Every ``Releaser`` made in this block without an observer of its own gets ``observer``
+    (the test seam of the module docstring)."""
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 def symmetric_noise(key: jax.Array, dim: int, std: float | jax.Array) -> jax.Array:
@@ -159,7 +180,9 @@ class Releaser:
     """
 
     def __init__(self, plan: Plan, key: jax.Array, observer: Observer | None = None):
-        self.plan, self.key, self.observer = plan, key, observer
+        self.plan = plan
+        self.noise_root, self.sampling_root = jax.random.split(key)
+        self.observer = observer if observer is not None else _OBSERVER.get()
         self.draws: dict[str, int] = {}
 
     def _next(self, name: str, kind: str) -> tuple[PlannedRelease, jax.Array, int]:
@@ -178,7 +201,7 @@ class Releaser:
                 f"release {name!r} was planned {planned.count} time(s); refusing draw {draw + 1}"
             )
         self.draws[name] = draw + 1
-        return planned, draw_key(self.key, index, draw), draw
+        return planned, draw_key(self.noise_root, index, draw), draw
 
     def release(self, name: str, statistic: Any) -> Any:
         """``statistic + noise`` of the next planned draw of release ``name``."""
@@ -201,9 +224,9 @@ class Releaser:
         return chosen
 
     def sampling_key(self, name: str, draw: int) -> jax.Array:
-        """The randomness of draw ``draw``'s sample (e.g. Poisson sampling) of release ``name``:
-        independent of its noise, fixed by the key."""
-        return jax.random.fold_in(draw_key(self.key, self.plan.index(name), draw), SAMPLING_TAG)
+        """The randomness of draw ``draw``'s sample (e.g. Poisson sampling) of release ``name``,
+        from the sampling root: independent of every noise draw, fixed by the key."""
+        return draw_key(self.sampling_root, self.plan.index(name), draw)
 
     def unreleased(self) -> dict[str, int]:
         """Planned draws that were not made (a method must make every draw it charged)."""

@@ -169,11 +169,13 @@ def check_feature_dtype(dtype: Any, feature_norm: float) -> None:
 
 
 def nonfinite_error(rows: np.ndarray) -> ValueError:
-    """The error for rows holding NaN/inf (indices in the whole split)."""
+    """The error for rows holding NaN/inf (indices in the whole split); it names private rows,
+    so it says that it is private itself (``store.PRIVATE_MESSAGE``)."""
     shown = ", ".join(str(i) for i in rows[:10]) + (" ..." if rows.size > 10 else "")
     return ValueError(
         f"features hold NaN or infinite values (or overflow in the float32 cast) in "
-        f"{rows.size} row(s): {shown}. Fix or drop these rows; they are never silently zeroed."
+        f"{rows.size} row(s): {shown}. Fix or drop these rows; they are never silently zeroed. "
+        + store.PRIVATE_MESSAGE
     )
 
 
@@ -377,13 +379,16 @@ class Rows:
         self.stats = {"passes": 0}  # shared with the views (with_part, mapped)
         self.resident: dict[str, Any] = {}  # a single staged chunk, kept for later passes
 
-    # ------------------------------------------------------------------ public description
+    # ------------------------------------------------------------------ operator facts
     def describe(self) -> dict[str, Any]:
-        """The performance facts of this data path: nothing that depends on the row count (the
-        chunk cap, not the chunk; no timing)."""
+        """The facts of this data path, for the operator log only: where the rows were, the
+        chunk, its cap, the budget, the passes. They depend on the row count (the path is chosen
+        by N x D x itemsize against the budget, the chunk by N and the store's chunk), so they are
+        never part of a published report (docs/architecture.md, "The whole artefact")."""
         return {
             "rows": self.kind,
             "dtype": self.dtype.name,
+            "chunk_rows": self.chunk_rows,
             "chunk_rows_max": self.chunk_cap,
             "memory_budget_bytes": self.budget,
             "devices": len(jax.devices()),
@@ -401,8 +406,7 @@ class Rows:
     # ------------------------------------------------------------------ the chunk-size rule
     def _chunk_rule(self) -> int:
         """Rows per chunk: ``min(chunk cap, local rows)`` rounded up to a multiple of the local
-        device count. The cap (``_chunk_cap``) does not depend on the row count, so it can be
-        reported; the chunk itself can, and is not."""
+        device count (both are operator facts, ``describe``)."""
         per_device = len(self.mesh.local_devices) if self.mesh is not None else 1
         rows = max(per_device, min(self.chunk_cap, _round_up(self.max_local_rows, per_device)))
         return _round_up(rows, per_device)

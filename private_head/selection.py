@@ -34,6 +34,7 @@ candidate on all the private rows with ``mu_j = mu / sqrt(J)``, and charges no s
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import log_ndtr, ndtri
 
-from private_head.api import check_budget, make_ledger, privacy_report, train
+from private_head.api import check_budget, make_ledger, operator_log, privacy_report, train
 from private_head.budget import Allowance, check_fraction
 from private_head.head import PrivateHead
 from private_head.keys import noise_key
@@ -50,6 +51,7 @@ from private_head.methods import Context, Method, PublicInfo, get_method
 from private_head.options import Options, Performance, route
 from private_head.plan import DOMINATING_GDP, Plan, PlannedRelease, Releaser
 from private_head.rows import Part, Rows, open_rows
+from private_head.spending import budget_target, dataset_spending
 from private_head.statistics import CorrectCounts
 
 MECHANISMS = ("noisy_max", "exponential")
@@ -269,12 +271,16 @@ def select(
     public_mean: Any = None,
     public_validation: Any = None,
     split: str = "train",
+    total_epsilon: float | None = None,
+    budget_file: Any = None,
     **options: Any,
 ) -> PrivateHead:
     """Train every candidate (``{"method": name, **its options}``) and return the one chosen
     privately on a validation part of the rows (module docstring); ``.privacy`` holds the whole
     cost: the count, every candidate's releases and the selection, in one ledger. ``options`` are
-    the shared ones (preprocessing, dataset size, performance) for all candidates."""
+    the shared ones (preprocessing, dataset size, performance) for all candidates;
+    ``total_epsilon`` and ``budget_file`` keep the dataset's budget across runs as in ``fit``."""
+    started = time.perf_counter()
     if not isinstance(candidates, (list, tuple)) or not candidates:
         raise ValueError("candidates must be a non-empty list of dicts")
     selection = Selection(
@@ -288,19 +294,31 @@ def select(
     method = selection.as_method()
     epsilon, delta = check_budget(method, epsilon, delta)
     _, preprocess, size, performance = route("select", _NoOptions, options)
-    rows = open_rows(
-        features,
-        labels,
-        num_classes=num_classes,
-        feature_norm=preprocess.feature_norm,
-        split=split,
-        performance=performance,
-    )
     ledger = make_ledger(epsilon, delta)
     key, seeded = noise_key(seed)
-    trained = train(
-        rows, method, _NoOptions(), preprocess, size, ledger, key, public_mean=public_mean
+    path, read_split = budget_target(features, split, budget_file)
+    spending = dataset_spending(
+        path,
+        total_epsilon,
+        method=method,
+        split=read_split,
+        epsilon=epsilon,
+        delta=delta,
+        seeded=seeded,
     )
+    with spending as settle:  # the dataset's budget is charged before a row is read
+        rows = open_rows(
+            features,
+            labels,
+            num_classes=num_classes,
+            feature_norm=preprocess.feature_norm,
+            split=split,
+            performance=performance,
+        )
+        trained = train(
+            rows, method, _NoOptions(), preprocess, size, ledger, key, public_mean=public_mean
+        )
+        settle(ledger)
     privacy = privacy_report(ledger, method, seeded, trained)
     best = selection.candidates[selection.outcome[-1]]
     privacy.update(method=best.method.name)
@@ -311,7 +329,8 @@ def select(
         trained.preprocessing,
         privacy,
         settings,
-        {**rows.describe(), "performance_options": performance.to_dict()},
+        performance.to_dict(),
+        operator_log(rows, started),
     )
 
 

@@ -118,12 +118,14 @@ def test_report_round_trips_through_json():
         "sensitivity": 1.0,
         "noise_std": 5.0,
         "noise_multiplier": 5.0,
+        "sampling_rate": None,
         "count": 9,
         "mu": pytest.approx(0.6),
         "event": None,
         "description": None,
     }
     assert sgd["kind"] == "event" and "PoissonSampledDpEvent" in sgd["event"]
+    assert sgd["sampling_rate"] == 0.05 and sgd["noise_multiplier"] == 2.0  # the event's, exact
 
 
 def test_record_gdp_composes_in_gdp_and_says_what_it_is():

@@ -159,7 +159,7 @@ def test_nan_rows_are_named_and_labels_checked(tmp_path):
     x[3, 1], x[17, 0] = np.nan, np.inf
     with pytest.raises(ValueError, match=r"2 row\(s\): 3, 17"):
         store.write_split(tmp_path / "f.h5", "train", x, np.zeros(20, int), num_classes=2)
-    with pytest.raises(ValueError, match=r"outside the label space \[0, 2\).*row 1: 2"):
+    with pytest.raises(ValueError, match=r"outside the label space \[0, 2\).*row 1: 2.*private"):
         store.write_split(
             tmp_path / "g.h5", "train", np.zeros((3, 2)), np.array([0, 2, 1]), num_classes=2
         )
@@ -331,3 +331,21 @@ def test_read_into_turns_a_flipped_byte_into_a_store_error(tmp_path):
         np.testing.assert_array_equal(features, x[65:130])
         with pytest.raises(StoreError, match=r"checksum.*features\[130:195\].*corrupt"):
             reader.read_into(130, 195, features, labels)
+
+
+def test_the_chunk_shape_depends_on_the_dimension_and_dtype_never_on_the_row_count(tmp_path):
+    """A chunk of N rows would publish N through every read size (and did: the head's chunk
+    cap was a multiple of it). Datasets are resizable, so a chunk may exceed the split."""
+    chunks = set()
+    for n in (1, 2, 300, 301, 5000):
+        rng = np.random.default_rng(n)
+        path = tmp_path / f"{n}.h5"
+        store.write_split(
+            path, "train", rng.normal(size=(n, 5)), rng.integers(0, 2, n), num_classes=2
+        )
+        with SplitReader(path, "train") as reader:
+            chunks.add(reader.chunk_rows_hint)
+            np.testing.assert_array_equal(reader.read()[1], store.read_split(path, "train")[1])
+        with h5py.File(path, "r") as f:
+            chunks.add(f["train/features"].chunks)
+    assert chunks == {(1 << 20) // 20, ((1 << 20) // 20, 5)}

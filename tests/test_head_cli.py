@@ -54,6 +54,21 @@ def test_train_evaluate_and_write(tmp_path, capsys):
     assert "mu None" not in out and "DpEvent(" not in out
 
 
+def test_the_data_path_and_the_time_go_to_an_operator_log_marked_not_to_publish(tmp_path, capsys):
+    path = _store(tmp_path)
+    assert main(["--features", path, "--epsilon", "4"]) == 0
+    captured = capsys.readouterr()
+    stem = output_stem(path, "single_step", 4, None)
+    result, log = _json(stem + ".json"), _json(stem + ".operator.json")
+    assert log["publish"] is False and "must not be published" in log["note"]
+    assert {"rows", "chunk_rows", "passes", "seconds", "command_seconds"} <= log.keys()
+    assert log["rows"] == "store_streamed" and log["chunk_rows"] == 90  # the whole split: N
+    assert "seconds" not in result and "operator" not in result
+    assert result["performance"] == {"max_device_bytes": None, "chunk_rows": None}
+    assert "store_streamed" not in captured.out and " s\n" not in captured.out
+    assert captured.err.startswith("operator  (do not publish") and "store_streamed" in captured.err
+
+
 def test_options_out_dir_and_given_delta(tmp_path, capsys):
     path = _store(tmp_path, test=False)
     out_dir = str(tmp_path / "out")

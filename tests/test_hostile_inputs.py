@@ -153,6 +153,7 @@ def test_preprocess_refuses_nonfinite_rows_and_names_them(cells, value, dtype):
     with pytest.raises(ValueError, match="never silently zeroed") as err:
         preprocess(x, y)
     assert f"{len(rows)} row(s): " + ", ".join(map(str, rows)) in str(err.value)
+    assert "it is private itself: do not publish it" in str(err.value)
 
 
 @given(row=st.integers(0, N - 1), scale=st.floats(1e39, 1e300))

@@ -236,9 +236,9 @@ def test_streamed_rows_give_the_in_memory_head(name, options, tmp_path):
     # float64 is never used in place (an aligned float32 array would be), so this one streams
     host = private_head.fit(x.astype(np.float64), y, chunk_rows=64, **common)
     stored = private_head.fit(f"{path}:train", chunk_rows=96, **common)
-    assert device.performance["rows"] == "device"
-    assert host.performance["rows"] == "host_streamed" and host.performance["chunk_rows_max"] == 64
-    assert stored.performance["rows"] == "store_streamed"
+    assert device.operator_log["rows"] == "device"
+    assert host.operator_log["rows"] == "host_streamed" and host.operator_log["chunk_rows"] == 64
+    assert stored.operator_log["rows"] == "store_streamed"
     scale = max(1e-6, float(np.abs(device.weights).max()))
     for other in (host, stored):
         np.testing.assert_allclose(other.weights, device.weights, atol=2e-4 * scale, rtol=1e-3)

@@ -57,7 +57,7 @@ for name, options in FITS:
     head = private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5,
                             method=METHOD.get(name, name), seed=11, **options)
     heads[name] = [head.weights.tolist(), head.bias.tolist(), head.privacy["dataset_size"],
-                   head.performance["processes"]]
+                   head.operator_log["processes"]]
 head = private_head.fit(out + ":train", num_classes=10, epsilon=2.0, delta=1e-5)
 heads["unseeded"] = [head.weights.tolist(), head.privacy["seeded"]]
 with open(f"{out}.heads-{index}.json", "w") as f:

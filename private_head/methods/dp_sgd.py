@@ -112,8 +112,8 @@ def plan(options: DpSgdOptions, public: PublicInfo, allowance: Allowance) -> Pla
         count=settings.steps,
         kind=POISSON,
         sampling_rate=rate,
-        description=f"{settings.steps} Poisson-sampled steps, rate {rate:.4g}, noise multiplier "
-        f"{sigma:.4g} (PLD)",
+        description=f"{settings.steps} Poisson-sampled steps, rate {rate!r}, noise multiplier "
+        f"{sigma!r} (PLD)",
     )
     return Plan(
         (release,), settings, {"threshold": t, "expected_batch": rate * public.dataset_size}
