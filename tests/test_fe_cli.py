@@ -163,6 +163,27 @@ def test_bad_input_is_one_error_line_and_status_2(tmp_path, args, first_line):
     assert not os.path.exists(tmp_path / "tfds")
 
 
+@pytest.mark.parametrize("model", ["pixels", "scatnet"])
+def test_a_weight_free_backbone_refuses_a_checkpoint_before_any_work(tmp_path, model):
+    (tmp_path / "w.npz").write_bytes(b"")
+    done = _cli(
+        "--data",
+        "digits",
+        "--model",
+        model,
+        "--checkpoint",
+        str(tmp_path / "w.npz"),
+        "--out",
+        str(tmp_path / "out.h5"),
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"error: backbone {model!r} has no weights (family {model!r} is weight-free), so it "
+        "takes no checkpoint: drop --checkpoint (checkpoint=)\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["w.npz"]  # no store, no lock file
+
+
 def test_unknown_dataset_names_close_matches(tmp_path):
     done = _cli("--data", "cifar1O", "--model", "pixels", "--out", str(tmp_path / "x.h5"))
     assert "did you mean cifar10, cifar100" in done.stderr
