@@ -31,8 +31,10 @@ since (its token changed).
 Crash consistency: the writer opens the file only while it appends a batch. An append resizes the
 datasets, writes the rows, flushes, and only then commits ``rows_written``; a resumed writer first
 truncates the datasets back to the committed count. A run killed at any point between appends
-therefore resumes with no gap and no duplicate. A new file is written under a temporary name and
-renamed into place, so a file is never left half-created.
+therefore resumes with no gap and no duplicate. A Ctrl-C (SIGINT) never cuts a write short: it
+takes effect when the write is done and the file closed (``interrupts.deferred_sigint``). A new
+file is written under a temporary name and renamed into place, so a file is never left
+half-created.
 
 Damage. A file that cannot be opened as a store (truncated, not HDF5, damaged metadata) raises
 ``CorruptStoreError`` from every reader and from a writer; ``overwrite=True`` (``--overwrite``)
@@ -55,7 +57,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from feature_extract import lockfile
+from feature_extract import interrupts, lockfile
 
 FORMAT_VERSION = 1
 FEATURE_DTYPES = ("float16", "float32")
@@ -360,9 +362,11 @@ class SplitWriter:
 
     @contextmanager
     def _writing(self, what: str) -> Iterator[None]:
-        """Turn h5py's write failures into a StoreError saying what is kept and what to do."""
+        """One write: a Ctrl-C during it takes effect after it (``interrupts.deferred_sigint``),
+        and h5py's failures become a StoreError saying what is kept and what to do."""
         try:
-            yield
+            with interrupts.deferred_sigint():
+                yield
         except StoreError:
             raise
         except _H5_ERRORS as err:
@@ -459,7 +463,7 @@ class SplitWriter:
                 group[name][start:stop] = rows
             f.flush()
             group.attrs["rows_written"] = stop
-        self.rows_written = stop
+            self.rows_written = stop
 
     def finish(self) -> None:
         """Mark the split complete (every expected row written) and release the writer lock."""
