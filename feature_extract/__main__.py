@@ -225,9 +225,9 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 def _run(args: argparse.Namespace, out: str) -> int:
     """Extract as ``args`` say; errors as one line (module docstring)."""
-    from feature_extract.extraction import extract
-
     try:
+        from feature_extract.extraction import extract  # JAX: seconds; Ctrl-C stops it too
+
         # Several processes: each extracts its share into a shard, process 0 assembles OUT.
         run = multihost.extract_sharded if multihost.initialize_from_args(args) else extract
         infos = run(

@@ -4,7 +4,7 @@ See docs/architecture.md, "The feature store". Three rules keep a stop prompt an
 
 - **The main thread never waits where a signal cannot reach it.** A device computation or an XLA
   compilation blocks in C++ until it is done (minutes for a big batch on a CPU), so ``wait_ready``
-  and ``run_in_background`` leave that blocking to a daemon thread and wait on an event, which
+  and ``run_in_background`` leave that blocking to a daemon thread and wait on a future, which
   Ctrl-C interrupts.
 - **Thread pools drop queued work when the consumer stops** (``thread_pool``): a stopped run
   cancels what has not started and does not wait for what is running.
