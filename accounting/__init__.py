@@ -4,42 +4,44 @@ Full-batch Gaussian steps are exactly mu-GDP (mu = sqrt(T)/sigma) and convert to
 with the analytic Gaussian curve; Poisson-subsampled steps go through dp-accounting's PLD
 accountant; PrivacyLedger composes named releases and refuses to overspend; BudgetFile keeps a
 dataset's budget across runs beside its store.
+
+The names below are imported on first use, so that ``python -m accounting`` checks its arguments
+(and refuses bad ones) before dp-accounting and SciPy are loaded.
 """
 
-from accounting.budget_file import BudgetFile, budget_path
-from accounting.gdp import (
-    delta_from_mu,
-    epsilon_from_mu,
-    epsilon_full_batch,
-    mu_from_epsilon,
-    noise_multiplier_full_batch,
-)
-from accounting.ledger import BudgetExceededError, PrivacyLedger, Release, gaussian_event_mu
-from accounting.poisson import (
-    ADJACENCY,
-    epsilon_poisson,
-    noise_multiplier_poisson,
-    pld_accountant,
-    poisson_event,
-    rdp_epsilon,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ADJACENCY",
-    "BudgetExceededError",
-    "BudgetFile",
-    "PrivacyLedger",
-    "Release",
-    "budget_path",
-    "delta_from_mu",
-    "epsilon_from_mu",
-    "epsilon_full_batch",
-    "epsilon_poisson",
-    "gaussian_event_mu",
-    "mu_from_epsilon",
-    "noise_multiplier_full_batch",
-    "noise_multiplier_poisson",
-    "pld_accountant",
-    "poisson_event",
-    "rdp_epsilon",
-]
+from typing import Any
+
+_LAZY = {
+    "ADJACENCY": "accounting.poisson",
+    "BudgetExceededError": "accounting.ledger",
+    "BudgetFile": "accounting.budget_file",
+    "PrivacyLedger": "accounting.ledger",
+    "Release": "accounting.ledger",
+    "budget_path": "accounting.budget_file",
+    "delta_from_mu": "accounting.gdp",
+    "epsilon_from_mu": "accounting.gdp",
+    "epsilon_full_batch": "accounting.gdp",
+    "epsilon_poisson": "accounting.poisson",
+    "gaussian_event_mu": "accounting.ledger",
+    "mu_from_epsilon": "accounting.gdp",
+    "noise_multiplier_full_batch": "accounting.gdp",
+    "noise_multiplier_poisson": "accounting.poisson",
+    "pld_accountant": "accounting.poisson",
+    "poisson_event": "accounting.poisson",
+    "rdp_epsilon": "accounting.poisson",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'accounting' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

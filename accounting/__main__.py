@@ -6,7 +6,8 @@ add --sampling-rate q for Poisson-subsampled steps (PLD), --json for a JSON obje
 python -m accounting history features/x.h5         # the store's budget: each run and the total
 
 Bad input of any kind (a missing or malformed argument, a value out of range, a PLD grid too large
-for memory) prints one line, ``error: ...``, on stderr and exits with status 2.
+for memory) prints one line, ``error: ...``, on stderr and exits with status 2. The arguments are
+checked before dp-accounting and SciPy are imported, so a usage error returns at once.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import os
 import sys
 from typing import NoReturn
 
-from accounting.budget_file import BudgetFile
-from accounting.gdp import epsilon_full_batch, noise_multiplier_full_batch
-from accounting.poisson import (
+from accounting._checks import (
     DEFAULT_DISCRETIZATION,
-    epsilon_poisson,
-    noise_multiplier_poisson,
-    poisson_event,
-    rdp_epsilon,
+    check_delta,
+    check_epsilon,
+    check_nonnegative,
+    check_sampling_rate,
+    check_steps,
 )
 
 
@@ -94,11 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def compute(args: argparse.Namespace) -> dict:
-    """Run the requested calibration; raises ValueError on bad input."""
-    poisson = args.sampling_rate is not None
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every check of ``compute``'s arguments, made before the accountants are imported; raises
+    ValueError on bad input."""
+    if args.epsilon is not None:
+        check_epsilon(args.epsilon)
+    else:
+        check_nonnegative("noise_multiplier", args.noise_multiplier)
+    check_delta(args.delta)
+    check_steps(args.steps)
+    if args.sampling_rate is not None:
+        check_sampling_rate(args.sampling_rate)
     if not (math.isfinite(args.discretization) and args.discretization > 0):
         raise ValueError(f"--discretization must be finite and > 0, got {args.discretization}")
+    if args.cross_check_rdp and args.sampling_rate is None:
+        raise ValueError("--cross-check-rdp needs --sampling-rate (full batch is exact GDP)")
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Run the requested calibration; raises ValueError on bad input."""
+    check_arguments(args)
+    from accounting.gdp import epsilon_full_batch, noise_multiplier_full_batch
+    from accounting.poisson import (
+        epsilon_poisson,
+        noise_multiplier_poisson,
+        poisson_event,
+        rdp_epsilon,
+    )
+
+    poisson = args.sampling_rate is not None
     result: dict = {
         "accountant": "pld" if poisson else "gdp",
         "adjacency": "add_or_remove_one",
@@ -132,8 +156,6 @@ def compute(args: argparse.Namespace) -> dict:
             eps = epsilon_full_batch(sigma, args.steps, args.delta)
         result.update(epsilon=eps, noise_multiplier=sigma, output="epsilon")
     if args.cross_check_rdp:
-        if not poisson:
-            raise ValueError("--cross-check-rdp needs --sampling-rate (full batch is exact GDP)")
         event = poisson_event(result["noise_multiplier"], args.sampling_rate, args.steps)
         result["epsilon_rdp"] = rdp_epsilon(event, args.delta)
     if not poisson:
@@ -159,6 +181,8 @@ def history(argv: list[str]) -> int:
     """``python -m accounting history STORE``: each run, the cap and the total."""
     parser = history_parser()
     args = parser.parse_args(argv)
+    from accounting.budget_file import BudgetFile
+
     budget = BudgetFile(args.store)
     try:
         if not os.path.exists(budget.path):

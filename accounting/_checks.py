@@ -1,4 +1,8 @@
-"""Validation of accounting arguments: each failure is a ValueError saying what is wrong."""
+"""Validation of accounting arguments: each failure is a ValueError saying what is wrong.
+
+Also the default PLD discretisation, so that the command line can show it without importing
+dp-accounting. Imports nothing heavier than numpy.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import math
 import numbers
 
 import numpy as np
+
+DEFAULT_DISCRETIZATION = 1e-4  # PLD value discretisation interval
 
 
 def check_epsilon(epsilon: float, *, allow_inf: bool = True) -> float:

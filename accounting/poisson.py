@@ -26,6 +26,7 @@ from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
 from accounting._checks import (
+    DEFAULT_DISCRETIZATION,
     check_delta,
     check_epsilon,
     check_nonnegative,
@@ -37,7 +38,6 @@ from accounting._solve import conservative_root
 from accounting.gdp import mu_from_epsilon, noise_multiplier_full_batch
 
 ADJACENCY = NeighboringRelation.ADD_OR_REMOVE_ONE
-DEFAULT_DISCRETIZATION = 1e-4
 MIN_NOISE_MULTIPLIER = 0.2
 
 

@@ -7,22 +7,30 @@ print one line each, ``warning: ...``, on stderr.
 
 Errors (bad arguments, missing data or weights, an unreachable download server, a store written
 by another run or being written right now, a damaged store) print one line, ``error: ...``, on
-stderr and exit with status 2; an interrupted run exits 130 and resumes when the same command is
-run again. ``--list-models`` prints the registered backbones.
+stderr and exit with status 2. The arguments are checked before JAX is imported, so a usage
+error returns at once. ``--list-models`` prints the registered backbones.
+
+Ctrl-C stops the run within a moment (``feature_extract.interrupts``): the batches already
+written stay committed, the batches in flight are dropped, the writer lock is released, one line
+says so, and the process exits with status 130 without waiting for the device batch still
+running; a second Ctrl-C changes nothing. The same command resumes the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from typing import NoReturn
 
 from PIL import Image
 
-from feature_extract import multihost
-from feature_extract.extraction import COMPUTE_DTYPES
+from feature_extract import multihost, pipeline, preprocess
+from feature_extract.arguments import COMPUTE_DTYPE_NAMES, parse_splits
+
+INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (128 + SIGINT)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -91,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train=all[:90%%],test=all[90%%:]",
     )
     p.add_argument("--batch-size", type=int, default=256, help="images per device batch")
-    p.add_argument(
-        "--dtype", default="bfloat16", choices=sorted(COMPUTE_DTYPES), help="compute dtype"
-    )
+    p.add_argument("--dtype", default="bfloat16", choices=COMPUTE_DTYPE_NAMES, help="compute dtype")
     p.add_argument(
         "--output-dtype",
         default="float32",
@@ -186,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f"--{k}" for k in ("data", "model") if not getattr(args, k)]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
+    try:
+        check_arguments(args)
+    except ValueError as err:
+        return _error(err)
     out = args.out or f"features/{default_name(args.data)}-{args.model}.h5"
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line
@@ -194,15 +204,30 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, out)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks of ``extract``'s arguments that need no JAX (the splits, the batch size, the
+    preprocessing string): a ValueError before anything heavy is imported."""
+    parse_splits(args.splits)
+    pipeline.check_batch_size(args.batch_size)
+    if args.preprocessing is not None:
+        preprocess.with_decode(args.preprocessing)
+
+
+def _error(err: Exception) -> int:
+    """Print ``err`` as one line, ``error: ...``, on stderr; the exit status of bad input."""
+    print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    return 2
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, out: str) -> int:
     """Extract as ``args`` say; errors as one line (module docstring)."""
-    from feature_extract.extraction import extract
-
     try:
+        from feature_extract.extraction import extract  # JAX: seconds; Ctrl-C stops it too
+
         # Several processes: each extracts its share into a shard, process 0 assembles OUT.
         run = multihost.extract_sharded if multihost.initialize_from_args(args) else extract
         infos = run(
@@ -229,11 +254,14 @@ def _run(args: argparse.Namespace, out: str) -> int:
             skip_unreadable=args.skip_unreadable,
         )
     except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        print(
+            "interrupted; the batches written so far are kept: run the same command again to "
+            "resume",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     except (ValueError, OSError) as err:  # Store/Dataset/PreprocessError are ValueErrors
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return _error(err)
     except MemoryError as err:
         print(
             f"error: out of memory ({' '.join(str(err).split())}); use a smaller --batch-size "
@@ -249,5 +277,26 @@ def _run(args: argparse.Namespace, out: str) -> int:
     return 0
 
 
+def _interrupt_once(signum: int, frame: object) -> NoReturn:
+    """The first Ctrl-C stops the run; later ones are ignored, so they cannot cut short the
+    cleanup (the writes it finishes, the lock it releases)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def command_line(argv: list[str] | None = None) -> NoReturn:
+    """``python -m feature_extract``: ``main`` in a process that ends with it. After Ctrl-C the
+    process exits at once (``os._exit``) instead of waiting, as the interpreter's exit would, for
+    the device batch and the decoding still running: what they would give is dropped anyway,
+    every store file is closed and the lock released by then."""
+    signal.signal(signal.SIGINT, _interrupt_once)
+    status = main(argv)
+    if status == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command_line()

@@ -15,6 +15,11 @@ checkpoint sha256, dataset and version, preprocessing, feature dtype, number of 
 complete split with the same identity is skipped while other requested splits still need work;
 when every requested split is complete, ``overwrite=True`` is needed to write them again.
 
+Ctrl-C. Every wait of the loop (a decoded batch, a device batch, the compilation) is one that
+Ctrl-C interrupts, and a store write is never cut short (``interrupts``): an interrupted run stops
+at once, keeps every batch already committed and drops the ones in flight; the
+KeyboardInterrupt propagates once the writer lock is released.
+
 One writer. ``extract`` holds the store's writer lock (``store.lock_store``) from the moment it
 reads what the store holds until the last split is written and read back, so a second run on the
 same store (``--overwrite`` or not) fails at once with ``StoreLockedError`` naming the first;
@@ -28,6 +33,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,53 +44,15 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from feature_extract import pipeline, preprocess, store
+from feature_extract import interrupts, pipeline, preprocess, store
+from feature_extract.arguments import COMPUTE_DTYPE_NAMES, parse_splits
 from feature_extract.arrays import ArrayDataset
 from feature_extract.datasets import DatasetError, Source, open_source
 from feature_extract.registry import Backbone, load_backbone
 
-COMPUTE_DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float16": jnp.float16}
+COMPUTE_DTYPES = {name: getattr(jnp, name) for name in COMPUTE_DTYPE_NAMES}
 # Identity beyond store.IDENTITY_ATTRS: a resumed split must agree on these too.
 RUN_ATTRS = ("compute_dtype", "source_split", "row_start", "row_stop")
-
-
-@dataclass(frozen=True)
-class SplitRequest:
-    """Store group ``name`` filled from the source split string ``spec`` (e.g. ``train[:90%]``)."""
-
-    name: str
-    spec: str
-
-
-def parse_splits(splits: str | Sequence[str] | Mapping[str, str]) -> list[SplitRequest]:
-    """``"train,test"``, ``["train", "val=train[90%:]"]`` or ``{"val": "train[90%:]"}``.
-
-    A store group name may not contain ``/`` or ``:`` (``file.h5:split`` addressing): give such a
-    split string a name with ``name=spec``.
-    """
-    if isinstance(splits, Mapping):
-        items = list(splits.items())
-    else:
-        parts = splits.split(",") if isinstance(splits, str) else list(splits)
-        items = [
-            (p.partition("=")[0], p.partition("=")[2]) if "=" in p else (p, p)
-            for p in (q.strip() for q in parts)
-            if p
-        ]
-    requests = [SplitRequest(name.strip(), spec.strip()) for name, spec in items]
-    if not requests:
-        raise ValueError("no splits requested; e.g. --splits train,test")
-    for r in requests:
-        if not r.name or not r.spec or any(c in r.name for c in "/:"):
-            raise ValueError(
-                f"cannot store split {r.spec!r} under the name {r.name!r}: names "
-                "must be non-empty without '/' or ':'; write name=spec, e.g. "
-                "val=train[90%:]"
-            )
-    names = [r.name for r in requests]
-    if len(set(names)) != len(names):
-        raise ValueError(f"split names repeat: {names}")
-    return requests
 
 
 def params_sha256(params: Any) -> str:
@@ -104,7 +72,8 @@ class Extractor:
     ``preprocess.split_for_device``: ``host_preprocess`` runs in the pipeline's threads and a
     trailing ``value_range`` runs on the accelerator. Images are sharded along the batch on a 1-D
     mesh axis ``"data"`` over ``devices`` (default: all local ones), parameters replicated; the
-    batch size must be a multiple of the device count (``round_batch_size``).
+    batch size must be a multiple of the device count (``round_batch_size``). ``compile`` builds
+    the program for one batch shape ahead of the first batch, in a wait that Ctrl-C interrupts.
     """
 
     def __init__(
@@ -141,6 +110,7 @@ class Extractor:
             in_shardings=(replicated, self._images),
             out_shardings=self._images,
         )
+        self._compiled: dict[tuple[tuple[int, ...], np.dtype], Any] = {}
 
     def round_batch_size(self, batch_size: int) -> int:
         """The smallest multiple of the device count that is >= ``batch_size``."""
@@ -151,9 +121,22 @@ class Extractor:
         """Host images ``[B, ...]`` (after ``host_preprocess``) -> device, sharded on the batch."""
         return jax.device_put(images, self._images)
 
+    def compile(self, batch_shape: tuple[int, ...], dtype: Any) -> None:
+        """Compile the program for host batches ``batch_shape`` of ``dtype`` (after
+        ``host_preprocess``) on a background thread, waiting in a way Ctrl-C interrupts (an XLA
+        compilation blocks in C++, seconds for a big backbone; docs/architecture.md, "The
+        feature store")."""
+        key = (tuple(batch_shape), np.dtype(dtype))
+        if key not in self._compiled:
+            images = jax.ShapeDtypeStruct(key[0], key[1], sharding=self._images)
+            self._compiled[key] = interrupts.run_in_background(
+                lambda: self._forward.lower(self.params, images).compile()
+            )
+
     def apply(self, images: jax.Array) -> jax.Array:
         """Features ``[B, D]`` of device images (dispatched asynchronously)."""
-        return self._forward(self.params, images)
+        forward = self._compiled.get((tuple(images.shape), np.dtype(images.dtype)), self._forward)
+        return forward(self.params, images)
 
     def __call__(self, images: np.ndarray) -> jax.Array:
         """Features ``[B, D]`` of a host batch (dispatched asynchronously)."""
@@ -322,7 +305,7 @@ def _run_split(
         )
     preprocess_fn = extractor.host_preprocess
     batch_size = extractor.round_batch_size(batch_size)
-    dim, image_shape = _probe(job, extractor, preprocess_fn)
+    dim, image_shape, image_dtype = _probe(job, extractor, preprocess_fn)
     attrs = {k: v for k, v in job.attrs.items() if k != "total_rows"}
     writer = store.SplitWriter(
         out,
@@ -347,17 +330,20 @@ def _run_split(
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        with bar:
-            pending = None
-            for batch in pipeline.batches(
-                job.source,
-                preprocess_fn,
-                batch_size,
-                first,
-                job.stop,
-                workers=workers,
-                prefetch=prefetch,
-            ):
+        loader = pipeline.batches(
+            job.source,
+            preprocess_fn,
+            batch_size,
+            first,
+            job.stop,
+            workers=workers,
+            prefetch=prefetch,
+        )
+        with bar, closing(loader):  # stopped early (Ctrl-C): the loader drops its queued work now
+            if first < job.stop:
+                extractor.compile((batch_size, *image_shape), image_dtype)
+            pending = None  # a batch dispatched to the device, written once the next is dispatched
+            for batch in loader:
                 if batch.images.shape[1:] != image_shape:
                     raise ValueError(
                         f"rows from {batch.start} of {job.source.name}:{job.name} have "
@@ -374,17 +360,21 @@ def _run_split(
     return store.split_info(out, job.name)
 
 
-def _probe(job: SplitJob, extractor: Extractor, preprocess_fn) -> tuple[int, tuple[int, ...]]:
-    """(feature dim, preprocessed image shape), from one preprocessed example of the source."""
+def _probe(
+    job: SplitJob, extractor: Extractor, preprocess_fn
+) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(feature dim, preprocessed image shape and dtype), from one preprocessed example."""
     if len(job.source) == 0:
         raise DatasetError(f"split {job.source.split!r} of {job.source.name} has no examples")
     row = job.start if job.start < len(job.source) else 0
     images, _, _ = job.source.get([row])
     image = np.asarray(preprocess_fn(images[0]))
-    return extractor.feature_dim(image.shape, image.dtype), image.shape
+    return extractor.feature_dim(image.shape, image.dtype), image.shape, image.dtype
 
 
 def _write(writer: store.SplitWriter, batch: pipeline.Batch, features: jax.Array, bar) -> None:
+    """Wait for the batch's features (Ctrl-C drops it: ``interrupts.wait_ready``), append them."""
+    interrupts.wait_ready(features)
     mask = batch.mask
     writer.append(np.asarray(features)[mask], batch.labels[mask], batch.ids[mask])
     bar.update(int(mask.sum()))

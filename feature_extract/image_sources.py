@@ -29,13 +29,12 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from feature_extract import listing
+from feature_extract import interrupts, listing
 from feature_extract.datasets import DatasetError, Source, hash_id, read_instructions
 from feature_extract.decoding import check_image, decode_image
 
@@ -82,7 +81,7 @@ def find_unreadable(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    with bar, ThreadPoolExecutor(workers or default_workers(), "check") as pool:
+    with bar, interrupts.thread_pool(workers or default_workers(), "check") as pool:
         for chunk, reasons in zip(
             chunks, pool.map(lambda c: [check_image(paths[i]) for i in c], chunks), strict=True
         ):

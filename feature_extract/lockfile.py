@@ -13,7 +13,7 @@ extraction and the split writers it creates, share it. It is not a lock between 
 forked child does not inherit it. ``flock`` works on local file systems and on NFS (where Linux
 emulates it with ``fcntl`` byte-range locks).
 
-Only the standard library is imported.
+Only the standard library and ``feature_extract.interrupts`` (standard library only) are imported.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
+
+from feature_extract import interrupts
 
 SUFFIX = ".lock"
 _HELD: dict[str, list[int]] = {}  # lock path -> [fd, count, pid]
@@ -85,7 +87,7 @@ def _record(fd: int, command: str | None) -> None:
 def acquire(path: str | os.PathLike, command: str | None = None) -> None:
     """Take the lock of ``path`` (re-entrant in this process); raise ``LockHeld`` if taken."""
     lock = lock_path(path)
-    with _GUARD:
+    with interrupts.deferred_sigint(), _GUARD:  # a Ctrl-C never leaves a lock held but unrecorded
         held = _HELD.get(lock)
         if held is not None and held[2] == os.getpid():
             held[1] += 1
@@ -116,7 +118,7 @@ def acquire(path: str | os.PathLike, command: str | None = None) -> None:
 def release(path: str | os.PathLike) -> None:
     """Drop one hold of ``path``'s lock; the last one unlinks the lock file and unlocks it."""
     lock = lock_path(path)
-    with _GUARD:
+    with interrupts.deferred_sigint(), _GUARD:
         held = _HELD.get(lock)
         if held is None or held[2] != os.getpid():
             return

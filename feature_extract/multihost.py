@@ -243,8 +243,9 @@ def extract_sharded(
     import jax
     from jax.experimental import multihost_utils
 
+    from feature_extract.arguments import parse_splits
     from feature_extract.datasets import open_source
-    from feature_extract.extraction import extract, parse_splits
+    from feature_extract.extraction import extract
 
     index, count = jax.process_index(), jax.process_count()
     requests = parse_splits(splits)

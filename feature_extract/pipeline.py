@@ -5,7 +5,8 @@
 array reads release the GIL); at most ``prefetch`` batches are in flight, and they are yielded in
 row order whatever order the workers finish in. The final partial batch is padded with zero images
 to ``batch_size`` and carries a ``mask`` (True on real rows), so one compiled function of fixed
-shape serves every batch.
+shape serves every batch. A consumer that stops early (Ctrl-C included) drops the queued batches
+without waiting for the ones being decoded (``interrupts.thread_pool``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
+from feature_extract import interrupts
 from feature_extract.datasets import Source
 
 
@@ -109,18 +111,16 @@ def batches(
     prefetch = 2 * workers if prefetch is None else max(1, prefetch)
     starts = iter(range(start, stop, batch_size))
     pending: deque[Future[Batch]] = deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="preprocess") as pool:
-        try:
-            for s in starts:
-                pending.append(
-                    pool.submit(
-                        load_batch, source, preprocess, s, min(s + batch_size, stop), batch_size
-                    )
+    # a consumer that stops (Ctrl-C, an error, a closed generator) drops the queued batches and
+    # does not wait for the ones being decoded
+    with interrupts.thread_pool(workers, "preprocess") as pool:
+        for s in starts:
+            pending.append(
+                pool.submit(
+                    load_batch, source, preprocess, s, min(s + batch_size, stop), batch_size
                 )
-                if len(pending) >= prefetch:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:  # consumer stopped early or a batch failed: drop queued work
-            for future in pending:
-                future.cancel()
+            )
+            if len(pending) >= prefetch:
+                yield pending.popleft().result()  # a lock wait: Ctrl-C interrupts it
+        while pending:
+            yield pending.popleft().result()

@@ -13,9 +13,10 @@ builds the family's model, fetches the checkpoint (``checkpoint=`` file, downloa
 ``init_random``), converts it and returns a ``Backbone`` whose ``apply(params, images)`` maps
 preprocessed images ``[B, H, W, 3]`` to features ``[B, D]``.
 
-A family without weights (``weights="none"``: ``pixels``) needs no checkpoint. ``pixels`` has
-``resolution=None``: images keep the dataset's own size and ``feature_dim`` is None unless a
-``resolution`` is passed (which prepends ``resize(resolution)`` to the preprocessing).
+A family without weights (``weights="none"``: ``pixels``, ``scatnet``) needs no checkpoint and
+refuses one. ``pixels`` has ``resolution=None``: images keep the dataset's own size and
+``feature_dim`` is None unless a ``resolution`` is passed (which prepends ``resize(resolution)``
+to the preprocessing).
 """
 
 from __future__ import annotations
@@ -276,10 +277,10 @@ def load_backbone(
     Weights come from ``checkpoint`` (a local file of the family's format, for ``.npz``
     optionally ``file.npz:key``), else from the registry URL through the download cache, else
     (``init_random=True``) from a random initialisation (:func:`random_params`) with seed
-    ``rng_seed``. A weight-free family needs none of these. ``resolution`` overrides the input
-    size (a ViT's position embedding is resampled). ``spec_overrides`` replaces spec fields; its
-    ``config`` entry is merged into the architecture config. Parameters stay float32; compute
-    runs in ``dtype``.
+    ``rng_seed``. A weight-free family needs none of these and refuses a checkpoint.
+    ``resolution`` overrides the input size (a ViT's position embedding is resampled).
+    ``spec_overrides`` replaces spec fields; its ``config`` entry is merged into the architecture
+    config. Parameters stay float32; compute runs in ``dtype``.
     """
     spec = get_spec(name)
     if spec_overrides:
@@ -287,6 +288,11 @@ def load_backbone(
         config = {**spec.config, **overrides.pop("config", {})}
         spec = dataclasses.replace(spec, config=config, **overrides)
     family = family_of(spec)
+    if checkpoint is not None and family.weights == "none":
+        raise ValueError(
+            f"backbone {name!r} has no weights (family {family.name!r} is weight-free), so it "
+            "takes no checkpoint: drop --checkpoint (checkpoint=)"
+        )
     res = spec.resolution if resolution is None else resolution
     preprocessing = spec.preprocessing
     if res != spec.resolution:

@@ -16,7 +16,9 @@ One writer at a time. A writer (``SplitWriter`` from creation to ``finish``/``cl
 ``write_split``, a whole ``feature_extract`` run) holds ``lock_store(path)``: ``flock`` on the
 sidecar ``<path>.lock``, which records the holder's pid, host, start time and command
 (``feature_extract.lockfile``). A second writer gets ``StoreLockedError`` naming the holder; the
-kernel drops the lock of a process that dies, so a stale lock never blocks. Readers take no lock.
+kernel drops the lock of a process that dies, so a stale lock never blocks. Readers take no lock;
+a reader refused an incomplete split is told who is writing it and to wait when a live process
+holds the lock, and to rerun the extraction (which resumes it) otherwise.
 
 Writer token. ``writer_token`` is a random hex string set when a writer creates a split or takes
 over an unfinished one. A writer checks, before every append and before ``finish``, that the
@@ -29,8 +31,10 @@ since (its token changed).
 Crash consistency: the writer opens the file only while it appends a batch. An append resizes the
 datasets, writes the rows, flushes, and only then commits ``rows_written``; a resumed writer first
 truncates the datasets back to the committed count. A run killed at any point between appends
-therefore resumes with no gap and no duplicate. A new file is written under a temporary name and
-renamed into place, so a file is never left half-created.
+therefore resumes with no gap and no duplicate. A Ctrl-C (SIGINT) never cuts a write short: it
+takes effect when the write is done and the file closed (``interrupts.deferred_sigint``). A new
+file is written under a temporary name and renamed into place, so a file is never left
+half-created.
 
 Damage. A file that cannot be opened as a store (truncated, not HDF5, damaged metadata) raises
 ``CorruptStoreError`` from every reader and from a writer; ``overwrite=True`` (``--overwrite``)
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -52,7 +57,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from feature_extract import lockfile
+from feature_extract import interrupts, lockfile
 
 FORMAT_VERSION = 1
 FEATURE_DTYPES = ("float16", "float32")
@@ -357,9 +362,11 @@ class SplitWriter:
 
     @contextmanager
     def _writing(self, what: str) -> Iterator[None]:
-        """Turn h5py's write failures into a StoreError saying what is kept and what to do."""
+        """One write: a Ctrl-C during it takes effect after it (``interrupts.deferred_sigint``),
+        and h5py's failures become a StoreError saying what is kept and what to do."""
         try:
-            yield
+            with interrupts.deferred_sigint():
+                yield
         except StoreError:
             raise
         except _H5_ERRORS as err:
@@ -456,7 +463,7 @@ class SplitWriter:
                 group[name][start:stop] = rows
             f.flush()
             group.attrs["rows_written"] = stop
-        self.rows_written = stop
+            self.rows_written = stop
 
     def finish(self) -> None:
         """Mark the split complete (every expected row written) and release the writer lock."""
@@ -648,11 +655,7 @@ def _open_group(f: h5py.File, path: str, split: str) -> h5py.Group:
         raise StoreError(f"split {split!r} of {path} lacks dataset(s) {missing}")
     rows = int(group.attrs.get("rows_written", -1))
     if not group.attrs.get("complete", False):
-        total = group.attrs.get("total_rows", "?")
-        raise IncompleteSplitError(
-            f"split {split!r} of {path} is incomplete: {rows} of {total} rows were written before "
-            "the extraction stopped. Run the same extraction command again to resume it."
-        )
+        raise _incomplete(path, split, rows, group.attrs.get("total_rows", "?"))
     shapes = {k: group[k].shape[0] for k in ("features", "labels", "ids")}
     if any(n != rows for n in shapes.values()):
         raise StoreError(
@@ -661,6 +664,26 @@ def _open_group(f: h5py.File, path: str, split: str) -> h5py.Group:
         )
     _check_virtual_sources(path, group)
     return group
+
+
+def _incomplete(path: str, split: str, rows: int, total: Any) -> IncompleteSplitError:
+    """Why a split is incomplete: another live process is writing it (the lock names it: wait),
+    or its extraction stopped (rerun it to resume)."""
+    holder = lock_holder(path)
+    if holder and holder.get("pid") and not _this_process(holder):
+        return IncompleteSplitError(
+            f"split {split!r} of {path} is being written right now by "
+            f"{lockfile.describe(holder)}: {rows} of {total} rows so far. Wait for that run to "
+            "finish, then read the split again."
+        )
+    return IncompleteSplitError(
+        f"split {split!r} of {path} is incomplete: {rows} of {total} rows were written before "
+        "the extraction stopped. Run the same extraction command again to resume it."
+    )
+
+
+def _this_process(holder: Mapping[str, Any]) -> bool:
+    return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
 
 
 def _check_virtual_sources(path: str, group: h5py.Group) -> None:

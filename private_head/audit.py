@@ -563,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "(20% calibration, 80% evaluation); each bound holds with 95% confidence"
     )
     print("epsilon_claimed  epsilon_lower_bound  ideal_gaussian_bound  fpr      fnr")
+    results = []
     for eps in args.epsilon:
         try:
             result = audit_method(
@@ -583,7 +584,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{eps:<16g} {result.epsilon_lower_bound:<20.3f} {ideal:<21.3f} "
             f"{result.fpr:<8.5f} {result.fnr:.5f}"
         )
+        results.append(result)
+    print()
+    for result in results:
+        print(verdict(result))
     return 0
+
+
+def verdict(result: AuditResult) -> str:
+    """The audit's outcome in words: the lower bound against the claim, at its confidence."""
+    bound = f"the {1 - result.alpha:.0%}-confidence lower bound {result.epsilon_lower_bound:.2f}"
+    claim = f"the claimed {result.epsilon_claimed:g}"
+    if result.consistent:
+        below = "below" if result.epsilon_lower_bound < result.epsilon_claimed else "equal to"
+        return (
+            f"epsilon {result.epsilon_claimed:g}: no violation detected: {bound} is {below} "
+            f"{claim} (a lower bound only: passing is not a proof of privacy)"
+        )
+    return (
+        f"epsilon {result.epsilon_claimed:g}: VIOLATION: {bound} is above {claim}: the method "
+        "leaks more than it claims"
+    )
 
 
 if __name__ == "__main__":

@@ -149,13 +149,42 @@ def test_odd_input_is_one_error_line_with_status_2_in_a_subprocess(argv, message
     assert message in done.stderr
 
 
+# Runs main on each argv of a JSON list in one fresh interpreter; prints, per argv, its exit
+# status and the heavy modules imported so far.
+IMPORTS_AFTER = """
+import json, sys
+from accounting.__main__ import main
+for argv in json.loads(sys.argv[1]):
+    try:
+        status = main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    heavy = [m for m in ("dp_accounting", "scipy", "jax") if m in sys.modules]
+    print(json.dumps([status, heavy]))
+"""
+
+
+def test_usage_errors_return_before_dp_accounting_or_scipy_is_imported():
+    cases = [argv for argv, _ in ODD_INPUTS] + [["history"], ["history", "a", "b"]]
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS_AFTER, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert results == [[2, []]] * len(cases)
+    assert all(line.startswith("error: ") for line in done.stderr.splitlines())
+    assert len(done.stderr.splitlines()) == len(cases)
+
+
 def test_a_grid_too_large_for_memory_is_one_error_line(capsys, monkeypatch):
-    import accounting.__main__ as cli
+    import accounting.poisson
 
     def out_of_memory(*args, **kwargs):
         raise MemoryError("Unable to allocate 1.50 TiB")
 
-    monkeypatch.setattr(cli, "epsilon_poisson", out_of_memory)
+    monkeypatch.setattr(accounting.poisson, "epsilon_poisson", out_of_memory)
     argv = ["--noise-multiplier", "1", "--delta", "1e-6", "--sampling-rate", "0.1"]
     with pytest.raises(SystemExit) as info:
         main([*argv, "--steps", "10000000000"])

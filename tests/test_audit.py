@@ -257,7 +257,29 @@ def _audit_cli(*args):
 def test_the_audit_cli_finishes_where_it_used_to_hang():
     proc = _audit_cli("--method", "dp_least_squares", "--epsilon", "8", "--runs", "20000")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.splitlines()[-1].startswith("8 ")
+    lines = proc.stdout.splitlines()
+    assert lines[2].startswith("8 ") and lines[3] == ""  # the table, then the verdict in words
+    bound = float(lines[2].split()[1])
+    assert lines[4] == (
+        f"epsilon 8: no violation detected: the 95%-confidence lower bound {bound:.2f} is below "
+        "the claimed 8 (a lower bound only: passing is not a proof of privacy)"
+    )
+
+
+def test_the_verdict_says_whether_the_bound_contradicts_the_claim():
+    from private_head.audit import AuditResult, verdict
+
+    fields = {"delta": 1e-5, "fpr": 0.1, "fnr": 0.2, "threshold": 0.0, "orientation": 1}
+    passed = AuditResult(0.69, 1.0, runs=1000, alpha=0.05, **fields)
+    assert verdict(passed) == (
+        "epsilon 1: no violation detected: the 95%-confidence lower bound 0.69 is below the "
+        "claimed 1 (a lower bound only: passing is not a proof of privacy)"
+    )
+    failed = AuditResult(1.31, 1.0, runs=1000, alpha=0.01, **fields)
+    assert verdict(failed) == (
+        "epsilon 1: VIOLATION: the 99%-confidence lower bound 1.31 is above the claimed 1: the "
+        "method leaks more than it claims"
+    )
 
 
 @pytest.mark.parametrize(

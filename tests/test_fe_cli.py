@@ -4,6 +4,7 @@ offline test points the download probe at a closed local port)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import socket
@@ -161,6 +162,63 @@ def test_bad_input_is_one_error_line_and_status_2(tmp_path, args, first_line):
     assert done.stderr.startswith(first_line.format(tmp=tmp_path)), done.stderr
     assert done.stderr.count("\n") == 1 and done.stdout == ""
     assert not os.path.exists(tmp_path / "tfds")
+
+
+@pytest.mark.parametrize("model", ["pixels", "scatnet"])
+def test_a_weight_free_backbone_refuses_a_checkpoint_before_any_work(tmp_path, model):
+    (tmp_path / "w.npz").write_bytes(b"")
+    done = _cli(
+        "--data",
+        "digits",
+        "--model",
+        model,
+        "--checkpoint",
+        str(tmp_path / "w.npz"),
+        "--out",
+        str(tmp_path / "out.h5"),
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"error: backbone {model!r} has no weights (family {model!r} is weight-free), so it "
+        "takes no checkpoint: drop --checkpoint (checkpoint=)\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["w.npz"]  # no store, no lock file
+
+
+# Runs main on each argv of a JSON list in one fresh interpreter; prints, per argv, its exit
+# status and the heavy modules imported so far.
+IMPORTS_AFTER = """
+import json, sys
+from feature_extract.__main__ import main
+for argv in json.loads(sys.argv[1]):
+    try:
+        status = main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    heavy = [m for m in ("jax", "flax", "tensorflow_datasets", "tensorflow") if m in sys.modules]
+    print(json.dumps([status, heavy]))
+"""
+
+
+def test_usage_errors_return_before_jax_is_imported(tmp_path):
+    base = ["--data", "digits", "--model", "pixels", "--out", str(tmp_path / "out.h5")]
+    cases = [
+        [],
+        ["--data", "digits"],
+        [*base, "--batch-size", "abc"],
+        [*base, "--batch-size", "0"],
+        [*base, "--dtype", "float64"],
+        [*base, "--splits", "train[:10]"],
+        [*base, "--splits", "a=train,a=test"],
+        [*base, "--preprocessing", "resize(8)|blur(2)"],
+        [*base, "--bogus"],
+    ]
+    done = _cli(json.dumps(cases), code=IMPORTS_AFTER)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [[2, []]] * len(cases)
+    lines = done.stderr.splitlines()
+    assert len(lines) == len(cases) and all(line.startswith("error: ") for line in lines)
+    assert not os.path.exists(tmp_path / "out.h5")
 
 
 def test_unknown_dataset_names_close_matches(tmp_path):

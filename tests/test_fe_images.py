@@ -356,16 +356,16 @@ def test_files_spec_and_base_splits():
 # The interrupted run announces its third committed batch, then waits for the test's SIGINT.
 WAITER = """
 import sys, time
-import h5py
-flushes = [0]
-flush = h5py.File.flush
-def flush_then_wait(self):
-    flush(self)
-    flushes[0] += 1
-    if flushes[0] == 3:
+from feature_extract import store
+appends = [0]
+append = store.SplitWriter.append
+def append_then_wait(self, *args):
+    append(self, *args)
+    appends[0] += 1
+    if appends[0] == 3:
         print("flushed", flush=True)
         time.sleep(120)
-h5py.File.flush = flush_then_wait
+store.SplitWriter.append = append_then_wait
 from feature_extract.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """

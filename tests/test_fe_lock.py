@@ -163,6 +163,33 @@ def test_write_split_is_refused_while_another_process_holds_the_lock(tmp_path):
     store.write_split(path, "train", np.ones((3, 2)), np.array([0, 1, 0]), num_classes=2)
 
 
+def test_reading_a_split_another_process_is_writing_names_it_and_says_to_wait(tmp_path):
+    path = str(tmp_path / "f.h5")
+    with SplitWriter(path, "train", dim=3, total_rows=10, num_classes=2) as writer:
+        writer.append(*_rows(0, 4))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, path],
+        cwd=ROOT,
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        for read in (store.split_info, store.SplitReader, store.read_split):
+            with pytest.raises(store.IncompleteSplitError) as info:
+                read(path, "train")
+            message = str(info.value)
+            assert f"is being written right now by pid {holder.pid} on host " in message
+            assert "(the test's lock holder): 4 of 10 rows so far. Wait for that run" in message
+            assert "stopped" not in message and "again to resume" not in message
+    finally:
+        holder.communicate("", timeout=60)
+    with pytest.raises(store.IncompleteSplitError, match="extraction stopped. Run the same"):
+        store.split_info(path, "train")  # no live writer: rerun to resume
+
+
 def test_the_lock_is_reentrant_here_and_exclusive_across_processes(tmp_path):
     path = str(tmp_path / "f.h5")
     with store.lock_store(path, command="outer"):
