@@ -117,7 +117,7 @@ def best_interleaved(passes: dict[str, Any], repeats: int = 3) -> dict[str, floa
 
 
 def streamed_rows(path: str, num_classes: int, rows: int) -> Any:
-    """The store's train split as ``private_head.rows.Rows``, streamed from disk in ``rows``-row
+    """The store's train split as ``private_head._rows.Rows``, streamed from disk in ``rows``-row
     chunks (``Performance(chunk_rows=rows)``): the path every ``fit`` on a store takes."""
     from private_head import Performance, open_rows
 
@@ -140,8 +140,8 @@ def streamed_passes(data: Any, num_classes: int, dim: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from private_head.preprocessing import Preprocessing
-    from private_head.statistics import GradientSums, Nothing, ZeroInitSums
+    from private_head._preprocessing import Preprocessing
+    from private_head._statistics import GradientSums, Nothing, ZeroInitSums
 
     pre = Preprocessing(*NORMALIZE)
     W = jnp.full((dim, num_classes), 0.01, jnp.float32)  # away from zero: a general step

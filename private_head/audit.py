@@ -234,12 +234,12 @@ def method_release(
     are refused.
     """
     from accounting import PrivacyLedger
-    from private_head.budget import remaining_allowance
-    from private_head.methods import Context, PublicInfo, get_method
-    from private_head.options import route
-    from private_head.plan import Releaser
-    from private_head.preprocessing import Preprocessing
-    from private_head.rows import open_rows
+    from private_head._budget import remaining_allowance
+    from private_head._methods import Context, PublicInfo, get_method
+    from private_head._options import route
+    from private_head._plan import Releaser
+    from private_head._preprocessing import Preprocessing
+    from private_head._rows import open_rows
 
     if method not in AUDITABLE:
         raise ValueError(

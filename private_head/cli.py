@@ -33,10 +33,10 @@ import jax
 
 from accounting.budget_file import BudgetFile
 from feature_extract import multihost, store
-from private_head.api import fit
-from private_head.head import PrivateHead
-from private_head.methods import available_methods, get_method
-from private_head.options import SHARED, Options
+from private_head._api import fit
+from private_head._head import PrivateHead
+from private_head._methods import available_methods, get_method
+from private_head._options import SHARED, Options
 
 EVAL_CHUNK_ROWS = 65536
 DEFAULT_DELTA = 1e-5

@@ -38,7 +38,7 @@ import h5py
 import jax
 import numpy as np
 
-from private_head.plan import observing
+from private_head._plan import observing
 
 Artifacts = dict[str, bytes | str]
 Run = Callable[[Any, "Recorder"], Artifacts]

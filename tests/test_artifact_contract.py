@@ -22,8 +22,8 @@ import pytest
 
 import private_head
 from private_head import cli
-from private_head.methods import available_methods, get_method
-from private_head.rows import aligned_empty
+from private_head._methods import available_methods, get_method
+from private_head._rows import aligned_empty
 from private_head.testing import (
     Recorder,
     artifact_differences,
@@ -195,7 +195,7 @@ folder, index, port, replay, log = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 assert multihost.initialize(f"127.0.0.1:{port}", 2, index)
 import os
 from private_head import cli
-from private_head.plan import observing
+from private_head._plan import observing
 from private_head.testing import Recorder
 recorder = Recorder(replay=Recorder.load(replay) if replay != "-" else None)
 os.chdir(folder)

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
-from private_head import plan, statistics
+from private_head import _plan as plan
+from private_head import _statistics as statistics
+from private_head._kernel import clipped_gradient_sum
 from private_head.audit import (
     AUDITABLE,
     audit_method,
@@ -29,7 +31,6 @@ from private_head.audit import (
     gaussian_shift_epsilon_bound,
     orthogonal_canary,
 )
-from private_head.kernel import clipped_gradient_sum
 
 
 def _gaussian_epsilon(mu: float, delta: float) -> float:

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 import private_head
 from accounting import epsilon_from_mu, mu_from_epsilon
 from feature_extract import store
-from private_head.preprocessing import Preprocessing
+from private_head._preprocessing import Preprocessing
 
 K, D = 4, 6
 

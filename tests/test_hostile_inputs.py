@@ -1,7 +1,7 @@
 """Hostile inputs on the public API: each gives its documented error, or finite valid output.
 
 Store (feature_extract.store): ValueError for bad arrays/labels, StoreError for bad files.
-Training data (private_head.rows / private_head.fit): ValueError naming what is wrong.
+Training data (private_head._rows / private_head.fit): ValueError naming what is wrong.
 Accounting: ValueError for impossible or non-finite budgets.
 """
 
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import private_head
 from feature_extract import store
-from private_head.preprocessing import Preprocessing
-from private_head.rows import open_rows
+from private_head._preprocessing import Preprocessing
+from private_head._rows import open_rows
 
 N, D, K = 8, 4, 3  # one shape everywhere: few JIT compilations
 

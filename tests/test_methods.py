@@ -13,13 +13,13 @@ import pytest
 
 import private_head
 from accounting import PrivacyLedger, epsilon_from_mu, mu_from_epsilon
-from private_head.budget import Allowance, remaining_allowance
-from private_head.linalg import psd_project, whitening
-from private_head.methods import Context, PublicInfo, get_method
-from private_head.options import route
-from private_head.plan import Releaser, symmetric_noise
-from private_head.preprocessing import Preprocessing
-from private_head.rows import open_rows
+from private_head._budget import Allowance, remaining_allowance
+from private_head._linalg import psd_project, whitening
+from private_head._methods import Context, PublicInfo, get_method
+from private_head._options import route
+from private_head._plan import Releaser, symmetric_noise
+from private_head._preprocessing import Preprocessing
+from private_head._rows import open_rows
 from tests.helpers import blobs
 
 K, D = 3, 6
@@ -143,7 +143,7 @@ def test_the_noise_of_dp_gd_is_sqrt_t_over_mu_times_c():
 
 
 def test_repeated_fits_reuse_the_compiled_step():
-    from private_head.optimizers import _apply_step as apply_step
+    from private_head._optimizers import _apply_step as apply_step
 
     x, y = blobs(100, D, K)
     private_head.fit(x, y, num_classes=K, epsilon=1, delta=1e-5, method="dp_gd", steps=3, seed=0)
@@ -370,7 +370,7 @@ def test_whitening_is_flat_below_the_noise_edge_and_the_identity_without_structu
 def test_feature_covariance_whitens_only_above_its_noise_edge(monkeypatch):
     # The fit hands whitening the public noise edge sqrt(2 D) s / n and the options; at a tiny
     # budget the Gram of these isotropic rows is noise-dominated and A is the identity.
-    import private_head.methods.dp_feature_covariance as fc
+    import private_head._methods.dp_feature_covariance as fc
 
     seen = []
 

@@ -19,13 +19,13 @@ import pytest
 
 import private_head
 from accounting import PrivacyLedger
-from private_head.api import train
-from private_head.keys import noise_key
-from private_head.methods import available_methods, get_method
-from private_head.options import route
-from private_head.plan import DOMINATING_GDP
-from private_head.rows import open_rows
-from private_head.selection import Candidate, Selection, _NoOptions
+from private_head._api import train
+from private_head._keys import noise_key
+from private_head._methods import available_methods, get_method
+from private_head._options import route
+from private_head._plan import DOMINATING_GDP
+from private_head._rows import open_rows
+from private_head._selection import Candidate, Selection, _NoOptions
 from tests.helpers import blobs, numbers_in, write_store
 
 K, D = 3, 8

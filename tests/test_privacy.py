@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 import private_head
 from accounting import PrivacyLedger, poisson_event
-from private_head.keys import noise_key, seed_words
-from private_head.methods.dp_sgd import poisson_sample, realised_rate, threshold
-from private_head.plan import Plan, PlannedRelease, Releaser, draw_key, planned_noise
+from private_head._keys import noise_key, seed_words
+from private_head._methods.dp_sgd import poisson_sample, realised_rate, threshold
+from private_head._plan import Plan, PlannedRelease, Releaser, draw_key, planned_noise
 from tests.helpers import blobs
 from tests.test_methods_contract import Recorder, flat, run
 
@@ -56,7 +56,7 @@ def test_an_unseeded_key_is_64_bits_straight_from_the_os(monkeypatch):
         drawn.append(out)
         return out
 
-    monkeypatch.setattr("private_head.keys.secrets.token_bytes", token_bytes)
+    monkeypatch.setattr("private_head._keys.secrets.token_bytes", token_bytes)
     key, seeded = noise_key(None)
     assert not seeded and len(drawn) == 1 and len(drawn[0]) == 8  # 64 bits asked for
     data = np.asarray(jax.random.key_data(key))

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from accounting.gdp import epsilon_from_mu, mu_from_epsilon
-from private_head.rows import validation_mask
-from private_head.selection import epsilon_dominated_by, mu_dominating, noisy_choice, select
+from private_head._rows import validation_mask
+from private_head._selection import epsilon_dominated_by, mu_dominating, noisy_choice, select
 
 
 @settings(max_examples=30)

@@ -26,14 +26,14 @@ import jax
 import jax.numpy as jnp
 
 from accounting import BudgetExceededError, noise_multiplier_poisson
-from private_head.budget import Allowance
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.methods.common import DescentOptions, descent_settings, head_from
-from private_head.optimizers import apply_step, head_bias, init_params, init_state
-from private_head.options import option
-from private_head.plan import POISSON, Plan, PlannedRelease, Releaser
-from private_head.rows import Rows
-from private_head.statistics import GradientSums
+from private_head._budget import Allowance
+from private_head._methods import Context, Method, PublicInfo, register_method
+from private_head._methods._descent import DescentOptions, descent_settings, head_from
+from private_head._optimizers import apply_step, head_bias, init_params, init_state
+from private_head._options import option
+from private_head._plan import POISSON, Plan, PlannedRelease, Releaser
+from private_head._rows import Rows
+from private_head._statistics import GradientSums
 
 RELEASE = "dp_sgd/poisson_sampled_clipped_gradient_sums"
 DEFAULT_BATCH_FRACTION = 0.5  # the default expected batch: half of the public n

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from private_head.kernel import (
+from private_head._kernel import (
     ONE_HOT_MAX_CLASSES,
     clipped_gradient_sum,
     from_class_sums,
@@ -27,7 +27,7 @@ from private_head.kernel import (
     zero_init_class_sums,
     zero_init_row_weights,
 )
-from private_head.preprocessing import times_pow2, within_radius
+from private_head._preprocessing import times_pow2, within_radius
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

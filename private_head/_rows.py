@@ -41,8 +41,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from feature_extract import store
-from private_head.options import Performance
-from private_head.preprocessing import (
+from private_head._options import Performance
+from private_head._preprocessing import (
     IDENTITY,
     Preprocessing,
     finite_rows,
@@ -54,7 +54,7 @@ from private_head.preprocessing import (
     rows32,
     safe_norms,
 )
-from private_head.statistics import Chunk, Nothing, Stage1, Statistic
+from private_head._statistics import Chunk, Nothing, Stage1, Statistic
 
 AXIS = "data"
 BUDGET_SHARE = 0.5  # of the free device memory / available RAM, for the rows and the pass

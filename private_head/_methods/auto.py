@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from private_head.budget import Allowance
-from private_head.methods import Context, Method, PublicInfo, get_method, register_method
-from private_head.options import Options, option
-from private_head.plan import Plan, Releaser
-from private_head.rows import Rows
+from private_head._budget import Allowance
+from private_head._methods import Context, Method, PublicInfo, get_method, register_method
+from private_head._options import Options, option
+from private_head._plan import Plan, Releaser
+from private_head._rows import Rows
 
 SELECTS = ("rule", "private")
 
@@ -49,7 +49,7 @@ def choose(public: PublicInfo, mu: float) -> tuple[dict[str, Any], str]:
 
 
 def _selection(public: PublicInfo):
-    from private_head.selection import Candidate, Selection
+    from private_head._selection import Candidate, Selection
 
     return Selection(tuple(Candidate.parse(c) for c in candidates(public)))
 
@@ -60,7 +60,7 @@ def plan(options: AutoOptions, public: PublicInfo, allowance: Allowance) -> Plan
         inner = selection.plan(options, public, allowance)
         return Plan(inner.releases, {"select": "private"}, {"selection": selection, "inner": inner})
     spec, reason = choose(public, allowance.mu)
-    from private_head.selection import Candidate
+    from private_head._selection import Candidate
 
     cand = Candidate.parse(spec)
     inner = cand.method.plan(cand.options, public, allowance)

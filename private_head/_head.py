@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from feature_extract import store
-from private_head.preprocessing import Preprocessing
+from private_head._preprocessing import Preprocessing
 
 FORMAT = "private_head/2"
 PREDICT_CHUNK_ROWS = 65536

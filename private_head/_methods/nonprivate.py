@@ -20,14 +20,14 @@ import numpy as np
 import optax
 import scipy.optimize
 
-from private_head.budget import Allowance
-from private_head.kernel import LOSSES
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.optimizers import OPTIMIZERS, Descent, make_optimizer
-from private_head.options import Options, option, positive
-from private_head.plan import Plan, Releaser
-from private_head.rows import Rows
-from private_head.statistics import LossAndGradient
+from private_head._budget import Allowance
+from private_head._kernel import LOSSES
+from private_head._methods import Context, Method, PublicInfo, register_method
+from private_head._optimizers import OPTIMIZERS, Descent, make_optimizer
+from private_head._options import Options, option, positive
+from private_head._plan import Plan, Releaser
+from private_head._rows import Rows
+from private_head._statistics import LossAndGradient
 
 
 @dataclass(frozen=True, kw_only=True)

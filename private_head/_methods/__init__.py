@@ -24,11 +24,11 @@ from typing import Any
 
 import jax
 
-from private_head.budget import Allowance
-from private_head.options import Options
-from private_head.plan import Plan, Releaser
-from private_head.preprocessing import Preprocessing
-from private_head.rows import Rows
+from private_head._budget import Allowance
+from private_head._options import Options
+from private_head._plan import Plan, Releaser
+from private_head._preprocessing import Preprocessing
+from private_head._rows import Rows
 
 HeadParams = tuple[jax.Array, jax.Array]
 
@@ -106,7 +106,7 @@ def describe_options(name: str) -> list[dict[str, Any]]:
     return get_method(name).options.describe()
 
 
-from private_head.methods import (  # noqa: E402  (each module registers its method)
+from private_head._methods import (  # noqa: E402  (each module registers its method)
     auto,
     dp_feature_covariance,
     dp_gd,

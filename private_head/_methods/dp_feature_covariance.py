@@ -34,16 +34,16 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from private_head.budget import Allowance, check_fraction
-from private_head.linalg import check_gram_memory, whitening
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.methods.common import DescentOptions, descend, descent_settings, head_from
-from private_head.methods.dp_least_squares import gram_sensitivity, noise_spectral_norm
-from private_head.options import non_negative, option, positive
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.preprocessing import IDENTITY
-from private_head.rows import Rows
-from private_head.statistics import Gram
+from private_head._budget import Allowance, check_fraction
+from private_head._linalg import check_gram_memory, whitening
+from private_head._methods import Context, Method, PublicInfo, register_method
+from private_head._methods._descent import DescentOptions, descend, descent_settings, head_from
+from private_head._methods.dp_least_squares import gram_sensitivity, noise_spectral_norm
+from private_head._options import non_negative, option, positive
+from private_head._plan import Plan, PlannedRelease, Releaser
+from private_head._preprocessing import IDENTITY
+from private_head._rows import Rows
+from private_head._statistics import Gram
 
 GRAM, STEPS = "dp_feature_covariance/gram", "dp_feature_covariance/clipped_gradient_sums"
 

@@ -43,16 +43,16 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import log_ndtr, ndtri
 
-from private_head.api import check_budget, make_ledger, operator_log, privacy_report, train
-from private_head.budget import Allowance, check_fraction
-from private_head.head import PrivateHead
-from private_head.keys import noise_key
-from private_head.methods import Context, Method, PublicInfo, get_method
-from private_head.options import Options, Performance, route
-from private_head.plan import DOMINATING_GDP, Plan, PlannedRelease, Releaser
-from private_head.rows import Part, Rows, open_rows
-from private_head.spending import budget_target, dataset_spending
-from private_head.statistics import CorrectCounts
+from private_head._api import check_budget, make_ledger, operator_log, privacy_report, train
+from private_head._budget import Allowance, check_fraction
+from private_head._head import PrivateHead
+from private_head._keys import noise_key
+from private_head._methods import Context, Method, PublicInfo, get_method
+from private_head._options import Options, Performance, route
+from private_head._plan import DOMINATING_GDP, Plan, PlannedRelease, Releaser
+from private_head._rows import Part, Rows, open_rows
+from private_head._spending import budget_target, dataset_spending
+from private_head._statistics import CorrectCounts
 
 MECHANISMS = ("noisy_max", "exponential")
 SELECTION = "selection"

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from private_head.budget import Ledger
-from private_head.kernel import gaussian_noise_like
+from private_head._budget import Ledger
+from private_head._kernel import gaussian_noise_like
 
 GAUSSIAN, POISSON, DOMINATING_GDP = "gaussian", "poisson_gaussian", "dominating_gdp"
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from private_head.budget import check_fraction
+from private_head._budget import check_fraction
 
 
 def option(
@@ -151,7 +151,7 @@ def non_negative(name: str, value: float) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Preprocess(Options):
-    """The per-row map of every training row (see ``private_head.preprocessing``)."""
+    """The per-row map of every training row (see ``private_head._preprocessing``)."""
 
     normalize: bool = option(
         True,

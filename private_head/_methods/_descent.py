@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from private_head.kernel import LOSSES
-from private_head.optimizers import (
+from private_head._kernel import LOSSES
+from private_head._optimizers import (
     OPTIMIZERS,
     Descent,
     apply_step,
@@ -25,11 +25,11 @@ from private_head.optimizers import (
     init_params,
     init_state,
 )
-from private_head.options import Options, option, positive
-from private_head.plan import Releaser
-from private_head.preprocessing import Preprocessing
-from private_head.rows import Rows
-from private_head.statistics import GradientSums, ZeroInitSums
+from private_head._options import Options, option, positive
+from private_head._plan import Releaser
+from private_head._preprocessing import Preprocessing
+from private_head._rows import Rows
+from private_head._statistics import GradientSums, ZeroInitSums
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from private_head.budget import Allowance, check_fraction
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.options import Options, option, positive
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.rows import Rows
-from private_head.statistics import ClassSumsAndCounts
+from private_head._budget import Allowance, check_fraction
+from private_head._methods import Context, Method, PublicInfo, register_method
+from private_head._options import Options, option, positive
+from private_head._plan import Plan, PlannedRelease, Releaser
+from private_head._rows import Rows
+from private_head._statistics import ClassSumsAndCounts
 
 SUMS, COUNTS = "dp_prototypes/class_sums", "dp_prototypes/class_counts"
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from private_head.budget import Allowance
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.methods.common import LossOptions, zero_init_sums
-from private_head.optimizers import Descent
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.rows import Rows
+from private_head._budget import Allowance
+from private_head._methods import Context, Method, PublicInfo, register_method
+from private_head._methods._descent import LossOptions, zero_init_sums
+from private_head._optimizers import Descent
+from private_head._plan import Plan, PlannedRelease, Releaser
+from private_head._rows import Rows
 
 RELEASE = "single_step/clipped_gradient_sum"
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from private_head.budget import Allowance
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.methods.common import DescentOptions, descend, descent_settings, head_from
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.rows import Rows
+from private_head._budget import Allowance
+from private_head._methods import Context, Method, PublicInfo, register_method
+from private_head._methods._descent import DescentOptions, descend, descent_settings, head_from
+from private_head._plan import Plan, PlannedRelease, Releaser
+from private_head._rows import Rows
 
 RELEASE = "dp_gd/clipped_gradient_sums"
 

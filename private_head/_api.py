@@ -36,16 +36,16 @@ import jax
 import numpy as np
 
 from accounting import PrivacyLedger
-from private_head.budget import Allowance, Ledger, remaining_allowance, split_mu
-from private_head.head import PrivateHead
-from private_head.keys import noise_key
-from private_head.methods import Context, Method, PublicInfo, get_method
-from private_head.options import DatasetSize, Options, Performance, Preprocess, route
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.preprocessing import Preprocessing
-from private_head.rows import Rows, open_rows
-from private_head.spending import budget_target, dataset_spending
-from private_head.statistics import RowSum
+from private_head._budget import Allowance, Ledger, remaining_allowance, split_mu
+from private_head._head import PrivateHead
+from private_head._keys import noise_key
+from private_head._methods import Context, Method, PublicInfo, get_method
+from private_head._options import DatasetSize, Options, Performance, Preprocess, route
+from private_head._plan import Plan, PlannedRelease, Releaser
+from private_head._preprocessing import Preprocessing
+from private_head._rows import Rows, open_rows
+from private_head._spending import budget_target, dataset_spending
+from private_head._statistics import RowSum
 
 COUNT, CENTER = "dataset_size/noisy_count", "center/row_sum"
 OPERATOR_NOTE = (
@@ -291,7 +291,7 @@ def fit(
     (the report then says ``seeded: true``). A fit on a store records what it spends in the
     store's budget file (``budget_file=`` sets another, or one for arrays); ``total_epsilon``
     caps the dataset's total across runs, and a fit that would pass the cap is refused before
-    it reads a row (``private_head.spending``).
+    it reads a row (``private_head._spending``).
     """
     started = time.perf_counter()
     chosen = get_method(method)
