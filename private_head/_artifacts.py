@@ -1,8 +1,10 @@
-"""The whole-artefact contract: between a dataset and its neighbour, everything a fit writes or
-returns is equal except the declared noisy releases (docs/architecture.md, "The whole artefact").
+"""The whole artefact: between a dataset and its neighbour, everything a fit writes or returns is
+equal except the declared noisy releases (docs/architecture.md, "The whole artefact"); part of the
+contract of ``private_head.testing``.
 
 Record and replay. ``run(dataset, recorder)`` fits while a ``Recorder`` (the observer of every
-releaser, ``plan.observing``) records each statistic before its noise and the value released;
+releaser, ``_release.observing``) records each planned release, the statistic before its noise
+and the value released;
 ``run(neighbour, Recorder(replay=log))`` fits on the neighbour (one row added or removed) with
 the same seed while the recorder hands back the first run's released values. With the releases
 fixed, the two runs' artefacts must be equal byte for byte. ``run`` returns them as
@@ -38,7 +40,8 @@ import h5py
 import jax
 import numpy as np
 
-from private_head._plan import observing
+from private_head._plan import PlannedRelease
+from private_head._release import observing
 
 Artifacts = dict[str, bytes | str]
 Run = Callable[[Any, "Recorder"], Artifacts]
@@ -49,8 +52,9 @@ SHOWN = 8  # differences shown per artefact
 
 
 class Recorder:
-    """The releasers' observer: records ``(statistic, released)`` per ``(release, draw)``; with
-    ``replay`` (an earlier recorder's ``log``) it hands back the recorded released values.
+    """The releasers' observer: records ``(statistic, released)`` per ``(release, draw)`` in
+    ``log`` and each planned release by name in ``planned``; with ``replay`` (an earlier
+    recorder's ``log``) it hands back the recorded released values.
 
     Released values are handed on as host numpy arrays in both runs, so that the computations
     after a release see the same inputs whether recorded or replayed (a device array spread
@@ -58,12 +62,15 @@ class Recorder:
 
     def __init__(self, replay: Mapping[tuple[str, int], tuple[Any, Any]] | None = None):
         self.log: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self.planned: dict[str, PlannedRelease] = {}
         self.replay = replay
 
-    def __call__(self, name: str, draw: int, values: dict[str, Any]) -> Any:
-        statistic = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), values["statistic"])
+    def __call__(self, release: PlannedRelease, draw: int, statistic: Any, released: Any) -> Any:
+        name = release.name
+        self.planned[name] = release
+        statistic = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), statistic)
         if self.replay is None:
-            released = jax.tree_util.tree_map(np.asarray, values["released"])
+            released = jax.tree_util.tree_map(np.asarray, released)
         elif (name, draw) in self.replay:
             released = self.replay[(name, draw)][1]
         else:
@@ -305,6 +312,7 @@ def _first_text_difference(a: Any, b: Any) -> str:
 
 
 __all__ = [
+    "Artifacts",
     "Recorder",
     "artifact_differences",
     "check_neighbours",

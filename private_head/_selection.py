@@ -1,7 +1,8 @@
-"""``select``: train J candidate heads and pick one privately, all planned and charged together.
+"""The selection: train J candidate heads and pick one privately, all planned and charged together
+(``private_head.select``, and ``auto`` with ``select="private"``).
 
 Split. A row is a validation row when a keyed hash of its own values and label falls below
-``validation_fraction`` (``rows.Part``): a row's side depends on that row alone, so adding or
+``validation_fraction`` (``_rows.Part``): a row's side depends on that row alone, so adding or
 removing one example changes exactly one part by that example. No realised part size is used or
 reported: every candidate divides by the public ``(1 - validation_fraction) n``, with n the
 divisor of ``fit`` (a public size or the noisy count).
@@ -24,7 +25,8 @@ Accounting. An eps-DP mechanism is ``mu_eps``-GDP with ``mu_eps = -2 Phi^{-1}(1 
 its trade-off curve ``max(0, 1 - e^eps a, e^-eps (1 - a))`` is piecewise linear, meets the convex
 Gaussian curve at both ends and at ``a = 1 / (1 + e^eps)``, so lies above it. ``eps_sel`` above is
 exactly ``mu_eps = mu_sel``: the selection is recorded as what it is, an ``eps_sel``-DP mechanism
-charged as the ``mu_sel``-GDP that dominates it (a ``dominating_gdp`` release, no noise std), and
+charged as the ``mu_sel``-GDP that dominates it (``PlannedRelease.dominating_gdp``: the event
+``Gaussian(1 / mu_sel)``, no noise std), and
 the ledger composes everything exactly in GDP. Candidates must be Gaussian (full-batch) methods.
 
 ``public_validation=(x, y)`` picks the best candidate on public data (free), trains every
@@ -33,29 +35,31 @@ candidate on all the private rows with ``mu_j = mu / sqrt(J)``, and charges no s
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.special import log_ndtr, ndtri
 
-from private_head._api import check_budget, make_ledger, operator_log, privacy_report, train
-from private_head._budget import Allowance, check_fraction
-from private_head._head import PrivateHead
-from private_head._keys import noise_key
-from private_head._methods import Context, Method, PublicInfo, get_method
-from private_head._options import Options, Performance, route
-from private_head._plan import DOMINATING_GDP, Plan, PlannedRelease, Releaser
-from private_head._rows import Part, Rows, open_rows
-from private_head._spending import budget_target, dataset_spending
+from private_head._budget import Allowance
+from private_head._method import Candidate, Context, Fitted, Method, PublicInfo
+from private_head._options import NoOptions, route
+from private_head._plan import Plan, PlannedRelease
+from private_head._registry import get_method
+from private_head._release import Choose, Releaser
+from private_head._rows import Part, Rows
+from private_head._settings import Settings
 from private_head._statistics import CorrectCounts
+from private_head._validation import check_choice, check_fraction
 
 MECHANISMS = ("noisy_max", "exponential")
 SELECTION = "selection"
+T = TypeVar("T")
 
 
 def epsilon_dominated_by(mu: float) -> float:
@@ -77,36 +81,56 @@ def noisy_choice(key: jax.Array, correct: jax.Array, eps_sel: float, mechanism: 
     return jnp.argmax(eps_sel * correct + jax.random.gumbel(key, correct.shape))
 
 
+def parse_candidate(spec: Any) -> Candidate:
+    """``{"method": name, **its options}`` as a candidate: a private, Gaussian (full-batch)
+    method with its typed options."""
+    if not isinstance(spec, Mapping) or "method" not in spec:
+        raise ValueError(
+            f"each candidate must be a dict with a 'method' and its options, got {spec!r}"
+        )
+    given = dict(spec)
+    method = get_method(given.pop("method"))
+    if not method.private:
+        raise ValueError(
+            "a 'nonprivate' candidate would spend an infinite budget; select() takes "
+            "private methods only"
+        )
+    if not method.gaussian:
+        raise ValueError(
+            f"method {method.name!r} records a non-Gaussian (PLD) event; select() composes "
+            "the candidates in GDP and accepts only Gaussian (full-batch) methods"
+        )
+    return Candidate(method, route(method.name, method.options, given, shared=False).method)
+
+
 @dataclass(frozen=True)
-class Candidate:
-    """One candidate: a registered Gaussian method and its typed options."""
+class SelectionSettings(Settings):
+    """Every candidate's plan, the public information they planned with (the divisor
+    ``(1 - validation_fraction) n``), and the selection's epsilon and mu (None: public
+    validation, no selection release)."""
 
-    method: Method
-    options: Options
+    plans: tuple[Plan[Settings], ...]
+    public: PublicInfo
+    epsilon_selection: float | None
+    mu_selection: float | None
 
-    @classmethod
-    def parse(cls, spec: Any) -> Candidate:
-        if not isinstance(spec, dict) or "method" not in spec:
-            raise ValueError(
-                f"each candidate must be a dict with a 'method' and its options, got {spec!r}"
-            )
-        spec = dict(spec)
-        method = get_method(spec.pop("method"))
-        if not method.private:
-            raise ValueError(
-                "a 'nonprivate' candidate would spend an infinite budget; select() takes "
-                "private methods only"
-            )
-        if not method.gaussian:
-            raise ValueError(
-                f"method {method.name!r} records a non-Gaussian (PLD) event; select() composes "
-                "the candidates in GDP and accepts only Gaussian (full-batch) methods"
-            )
-        options, *_ = route(method.name, method.options, spec, shared=False)
-        return cls(method, options)
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "candidates": [p.settings.to_dict() for p in self.plans],
+            "epsilon_selection": self.epsilon_selection,
+            "mu_selection": self.mu_selection,
+        }
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method.name, **self.options.to_dict()}
+
+@dataclass(frozen=True)
+class Chosen:
+    """A selection's outcome: the chosen candidate, its index and head, and the selection's
+    report."""
+
+    index: int
+    candidate: Candidate
+    head: Fitted
+    report: dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -118,16 +142,21 @@ class Selection:
     validation_fraction: float = 0.1
     selection_fraction: float = 0.1
     split_salt: int = 0
-    public_validation: Any = None
-    outcome: list[int] = field(default_factory=list, compare=False)
+    public_validation: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.candidates:
             raise ValueError("candidates must be a non-empty list of dicts")
         check_fraction("validation_fraction", self.validation_fraction)
         check_fraction("selection_fraction", self.selection_fraction)
-        if self.mechanism not in MECHANISMS:
-            raise ValueError(f"mechanism must be one of {MECHANISMS}, got {self.mechanism!r}")
+        check_choice("mechanism", self.mechanism, MECHANISMS)
+
+    @classmethod
+    def parse(cls, specs: Sequence[Any], **settings: Any) -> Selection:
+        """The selection among ``specs`` (``[{"method": name, **its options}, ...]``)."""
+        if not isinstance(specs, (list, tuple)) or not specs:
+            raise ValueError("candidates must be a non-empty list of dicts")
+        return cls(tuple(parse_candidate(spec) for spec in specs), **settings)
 
     @property
     def private_validation(self) -> bool:
@@ -136,7 +165,9 @@ class Selection:
     def prefix(self, j: int) -> str:
         return f"candidate {j} ({self.candidates[j].method.name})/"
 
-    def plan(self, options: Options, public: PublicInfo, allowance: Allowance) -> Plan:
+    def plan(
+        self, options: NoOptions, public: PublicInfo, allowance: Allowance
+    ) -> Plan[SelectionSettings]:
         del options
         J = len(self.candidates)
         if self.private_validation:
@@ -144,194 +175,112 @@ class Selection:
             mu_sel, mu_all = parts[SELECTION].mu, parts["candidates"].mu
             size = (1.0 - self.validation_fraction) * public.dataset_size
         else:
-            mu_sel, mu_all, size = 0.0, allowance.mu, public.dataset_size
+            mu_sel, mu_all, size = None, allowance.mu, public.dataset_size
         each = Allowance(mu_all / math.sqrt(J), allowance.epsilon, allowance.delta)
-        sub = PublicInfo(**{**public.__dict__, "dataset_size": size})
-        plans, releases = [], []
-        for j, cand in enumerate(self.candidates):
-            plan = cand.method.plan(cand.options, sub, each)
-            plans.append(plan)
-            releases += [_renamed(r, self.prefix(j) + r.name) for r in plan.releases]
-        notes = {"plans": plans, "public": sub}
-        if self.private_validation:
+        sub = dataclasses.replace(public, dataset_size=size)
+        plans = tuple(c.method.plan(c.options, sub, each) for c in self.candidates)
+        releases = [
+            r.renamed(self.prefix(j) + r.name) for j, p in enumerate(plans) for r in p.releases
+        ]
+        eps_sel = None
+        if mu_sel is not None:
             eps_sel = epsilon_dominated_by(mu_sel)
-            releases.append(
-                PlannedRelease(
-                    SELECTION,
-                    None,
-                    None,
-                    kind=DOMINATING_GDP,
-                    mu=mu_sel,
-                    description=f"{self.mechanism} over {J} candidates: {eps_sel:.6g}-DP, charged "
-                    f"as the {mu_sel:.6g}-GDP that dominates it",
-                )
+            description = (
+                f"{self.mechanism} over {J} candidates: {eps_sel:.6g}-DP, charged as the "
+                f"{mu_sel:.6g}-GDP that dominates it"
             )
-            notes.update(epsilon_selection=eps_sel, mu_selection=mu_sel)
-        return Plan(tuple(releases), None, notes)
+            releases.append(PlannedRelease.dominating_gdp(SELECTION, mu_sel, description))
+        return Plan(tuple(releases), SelectionSettings(plans, sub, eps_sel, mu_sel))
 
-    def run(self, plan: Plan, rows: Rows, releaser: Releaser, context: Context):
-        train_rows, val_rows = rows, None
+    def choose(
+        self, plan: Plan[SelectionSettings], rows: Rows, releaser: Releaser, context: Context
+    ) -> Chosen:
+        """Train every candidate and pick one (module docstring)."""
+        settings = plan.settings
+        train_rows, val_rows = rows, rows
         if self.private_validation:
             part = dict(salt=self.split_salt, fraction=self.validation_fraction)
             train_rows = rows.with_part(Part(**part, validation=False))
             val_rows = rows.with_part(Part(**part, validation=True))
-        sub_context = Context(plan.notes["public"], context.preprocessing)
-        heads = []
-        for j, (cand, sub_plan) in enumerate(
-            zip(self.candidates, plan.notes["plans"], strict=True)
-        ):
-            sub = _PrefixedReleaser(releaser, self.prefix(j))
-            heads.append(cand.method.run(sub_plan, train_rows, sub, sub_context))
-        if self.private_validation:
-            scores = val_rows.sum(CorrectCounts(len(heads)), heads, context.preprocessing)
-            eps_sel = plan.notes["epsilon_selection"]
-            chosen = releaser.choice(
-                SELECTION, scores, lambda key, s: noisy_choice(key, s, eps_sel, self.mechanism)
+        sub_context = Context(settings.public, context.preprocessing)
+        heads = [
+            cand.method.run(sub_plan, train_rows, _Prefixed(releaser, self.prefix(j)), sub_context)
+            for j, (cand, sub_plan) in enumerate(zip(self.candidates, settings.plans, strict=True))
+        ]
+        params = [(h.weights, h.bias) for h in heads]
+        if settings.epsilon_selection is not None:
+            scores = val_rows.sum(CorrectCounts(len(heads)), params, context.preprocessing)
+            eps_sel, mechanism = settings.epsilon_selection, self.mechanism
+            index = int(
+                releaser.choice(
+                    SELECTION, scores, lambda key, s: noisy_choice(key, s, eps_sel, mechanism)
+                )
             )
         else:
             x_pub, y_pub = self.public_validation
             accuracy = [_public_accuracy(h, x_pub, y_pub, context) for h in heads]
-            chosen = int(np.argmax(accuracy))
-        self.outcome.append(int(chosen))
-        return heads[int(chosen)]
+            index = int(np.argmax(accuracy))
+        return Chosen(index, self.candidates[index], heads[index], self.report(settings, index))
 
-    def as_method(self, name: str = "select") -> Method:
-        return Method(
-            name,
-            _NoOptions,
-            self.plan,
-            self.run,
-            "private selection among candidates",
-            details=lambda plan: {"selection": self.report(plan)},
-        )
+    def run(
+        self, plan: Plan[SelectionSettings], rows: Rows, releaser: Releaser, context: Context
+    ) -> Fitted:
+        chosen = self.choose(plan, rows, releaser, context)
+        report = {"selection": chosen.report}
+        return Fitted(chosen.head.weights, chosen.head.bias, report, chosen.candidate)
 
-    def report(self, plan: Plan) -> dict[str, Any]:
-        out = {
+    def as_method(self, name: str = "select") -> Method[NoOptions, SelectionSettings]:
+        return Method(name, NoOptions, self.plan, self.run, "private selection among candidates")
+
+    def report(self, settings: SelectionSettings, index: int) -> dict[str, object]:
+        out: dict[str, object] = {
             "candidates": [c.to_dict() for c in self.candidates],
-            "chosen": self.outcome[-1],
+            "chosen": index,
             "mechanism": self.mechanism if self.private_validation else "argmax on public data",
             "hyperparameters": "selected privately"
             if self.private_validation
             else "selected on public data",
         }
-        if self.private_validation:
+        if settings.epsilon_selection is not None:
             out.update(
-                epsilon_selection=plan.notes["epsilon_selection"],
-                mu_selection=plan.notes["mu_selection"],
+                epsilon_selection=settings.epsilon_selection,
+                mu_selection=settings.mu_selection,
                 validation_fraction=self.validation_fraction,
                 split_salt=self.split_salt,
             )
         return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class _NoOptions(Options):
-    """The selection's options are its constructor's."""
-
-
-def _renamed(release: PlannedRelease, name: str) -> PlannedRelease:
-    return PlannedRelease(**{**release.__dict__, "name": name})
-
-
-class _PrefixedReleaser:
-    """A candidate's view of the selection's releaser: its release names carry its prefix."""
+class _Prefixed:
+    """A candidate's view of the selection's releaser (a ``Releaser``): its release names carry
+    its prefix."""
 
     def __init__(self, parent: Releaser, prefix: str):
         self.parent, self.prefix = parent, prefix
 
-    def release(self, name: str, statistic: Any) -> Any:
+    def release(self, name: str, statistic: T) -> T:
         return self.parent.release(self.prefix + name, statistic)
 
-    def choice(self, name: str, scores: Any, choose: Any) -> Any:
+    def choice(self, name: str, scores: jax.Array, choose: Choose) -> jax.Array:
         return self.parent.choice(self.prefix + name, scores, choose)
 
     def sampling_key(self, name: str, draw: int) -> jax.Array:
         return self.parent.sampling_key(self.prefix + name, draw)
 
 
-def _public_accuracy(head, x, y, context: Context) -> float:
-    W, b = head
-    logits = context.preprocessing.apply(np.asarray(x)) @ np.asarray(W) + np.asarray(b)
+def _public_accuracy(head: Fitted, x: Any, y: Any, context: Context) -> float:
+    x = context.preprocessing.apply(np.asarray(x))
+    logits = x @ np.asarray(head.weights) + np.asarray(head.bias)
     return float(np.mean(np.argmax(logits, axis=1) == np.asarray(y)))
 
 
-def select(
-    features: Any,
-    labels: Any = None,
-    *,
-    num_classes: int,
-    epsilon: float,
-    delta: float,
-    candidates: list[dict[str, Any]],
-    validation_fraction: float = 0.1,
-    mechanism: str = "noisy_max",
-    selection_fraction: float = 0.1,
-    seed: int | None = None,
-    split_salt: int = 0,
-    public_mean: Any = None,
-    public_validation: Any = None,
-    split: str = "train",
-    total_epsilon: float | None = None,
-    budget_file: Any = None,
-    **options: Any,
-) -> PrivateHead:
-    """Train every candidate (``{"method": name, **its options}``) and return the one chosen
-    privately on a validation part of the rows (module docstring); ``.privacy`` holds the whole
-    cost: the count, every candidate's releases and the selection, in one ledger. ``options`` are
-    the shared ones (preprocessing, dataset size, performance) for all candidates;
-    ``total_epsilon`` and ``budget_file`` keep the dataset's budget across runs as in ``fit``."""
-    started = time.perf_counter()
-    if not isinstance(candidates, (list, tuple)) or not candidates:
-        raise ValueError("candidates must be a non-empty list of dicts")
-    selection = Selection(
-        tuple(Candidate.parse(c) for c in candidates),
-        mechanism,
-        validation_fraction,
-        selection_fraction,
-        int(split_salt),
-        public_validation,
-    )
-    method = selection.as_method()
-    epsilon, delta = check_budget(method, epsilon, delta)
-    _, preprocess, size, performance = route("select", _NoOptions, options)
-    ledger = make_ledger(epsilon, delta)
-    key, seeded = noise_key(seed)
-    path, read_split = budget_target(features, split, budget_file)
-    spending = dataset_spending(
-        path,
-        total_epsilon,
-        method=method,
-        split=read_split,
-        epsilon=epsilon,
-        delta=delta,
-        seeded=seeded,
-    )
-    with spending as settle:  # the dataset's budget is charged before a row is read
-        rows = open_rows(
-            features,
-            labels,
-            num_classes=num_classes,
-            feature_norm=preprocess.feature_norm,
-            split=split,
-            performance=performance,
-        )
-        trained = train(
-            rows, method, _NoOptions(), preprocess, size, ledger, key, public_mean=public_mean
-        )
-        settle(ledger)
-    privacy = privacy_report(ledger, method, seeded, trained)
-    best = selection.candidates[selection.outcome[-1]]
-    privacy.update(method=best.method.name)
-    settings = {**trained.settings, "method": best.method.name, "options": best.options.to_dict()}
-    return PrivateHead(
-        trained.weights,
-        trained.bias,
-        trained.preprocessing,
-        privacy,
-        settings,
-        performance.to_dict(),
-        operator_log(rows, started),
-    )
-
-
-__all__ = ["Candidate", "Performance", "Selection", "select"]
+__all__ = [
+    "MECHANISMS",
+    "Chosen",
+    "Selection",
+    "SelectionSettings",
+    "epsilon_dominated_by",
+    "mu_dominating",
+    "noisy_choice",
+    "parse_candidate",
+]

@@ -2,7 +2,7 @@
 
 ``select="rule"`` (default) picks one method by the documented rule ``choose`` (in the public
 n, D, K and mu) and runs it with the whole allowance; ``select="private"`` trains the rule's
-candidates and picks one with the accounted private selection (``selection.Selection``), charged
+candidates and picks one with the accounted private selection (``_selection.Selection``), charged
 to the same budget. The report's ``auto`` entry says which head was chosen and why.
 """
 
@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from private_head._budget import Allowance
-from private_head._methods import Context, Method, PublicInfo, get_method, register_method
-from private_head._options import Options, option
-from private_head._plan import Plan, Releaser
+from private_head._method import Candidate, Context, Fitted, Method, PublicInfo
+from private_head._options import NoOptions, Options, option
+from private_head._plan import Plan
+from private_head._registry import register_method
+from private_head._release import Releaser
 from private_head._rows import Rows
+from private_head._selection import Selection, SelectionSettings, parse_candidate
+from private_head._settings import Settings
 
 SELECTS = ("rule", "private")
 
@@ -30,6 +34,34 @@ class AutoOptions(Options):
         "private selection among the rule's candidates",
         choices=SELECTS,
     )
+
+
+@dataclass(frozen=True)
+class RuleChoice(Settings):
+    """``select="rule"``: the head the rule chose, why, and its plan."""
+
+    candidate: Candidate
+    reason: str
+    plan: Plan[Settings]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "select": "rule",
+            "chosen": self.candidate.to_dict(),
+            "reason": self.reason,
+            "resolved": self.plan.settings.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class PrivateChoice(Settings):
+    """``select="private"``: the selection among the rule's candidates, and its plan."""
+
+    selection: Selection
+    plan: Plan[SelectionSettings]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"select": "private", "resolved": self.plan.settings.to_dict()}
 
 
 def candidates(public: PublicInfo) -> list[dict[str, Any]]:
@@ -48,52 +80,35 @@ def choose(public: PublicInfo, mu: float) -> tuple[dict[str, Any], str]:
     )
 
 
-def _selection(public: PublicInfo):
-    from private_head._selection import Candidate, Selection
-
-    return Selection(tuple(Candidate.parse(c) for c in candidates(public)))
-
-
-def plan(options: AutoOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+def plan(
+    options: AutoOptions, public: PublicInfo, allowance: Allowance
+) -> Plan[RuleChoice | PrivateChoice]:
     if options.select == "private":
-        selection = _selection(public)
-        inner = selection.plan(options, public, allowance)
-        return Plan(inner.releases, {"select": "private"}, {"selection": selection, "inner": inner})
+        selection = Selection.parse(candidates(public))
+        inner = selection.plan(NoOptions(), public, allowance)
+        return Plan(inner.releases, PrivateChoice(selection, inner))
     spec, reason = choose(public, allowance.mu)
-    from private_head._selection import Candidate
-
-    cand = Candidate.parse(spec)
-    inner = cand.method.plan(cand.options, public, allowance)
-    settings = {"chosen": cand.to_dict(), "reason": reason, "resolved": inner.settings}
-    return Plan(inner.releases, settings, {"candidate": cand, "inner": inner})
+    candidate = parse_candidate(spec)
+    chosen = candidate.method.plan(candidate.options, public, allowance)
+    return Plan(chosen.releases, RuleChoice(candidate, reason, chosen))
 
 
-def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
-    if "selection" in plan.notes:
-        return plan.notes["selection"].run(plan.notes["inner"], rows, releaser, context)
-    cand = plan.notes["candidate"]
-    return cand.method.run(plan.notes["inner"], rows, releaser, context)
-
-
-def details(plan: Plan) -> dict[str, Any]:
-    if "selection" in plan.notes:
-        report = plan.notes["selection"].report(plan.notes["inner"])
-        chosen = report["candidates"][report["chosen"]]
-        return {
-            "auto": {
-                "select": "private",
-                "chosen": chosen,
-                "selection": report,
-                "reason": "chosen by the accounted private selection",
-            }
+def run(
+    plan: Plan[RuleChoice | PrivateChoice], rows: Rows, releaser: Releaser, context: Context
+) -> Fitted:
+    settings = plan.settings
+    if isinstance(settings, PrivateChoice):
+        chosen = settings.selection.choose(settings.plan, rows, releaser, context)
+        report = {
+            "select": "private",
+            "chosen": chosen.candidate.to_dict(),
+            "selection": chosen.report,
+            "reason": "chosen by the accounted private selection",
         }
-    return {
-        "auto": {
-            "select": "rule",
-            "chosen": plan.settings["chosen"],
-            "reason": plan.settings["reason"],
-        }
-    }
+        return Fitted(chosen.head.weights, chosen.head.bias, {"auto": report})
+    head = settings.candidate.method.run(settings.plan, rows, releaser, context)
+    report = {"select": "rule", "chosen": settings.candidate.to_dict(), "reason": settings.reason}
+    return Fitted(head.weights, head.bias, {"auto": report})
 
 
 METHOD = register_method(
@@ -103,8 +118,5 @@ METHOD = register_method(
         plan,
         run,
         "picks the head for the budget by a public rule, or by private selection",
-        details=details,
     )
 )
-
-__all__ = ["METHOD", "choose", "get_method"]

@@ -7,7 +7,7 @@ the public divisor n:
 
 with ``sigma = sqrt(T) / mu`` (T releases of sensitivity C are exactly sqrt(T)/sigma-GDP). The
 defaults (T, optimiser, learning rate) come from a data-independent rule
-(``methods.common.descent_defaults``; docs/architecture.md, "Default settings").
+(``_methods._descent.descent_defaults``; docs/architecture.md, "Default settings").
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from private_head._budget import Allowance
-from private_head._methods import Context, Method, PublicInfo, register_method
-from private_head._methods._descent import DescentOptions, descend, descent_settings, head_from
-from private_head._plan import Plan, PlannedRelease, Releaser
+from private_head._method import Context, Fitted, Method, PublicInfo
+from private_head._methods._descent import DescentOptions, descend, descent_settings, fitted
+from private_head._optimizers import DescentSettings
+from private_head._plan import Plan, PlannedRelease
+from private_head._registry import register_method
+from private_head._release import Releaser
 from private_head._rows import Rows
 
 RELEASE = "dp_gd/clipped_gradient_sums"
@@ -28,18 +31,17 @@ class DpGdOptions(DescentOptions):
     """T full-batch steps of an optax optimiser."""
 
 
-def plan(options: DpGdOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+def plan(options: DpGdOptions, public: PublicInfo, allowance: Allowance) -> Plan[DescentSettings]:
     settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
     C, T = settings.clip_norm, settings.steps
-    release = PlannedRelease(RELEASE, C, allowance.gaussian_std(C, count=T), count=T)
-    return Plan((release,), settings)
+    std = allowance.gaussian_std(C, count=T)
+    return Plan((PlannedRelease.gaussian(RELEASE, C, std, count=T),), settings)
 
 
-def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
-    params = descend(
-        rows, context.preprocessing, plan.settings, releaser, RELEASE, context.public.dataset_size
-    )
-    return head_from(params, plan.settings)
+def run(plan: Plan[DescentSettings], rows: Rows, releaser: Releaser, context: Context) -> Fitted:
+    n = context.public.dataset_size
+    params = descend(rows, context.preprocessing, plan.settings, releaser, RELEASE, n)
+    return fitted(params, plan.settings)
 
 
 METHOD = register_method(
