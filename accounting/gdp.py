@@ -152,3 +152,13 @@ def noise_multiplier_full_batch(epsilon: float, delta: float, steps: int) -> flo
         sigma += step
         step *= 2
     return sigma
+
+
+__all__ = [
+    "delta_from_mu",
+    "epsilon_from_mu",
+    "epsilon_full_batch",
+    "log_delta_from_mu",
+    "mu_from_epsilon",
+    "noise_multiplier_full_batch",
+]

@@ -2,41 +2,44 @@
 
 Adjacency is add-or-remove one example. The ledger composes exactly what it is told: the caller must
 make sure that nothing else it publishes depends on the private data (the true dataset size
-included: a size that is used or shown must be public or a charged release). A Gaussian release adds
-N(0, noise_std^2) noise to a statistic of L2 sensitivity C and is exactly mu_i-GDP with
-mu_i = C / noise_std; `count` identical releases (e.g. T full-batch steps) give sqrt(count) mu_i.
-While every release is Gaussian the ledger composes exactly in GDP,
+included: a size that is used or shown must be public or a charged release). Every release is a
+dp-accounting event, recorded with ``compose(name, event, **description)``; the accountant is
+chosen from the events. While every event is Gaussian (``Gaussian(sigma)``, self-composed or
+composed: ``accounting.events.gaussian_event_mu``) the ledger composes exactly in GDP,
 
-    mu = sqrt(sum_i count_i * (C_i / noise_std_i)^2),   epsilon = epsilon_from_mu(mu, delta).
+    mu = sqrt(sum_i mu_i^2),   epsilon = epsilon_from_mu(mu, delta),
 
-Once a release that is not Gaussian (any dp-accounting DpEvent, e.g. Poisson-subsampled steps) is
-recorded, everything is composed with dp-accounting's PLD accountant (add-or-remove-one). The
-Gaussian releases then enter as one GaussianDpEvent(1 / mu_gauss): by the GDP composition above
-this is the same mechanism as composing them one by one, with a single discretisation. Equal
-events are merged into one self-composition. Each record recomputes the PLD (a fraction of a
-second for a Poisson-sampled event at the default discretisation), so record T steps as one
-event (`poisson_event(sigma, q, T)`), not T events.
+e.g. ``count`` releases of sensitivity C and noise std s are ``SelfComposed(Gaussian(s / C),
+count)``, ``mu_i = sqrt(count) C / s``. Once an event that is not Gaussian is recorded (e.g.
+Poisson-subsampled steps), everything is composed with dp-accounting's PLD accountant
+(add-or-remove-one). The Gaussian releases then enter as one GaussianDpEvent(1 / mu_gauss): by the
+GDP composition above this is the same mechanism as composing them one by one, with a single
+discretisation. Equal events are merged into one self-composition. Each record recomputes the PLD
+(a fraction of a second for a Poisson-sampled event at the default discretisation), so record T
+steps as one event (``poisson_event(sigma, q, T)``), not T events.
+
+The report lists the releases as data: each one's name, its event (``events.event_to_dict``,
+exact), its mu and the caller's description (e.g. the sensitivity and the noise std), so a report
+re-accounts to exactly the epsilon it states.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import dp_accounting
 
-from accounting._checks import (
-    check_delta,
-    check_epsilon,
-    check_nonnegative,
-    check_positive_finite,
-    check_steps,
-)
+from accounting._checks import check_delta, check_epsilon, check_positive_finite
+from accounting.events import check_event, event_to_dict, gaussian_event_mu
 from accounting.gdp import epsilon_from_mu, mu_from_epsilon
 from accounting.poisson import DEFAULT_DISCRETIZATION, pld_accountant
 
 _TOLERANCE = 1e-9
+_RESERVED = ("name", "event", "mu")
+_SCALARS = (str, int, float, bool, type(None))
 
 
 class BudgetExceededError(ValueError):
@@ -45,73 +48,32 @@ class BudgetExceededError(ValueError):
 
 @dataclass(frozen=True)
 class Release:
-    """One recorded release. `mu` is its GDP parameter (None when the event is not Gaussian)."""
+    """One recorded release: its event, the event's GDP mu (None when it is not Gaussian) and
+    what the caller said about it (JSON scalars, e.g. the sensitivity and the noise std)."""
 
     name: str
-    kind: str  # "gaussian", "gdp" (a mechanism known to be mu-GDP) or "event"
+    event: dp_accounting.DpEvent
     mu: float | None
-    sensitivity: float | None = None
-    noise_std: float | None = None
-    count: int = 1
-    event: dp_accounting.DpEvent | None = None
-    description: str | None = None
+    description: Mapping[str, Any]
 
-    @property
-    def noise_multiplier(self) -> float | None:
-        """The noise multiplier sigma: the event's own (exact) when it holds one Gaussian, else
-        noise_std / sensitivity."""
-        sigma, _ = _gaussian_and_rate(self.event)
-        if sigma is not None:
-            return sigma
-        if self.sensitivity is not None and self.noise_std is not None:
-            return self.noise_std / self.sensitivity
-        return None
-
-    @property
-    def sampling_rate(self) -> float | None:
-        """The Poisson sampling rate q of a Poisson-sampled Gaussian event (exact), else None."""
-        return _gaussian_and_rate(self.event)[1]
-
-
-def gaussian_event_mu(event: dp_accounting.DpEvent) -> float | None:
-    """GDP mu of an event built only from Gaussian (and no-op) events, else None.
-
-    GaussianDpEvent(s) -> 1/s; SelfComposed(e, n) -> sqrt(n) mu(e); Composed(e_1..e_k) ->
-    sqrt(sum mu(e_j)^2); NoOp -> 0.
-    """
-    if isinstance(event, dp_accounting.NoOpDpEvent):
-        return 0.0
-    if isinstance(event, dp_accounting.GaussianDpEvent):
-        return math.inf if event.noise_multiplier == 0 else 1.0 / event.noise_multiplier
-    if isinstance(event, dp_accounting.SelfComposedDpEvent):
-        inner = gaussian_event_mu(event.event)
-        return None if inner is None else math.sqrt(event.count) * inner
-    if isinstance(event, dp_accounting.ComposedDpEvent):
-        parts = [gaussian_event_mu(e) for e in event.events]
-        if any(p is None for p in parts):
-            return None
-        return math.sqrt(math.fsum(p * p for p in parts))
-    return None
-
-
-def _gaussian_and_rate(event: dp_accounting.DpEvent | None) -> tuple[float | None, float | None]:
-    """``(sigma, q)`` of ``[SelfComposed(] [PoissonSampled(q,] Gaussian(sigma) [)] [)]``: the
-    values the event holds, so that a report re-accounts to exactly the recorded epsilon."""
-    while isinstance(event, dp_accounting.SelfComposedDpEvent):
-        event = event.event
-    rate = None
-    if isinstance(event, dp_accounting.PoissonSampledDpEvent):
-        rate, event = float(event.sampling_probability), event.event
-    if isinstance(event, dp_accounting.GaussianDpEvent):
-        return float(event.noise_multiplier), rate
-    return None, None
+    def to_dict(self) -> dict[str, Any]:
+        """The release as JSON-able data (module docstring); infinities as ``"inf"``."""
+        described = {
+            k: _json_float(v) if isinstance(v, float) else v for k, v in self.description.items()
+        }
+        return {
+            "name": self.name,
+            "event": event_to_dict(self.event),
+            "mu": _json_float(self.mu),
+            **described,
+        }
 
 
 class PrivacyLedger:
     """Records releases against an (epsilon, delta) budget; epsilon may be math.inf (no limit).
 
-    `record_gaussian` / `record_event` raise BudgetExceededError, and record nothing, when the
-    release would take the composed epsilon above the budget (relative tolerance 1e-9).
+    ``compose`` raises BudgetExceededError, and records nothing, when the release would take the
+    composed epsilon above the budget (relative tolerance 1e-9).
     """
 
     def __init__(
@@ -131,69 +93,17 @@ class PrivacyLedger:
         self._epsilon_spent = 0.0
 
     # ----------------------------------------------------------------------------- recording
-    def record_gaussian(
-        self, name: str, *, sensitivity: float, noise_std: float, count: int = 1
-    ) -> Release:
-        """Charge `count` releases of (statistic with L2 sensitivity C) + N(0, noise_std^2).
-
-        Each is (C / noise_std)-GDP. noise_std = 0 is infinite privacy loss: refused unless the
-        budget is epsilon = inf.
-        """
-        sensitivity = check_positive_finite("sensitivity", sensitivity)
-        noise_std = check_nonnegative("noise_std", noise_std)
-        if math.isinf(noise_std):
-            raise ValueError("noise_std must be finite (infinite noise releases nothing)")
-        count = check_steps(count, "count")
-        mu = math.inf if noise_std == 0 else math.sqrt(count) * sensitivity / noise_std
-        release = Release(
-            _check_name(name),
-            "gaussian",
-            mu,
-            sensitivity=sensitivity,
-            noise_std=noise_std,
-            count=count,
-        )
-        return self._record(release)
-
-    def record_gdp(self, name: str, mu: float, *, description: str) -> Release:
-        """Charge a mechanism known to be ``mu``-GDP that adds no Gaussian noise of its own (e.g. an
-        epsilon-DP selection charged as the mu-GDP that dominates it); ``description`` says why."""
-        mu = check_positive_finite("mu", mu)
-        if not isinstance(description, str) or not description:
-            raise ValueError("record_gdp needs a description of the mechanism and its GDP bound")
-        return self._record(Release(_check_name(name), "gdp", mu, description=description))
-
-    def record_event(
-        self,
-        name: str,
-        event: dp_accounting.DpEvent,
-        *,
-        description: str | None = None,
-        sensitivity: float | None = None,
-        noise_std: float | None = None,
-        count: int = 1,
-    ) -> Release:
-        """Charge an arbitrary dp-accounting DpEvent (composed with PLD, add-or-remove-one).
-
-        ``description``, ``sensitivity``, ``noise_std`` and ``count`` only describe the release in
-        the report (e.g. the Gaussian noise each of ``count`` Poisson-sampled steps adds).
-        """
-        release = self._event_release(name, event)
-        if sensitivity is not None:
-            sensitivity = check_positive_finite("sensitivity", sensitivity)
-        if noise_std is not None:
-            noise_std = check_nonnegative("noise_std", noise_std)
-        release = Release(
-            release.name,
-            release.kind,
-            release.mu,
-            sensitivity=sensitivity,
-            noise_std=noise_std,
-            count=check_steps(count, "count"),
-            event=event,
-            description=description,
-        )
-        return self._record(release)
+    def compose(self, name: str, event: dp_accounting.DpEvent, **description: Any) -> Release:
+        """Charge the release ``name`` of ``event`` (module docstring); ``description`` (JSON
+        scalars) goes into the report beside it. A Gaussian noise multiplier of 0 is an infinite
+        privacy loss: refused unless the budget is epsilon = inf."""
+        for key, value in description.items():
+            if key in _RESERVED or not isinstance(value, _SCALARS):
+                raise ValueError(
+                    f"a release's description is JSON scalars other than {_RESERVED}, got "
+                    f"{key}={value!r}"
+                )
+        return self._record(self._release(name, event, description))
 
     def epsilon_after_event(self, event: dp_accounting.DpEvent) -> float:
         """Epsilon that recording `event` would bring the ledger to; records nothing.
@@ -201,17 +111,18 @@ class PrivacyLedger:
         For calibrating a non-Gaussian release (e.g. a noise multiplier for Poisson-sampled
         steps) against what is already spent.
         """
-        return self._epsilon_with(self._event_release("preview", event))
+        return self._epsilon_with(self._release("preview", event, {}))
 
-    def _event_release(self, name: str, event: dp_accounting.DpEvent) -> Release:
-        if not isinstance(event, dp_accounting.DpEvent):
-            raise ValueError(f"event must be a dp_accounting.DpEvent, got {type(event).__name__}")
+    def _release(
+        self, name: str, event: dp_accounting.DpEvent, description: Mapping[str, Any]
+    ) -> Release:
+        check_event(event)
         if not pld_accountant(self.value_discretization_interval).supports(event):
             raise ValueError(
                 f"dp-accounting's PLD accountant (add-or-remove-one) cannot account for {event!r}; "
                 "express the release with supported events (Gaussian, Poisson-sampled, ...)"
             )
-        return Release(_check_name(name), "event", gaussian_event_mu(event), event=event)
+        return Release(_check_name(name), event, gaussian_event_mu(event), dict(description))
 
     def _epsilon_with(self, release: Release) -> float:
         candidate = [*self._releases, release]
@@ -280,7 +191,7 @@ class PrivacyLedger:
             "mu": _json_float(self.mu),
             "accountant": self.accountant,
             "adjacency": "add_or_remove_one",
-            "releases": [_release_dict(r) for r in self._releases],
+            "releases": [r.to_dict() for r in self._releases],
         }
 
 
@@ -343,16 +254,4 @@ def _json_float(x: float | None) -> float | str | None:
     return "inf" if math.isinf(x) else float(x)
 
 
-def _release_dict(r: Release) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "kind": r.kind,
-        "sensitivity": r.sensitivity,
-        "noise_std": r.noise_std,
-        "noise_multiplier": _json_float(r.noise_multiplier),
-        "sampling_rate": r.sampling_rate,
-        "count": r.count,
-        "mu": _json_float(r.mu),
-        "event": None if r.event is None else repr(r.event),
-        "description": r.description,
-    }
+__all__ = ["BudgetExceededError", "PrivacyLedger", "Release"]

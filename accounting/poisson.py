@@ -205,3 +205,15 @@ def _calibrate(
         if at_floor <= epsilon:  # less noise would do, but the floor is the least we account
             return MIN_NOISE_MULTIPLIER
         raise
+
+
+__all__ = [
+    "ADJACENCY",
+    "DEFAULT_DISCRETIZATION",
+    "MIN_NOISE_MULTIPLIER",
+    "epsilon_poisson",
+    "noise_multiplier_poisson",
+    "pld_accountant",
+    "poisson_event",
+    "rdp_epsilon",
+]

@@ -343,7 +343,7 @@ def head_row(
     zero_init   kernel.zero_init_class_sums + noise (the single_step method's kernel)
     """
     from benchmarks.head_speed import _data, nonprivate_step, private_step, zero_init_step
-    from private_head.kernel import row_sq_norms
+    from private_head._kernel import row_sq_norms
 
     X, y = _data(n, d, k, dtype)
     key = jax.random.key(1)
@@ -411,7 +411,7 @@ def fit_kernels(x: np.ndarray, y: np.ndarray, k: int, steps: int, repeats: int) 
     """Timed on the device copy of X (float16, as fit keeps half-precision rows): the zero-init
     step (single_step's kernel), ``row_sq_norms`` and one private clipped-sum step (dp_gd's)."""
     from benchmarks.head_speed import private_step, zero_init_step
-    from private_head.kernel import row_sq_norms
+    from private_head._kernel import row_sq_norms
 
     X, labels = jax.device_put(x), jax.device_put(y)
     X = X / jnp.linalg.norm(X.astype(jnp.float32), axis=1, keepdims=True).astype(X.dtype)

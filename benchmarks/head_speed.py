@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from private_head.kernel import (
+from private_head._kernel import (
     clipped_gradient_sum,
     gaussian_noise_like,
     row_sq_norms,

@@ -43,7 +43,7 @@ def ours_seconds(num_rows: int, dim: int, num_classes: int, repeats: int) -> flo
     import jax
     import jax.numpy as jnp
 
-    from private_head.kernel import clipped_gradient_sum
+    from private_head._kernel import clipped_gradient_sum
 
     key = jax.random.key(0)
     X = jax.random.normal(key, (num_rows, dim), jnp.float32)

@@ -13,11 +13,11 @@ rounded down to a multiple of the store's HDF5 chunk rows, ``SplitReader.chunk_r
   is read on a background thread into a reused staging buffer while the device works on the
   previous one; ``Rows.sum`` with ``Preprocessing("normalize", 1.0)``, fit's default):
 
-  - ``streamed pass without a statistic`` (``statistics.Nothing``): read, copy to the device and
+  - ``streamed pass without a statistic`` (``_statistics.Nothing``): read, copy to the device and
     the row norms only (where the time goes when a gradient pass is slower than the raw read);
-  - ``streamed single-step pass`` (``statistics.ZeroInitSums``): the clipped gradient sums at
+  - ``streamed single-step pass`` (``_statistics.ZeroInitSums``): the clipped gradient sums at
     W = 0, what ``single_step`` (and step 0 of ``dp_gd``) computes: no forward matmul;
-  - ``streamed general gradient pass`` (``statistics.GradientSums`` at a nonzero W): one
+  - ``streamed general gradient pass`` (``_statistics.GradientSums`` at a nonzero W): one
     full-batch clipped-gradient sum, what every later ``dp_gd`` step computes.
 
 Throughput is feature bytes over seconds (GB/s, 1e9 bytes); each figure is the best of three
@@ -117,9 +117,10 @@ def best_interleaved(passes: dict[str, Any], repeats: int = 3) -> dict[str, floa
 
 
 def streamed_rows(path: str, num_classes: int, rows: int) -> Any:
-    """The store's train split as ``private_head.rows.Rows``, streamed from disk in ``rows``-row
+    """The store's train split as ``private_head._rows.Rows``, streamed from disk in ``rows``-row
     chunks (``Performance(chunk_rows=rows)``): the path every ``fit`` on a store takes."""
-    from private_head import Performance, open_rows
+    from private_head import Performance
+    from private_head._rows import open_rows
 
     data = open_rows(
         f"{path}:train",
@@ -140,8 +141,8 @@ def streamed_passes(data: Any, num_classes: int, dim: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from private_head.preprocessing import Preprocessing
-    from private_head.statistics import GradientSums, Nothing, ZeroInitSums
+    from private_head._preprocessing import Preprocessing
+    from private_head._statistics import GradientSums, Nothing, ZeroInitSums
 
     pre = Preprocessing(*NORMALIZE)
     W = jnp.full((dim, num_classes), 0.01, jnp.float32)  # away from zero: a general step

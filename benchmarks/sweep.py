@@ -429,9 +429,17 @@ def _method_releases(releases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     ]
 
 
+def _noise_multiplier(event: dict[str, Any]) -> float:
+    """sigma of a ``[self_composed] [poisson_sampled] gaussian`` event as the report writes it."""
+    while event["type"] != "gaussian":
+        event = event["event"]
+    return event["noise_multiplier"]
+
+
 def _sigma(releases: Sequence[dict[str, Any]]) -> float | str | None:
-    """The noise multiplier: one number when every release shares it, else ``a;b;...``."""
-    values = [r.get("noise_multiplier") for r in releases if r.get("noise_multiplier") is not None]
+    """The noise multiplier of the releases that add noise: one number when every release shares
+    it, else ``a;b;...``."""
+    values = [_noise_multiplier(r["event"]) for r in releases if r.get("noise_std") is not None]
     distinct = list(dict.fromkeys(values))
     if not distinct:
         return None

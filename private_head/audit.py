@@ -234,12 +234,14 @@ def method_release(
     are refused.
     """
     from accounting import PrivacyLedger
-    from private_head.budget import remaining_allowance
-    from private_head.methods import Context, PublicInfo, get_method
-    from private_head.options import route
-    from private_head.plan import Releaser
-    from private_head.preprocessing import Preprocessing
-    from private_head.rows import open_rows
+    from private_head._budget import remaining_allowance
+    from private_head._method import Context, PublicInfo
+    from private_head._methods._descent import LossOptions
+    from private_head._options import route
+    from private_head._preprocessing import Preprocessing
+    from private_head._registry import get_method
+    from private_head._release import PlanReleaser
+    from private_head._rows import open_rows
 
     if method not in AUDITABLE:
         raise ValueError(
@@ -248,19 +250,10 @@ def method_release(
         )
     m = get_method(method)
     opts, pre_opts, _, _ = route(method, m.options, options)
-    public = PublicInfo(
-        dim,
-        num_classes,
-        float(dataset_size),
-        "public",
-        epsilon,
-        delta,
-        pre_opts.feature_norm,
-        "float32",
-    )
+    public = PublicInfo(dim, num_classes, float(dataset_size), pre_opts.feature_norm)
     plan = m.plan(opts, public, remaining_allowance(PrivacyLedger(epsilon, delta)))
     pre = Preprocessing("normalize" if pre_opts.normalize else "shrink", pre_opts.feature_norm)
-    bias0 = getattr(plan.settings, "bias0", 0.0)
+    bias0 = opts.initial_bias(num_classes) if isinstance(opts, LossOptions) else 0.0
     prepared: dict[int, Any] = {}
 
     def rows_of(dataset: tuple[Any, Any]):
@@ -278,9 +271,9 @@ def method_release(
 
     def release(dataset: tuple[Any, Any], key: jax.Array) -> tuple[jax.Array, jax.Array]:
         rows = rows_of(dataset)
-        W, b = m.run(plan, rows, Releaser(plan, key), Context(public, pre))
-        return -dataset_size * jnp.asarray(W, jnp.float32), -dataset_size * (
-            jnp.asarray(b, jnp.float32) - bias0
+        head = m.run(plan, rows, PlanReleaser(plan, key), Context(public, pre))
+        return -dataset_size * jnp.asarray(head.weights, jnp.float32), -dataset_size * (
+            jnp.asarray(head.bias, jnp.float32) - bias0
         )
 
     release.prepare = rows_of  # type: ignore[attr-defined]
@@ -606,6 +599,18 @@ def verdict(result: AuditResult) -> str:
         "leaks more than it claims"
     )
 
+
+__all__ = [
+    "AuditResult",
+    "Neighbours",
+    "audit_mechanism",
+    "audit_method",
+    "epsilon_lower_bound",
+    "gaussian_shift_epsilon_bound",
+    "main",
+    "method_release",
+    "orthogonal_canary",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -33,10 +33,10 @@ import jax
 
 from accounting.budget_file import BudgetFile
 from feature_extract import multihost, store
-from private_head.api import fit
-from private_head.head import PrivateHead
-from private_head.methods import available_methods, get_method
-from private_head.options import SHARED, Options
+from private_head._api import fit
+from private_head._head import PrivateHead
+from private_head._options import SHARED, Options
+from private_head._registry import available_methods, get_method
 
 EVAL_CHUNK_ROWS = 65536
 DEFAULT_DELTA = 1e-5
@@ -305,6 +305,13 @@ def _chosen_text(chosen: Any) -> str:
     return f"{chosen.get('method')}({given})"
 
 
+def _noise_multiplier(event: dict[str, Any]) -> float:
+    """sigma of a ``[self_composed] gaussian`` event (as ``accounting.event_to_dict`` writes it)."""
+    while event["type"] != "gaussian":
+        event = event["event"]
+    return event["noise_multiplier"]
+
+
 def _num(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
@@ -338,11 +345,11 @@ def summary(result: dict[str, Any]) -> str:
     if "auto" in p:
         lines.append(f"  auto    chose {_chosen_text(p['auto']['chosen'])}: {p['auto']['reason']}")
     for r in p["releases"]:
-        if r["kind"] == "gaussian":
+        if r["description"] is None:  # a Gaussian release
             lines.append(
                 f"  release {r['name']}: sensitivity {_num(r['sensitivity'])}, noise std "
-                f"{_num(r['noise_std'])}, noise multiplier {_num(r['noise_multiplier'])}, "
-                f"count {r['count']}"
+                f"{_num(r['noise_std'])}, noise multiplier {_num(_noise_multiplier(r['event']))},"
+                f" count {r['count']}"
             )
         else:
             lines.append(f"  release {r['name']}: {r['description']}")
@@ -425,3 +432,6 @@ def options_markdown() -> str:
     for who, spec in rows:
         lines.append(f"| {who} | `{spec['name']}` | {spec['shown']} | {spec['help']} |")
     return "\n".join(lines)
+
+
+__all__ = ["main", "options_markdown"]

@@ -2,10 +2,10 @@
 same seed and the releases replayed, every byte a fit writes or returns is equal
 (``private_head.testing``; docs/architecture.md, "The whole artefact").
 
-Covered: every registered method, ``auto`` with the private selection, ``select``, the private
-mean and the noisy count (in every private case); array-backed and store-backed rows; the edges
-that once decided a published value: a tiny N, N at a chunk boundary, N x D x itemsize at the
-memory budget, a store split whose HDF5 chunk was N rows, and two processes.
+Every registered method, ``auto`` with the private selection, ``select`` and the private mean are
+covered by ``check_method`` (tests/test_methods_contract.py). Here: the edges that once decided a
+published value (a tiny N, N at a chunk boundary, N x D x itemsize at the memory budget, a store
+split whose HDF5 chunk was N rows), store-backed rows, the command line and two processes.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 
 import private_head
-from private_head import cli
-from private_head.methods import available_methods, get_method
-from private_head.rows import aligned_empty
+from private_head import PlannedRelease, cli
+from private_head._rows import aligned_empty
 from private_head.testing import (
     Recorder,
     artifact_differences,
@@ -32,58 +31,26 @@ from private_head.testing import (
     fit_artifacts,
     folder_artifacts,
     head_artifacts,
+    neighbours,
 )
 from tests.helpers import blobs, write_store
 
 K, D = 3, 8
 EPS, DELTA, SEED = 1.0, 1e-5, 7
-FAST = {  # dp_sgd: a high rate and a low epsilon keep its PLD calibration cheap
-    "dp_gd": {"steps": 2},
-    "dp_sgd": {"batch_size": 150, "steps": 2},
-    "dp_feature_covariance": {"steps": 2},
-    "nonprivate": {"steps": 2},
-}
-CASES = [(m, FAST.get(m, {})) for m in available_methods()] + [
-    ("auto", {"select": "private"}),
-    ("single_step", {"center": "private"}),
-    ("select", {}),
-]
-IDS = [m + "".join(f"-{k}={v}" for k, v in o.items() if k != "steps") for m, o in CASES]
-IDS = [i if IDS.count(i) == 1 else f"{i}-{n}" for n, i in enumerate(IDS)]
-CANDIDATES = [{"method": "dp_gd", "steps": 2}, {"method": "dp_prototypes"}]
-
-
-def neighbours(x: np.ndarray, y: np.ndarray):
-    """``(x, y)`` with a far-out row of class 0 added, and with its last row removed."""
-    row = (np.linspace(-5, 7, x.shape[1]) * 3).astype(x.dtype)
-    added = (np.vstack([x, row]), np.append(y, 0).astype(np.int32))
-    return [added, (x[:-1], y[:-1])]
 
 
 def fitter(tmp_path, name: str, options: dict, **common):
     """``run(dataset, recorder)`` fitting ``name`` on arrays, each run in its own folder."""
     count = itertools.count()
-    private = name == "select" or get_method(name).private
-    common = dict(num_classes=K, epsilon=EPS if private else float("inf"), delta=DELTA, **common)
+    common = dict(num_classes=K, epsilon=EPS, delta=DELTA, **common)
 
     def run(data, recorder):
         folder = tmp_path / f"run{next(count)}"
-        if name == "select":
-            return fit_artifacts(
-                private_head.select, recorder, folder, *data, candidates=CANDIDATES, **common
-            )
         return fit_artifacts(
             private_head.fit, recorder, folder, *data, method=name, **options, **common
         )
 
     return run
-
-
-@pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)
-def test_every_method_writes_and_returns_the_same_bytes_for_neighbours(name, options, tmp_path):
-    x, y = blobs(300, D, K, seed=3)
-    run = fitter(tmp_path, name, options, seed=SEED, chunk_rows=64)  # one compiled pass for all N
-    check_neighbours(run, (x, y), neighbours(x, y))
 
 
 def test_a_tiny_dataset(tmp_path):
@@ -181,8 +148,9 @@ def test_a_difference_anywhere_is_reported_with_its_field():
 
 def test_a_replay_refuses_a_release_the_first_run_did_not_make():
     recorder = Recorder(replay={})
+    count = PlannedRelease.gaussian("count", 1.0, 10.0)
     with pytest.raises(AssertionError, match="not made in the first run"):
-        recorder("count", 0, {"statistic": 1.0, "released": 1.0})
+        recorder(count, 0, np.float64(1.0), np.float64(1.0))
 
 
 # Two processes: the command line under jax.distributed (gloo), each run in its own folder.
@@ -195,8 +163,7 @@ folder, index, port, replay, log = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 assert multihost.initialize(f"127.0.0.1:{port}", 2, index)
 import os
 from private_head import cli
-from private_head.plan import observing
-from private_head.testing import Recorder
+from private_head.testing import Recorder, observing
 recorder = Recorder(replay=Recorder.load(replay) if replay != "-" else None)
 os.chdir(folder)
 with observing(recorder):

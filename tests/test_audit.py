@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
-from private_head import plan, statistics
+from private_head import _release as release
+from private_head import _statistics as statistics
+from private_head._kernel import clipped_gradient_sum
 from private_head.audit import (
     AUDITABLE,
     audit_method,
@@ -29,7 +31,6 @@ from private_head.audit import (
     gaussian_shift_epsilon_bound,
     orthogonal_canary,
 )
-from private_head.kernel import clipped_gradient_sum
 
 
 def _gaussian_epsilon(mu: float, delta: float) -> float:
@@ -202,9 +203,9 @@ def test_audit_of_the_real_mechanism_stays_below_the_claimed_epsilon(method):
 @pytest.mark.parametrize("method", ["single_step", "dp_gd"])
 def test_audit_flags_half_the_noise(method, monkeypatch, fresh_traces):
     """The ledger is charged honestly, but the noise drawn has half the std."""
-    honest = plan.gaussian_noise_like
+    honest = release.gaussian_noise_like
     monkeypatch.setattr(
-        plan, "gaussian_noise_like", lambda key, tree, std: honest(key, tree, std / 2)
+        release, "gaussian_noise_like", lambda key, tree, std: honest(key, tree, std / 2)
     )
     result = _audit(method)
     assert not result.consistent and result.epsilon_lower_bound > EPSILON

@@ -1,4 +1,4 @@
-"""A dataset's budget across runs, from fit, select and the command line (private_head.spending)."""
+"""A dataset's budget across runs, from fit, select and the command line."""
 
 from __future__ import annotations
 

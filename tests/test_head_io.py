@@ -9,8 +9,9 @@ import pytest
 
 import private_head
 from feature_extract import store
-from private_head.head import PrivateHead, checksum
-from private_head.preprocessing import Preprocessing
+from private_head import PrivateHead
+from private_head._head import checksum  # the file format, tested on purpose
+from private_head._preprocessing import Preprocessing
 
 D, K = 5, 3
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from private_head.kernel import (
+from private_head._kernel import (
     ONE_HOT_MAX_CLASSES,
     clipped_gradient_sum,
     gaussian_noise_like,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from private_head.preprocessing import (
+from private_head._preprocessing import (
     IDENTITY,
     Preprocessing,
     fold_factors,

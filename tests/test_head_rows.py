@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 import private_head
-from private_head.options import Performance
-from private_head.preprocessing import Preprocessing
-from private_head.rows import aligned_empty, open_rows, validation_mask
-from private_head.statistics import GradientSums, GramAndSums, ZeroInitSums
+from private_head import GradientSums, GramAndSums, Performance, ZeroInitSums
+from private_head._preprocessing import Preprocessing
+from private_head._rows import aligned_empty, open_rows, validation_mask
 from tests.helpers import blobs, write_store
 
 K, D = 3, 8

@@ -1,7 +1,7 @@
 """Hostile inputs on the public API: each gives its documented error, or finite valid output.
 
 Store (feature_extract.store): ValueError for bad arrays/labels, StoreError for bad files.
-Training data (private_head.rows / private_head.fit): ValueError naming what is wrong.
+Training data (private_head._rows / private_head.fit): ValueError naming what is wrong.
 Accounting: ValueError for impossible or non-finite budgets.
 """
 
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import private_head
 from feature_extract import store
-from private_head.preprocessing import Preprocessing
-from private_head.rows import open_rows
+from private_head._preprocessing import Preprocessing
+from private_head._rows import open_rows
 
 N, D, K = 8, 4, 3  # one shape everywhere: few JIT compilations
 
@@ -288,29 +288,36 @@ def test_accounting_refuses_invalid_budgets(epsilon, delta, steps):
     sensitivity=st.sampled_from([math.nan, math.inf, 0.0, -1.0]),
     noise_std=st.sampled_from([math.nan, -1.0, math.inf]),
 )
-def test_ledger_refuses_invalid_releases_and_records_nothing(sensitivity, noise_std):
+def test_a_release_of_an_invalid_sensitivity_or_noise_is_refused(sensitivity, noise_std):
+    from private_head import PlannedRelease
+
+    for args in ((sensitivity, 1.0), (1.0, noise_std)):
+        with pytest.raises(ValueError, match="sensitivity|noise_std"):
+            PlannedRelease.gaussian("step", *args)
+
+
+@given(sigma=st.sampled_from([math.nan, -1.0, -math.inf]))
+def test_ledger_refuses_invalid_events_and_records_nothing(sigma):
+    import dp_accounting
+
     from accounting import PrivacyLedger
 
     ledger = PrivacyLedger(1.0, 1e-5)
-    for kwargs in (
-        {"sensitivity": sensitivity, "noise_std": 1.0},
-        {"sensitivity": 1.0, "noise_std": noise_std},
-    ):
-        with pytest.raises(ValueError, match="sensitivity|noise_std"):
-            ledger.record_gaussian("step", **kwargs)
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        ledger.compose("step", dp_accounting.GaussianDpEvent(sigma))
     assert ledger.releases == ()
 
 
 @given(epsilon=st.floats(0.1, 10), overspend=st.floats(1.001, 100))
 def test_ledger_refuses_overspending_before_recording(epsilon, overspend):
-    from accounting import BudgetExceededError, PrivacyLedger, mu_from_epsilon
+    from accounting import BudgetExceededError, PrivacyLedger, gaussian_event, mu_from_epsilon
 
     ledger = PrivacyLedger(epsilon, 1e-5)
     sigma = 1.0 / (mu_from_epsilon(epsilon, 1e-5) * overspend)
     with pytest.raises(BudgetExceededError, match="over the budget"):
-        ledger.record_gaussian("step", sensitivity=1.0, noise_std=sigma)
+        ledger.compose("step", gaussian_event(sigma))
     with pytest.raises(BudgetExceededError):
-        ledger.record_gaussian("exact", sensitivity=1.0, noise_std=0.0)
+        ledger.compose("exact", gaussian_event(0.0))
     assert ledger.releases == () and ledger.epsilon_spent == 0.0
 
 

@@ -23,14 +23,36 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import private_head
-from accounting import PrivacyLedger, poisson_event
-from private_head.keys import noise_key, seed_words
-from private_head.methods.dp_sgd import poisson_sample, realised_rate, threshold
-from private_head.plan import Plan, PlannedRelease, Releaser, draw_key, planned_noise
+from accounting import PrivacyLedger, event_from_dict
+from private_head._keys import noise_key, seed_words
+from private_head._methods.dp_sgd import poisson_sample, realised_rate, threshold
+from private_head._plan import Plan, PlannedRelease
+from private_head._release import PlanReleaser, draw_key, planned_noise
+from private_head._settings import Settings
+from private_head.testing import Recorder, observing
 from tests.helpers import blobs
-from tests.test_methods_contract import Recorder, flat, run
 
 K, D = 3, 8
+
+
+def run(name, options, x, y, *, recorder, features=None):
+    """A seeded fit of ``name`` with ``recorder`` observing every release."""
+    with observing(recorder):
+        return private_head.fit(
+            x if features is None else features,
+            y,
+            num_classes=K,
+            epsilon=2.0,
+            delta=1e-5,
+            method=name,
+            seed=7,
+            **options,
+        )
+
+
+def flat(tree) -> np.ndarray:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return np.concatenate([np.ravel(np.asarray(a, np.float64)) for a in leaves])
 
 
 # ----------------------------------------------------------------------------------- 1. keys
@@ -56,7 +78,7 @@ def test_an_unseeded_key_is_64_bits_straight_from_the_os(monkeypatch):
         drawn.append(out)
         return out
 
-    monkeypatch.setattr("private_head.keys.secrets.token_bytes", token_bytes)
+    monkeypatch.setattr("private_head._keys.secrets.token_bytes", token_bytes)
     key, seeded = noise_key(None)
     assert not seeded and len(drawn) == 1 and len(drawn[0]) == 8  # 64 bits asked for
     data = np.asarray(jax.random.key_data(key))
@@ -69,8 +91,10 @@ def test_an_unseeded_key_is_64_bits_straight_from_the_os(monkeypatch):
 def _single_step_noise_rows(key: jax.Array, std: float) -> np.ndarray:
     """The row sums of a single step's noise for a fit ``key`` (the releaser's derivation)."""
     method_key = jax.random.split(key, 3)[2]
-    plan = Plan((PlannedRelease("single_step/clipped_gradient_sum", 1.0, std),))
-    noise = Releaser(plan, method_key).release(plan.releases[0].name, {"W": jnp.zeros((D, K))})
+    plan = Plan(
+        (PlannedRelease.gaussian("single_step/clipped_gradient_sum", 1.0, std),), Settings()
+    )
+    noise = PlanReleaser(plan, method_key).release(plan.releases[0].name, {"W": jnp.zeros((D, K))})
     return np.asarray(noise["W"], np.float64).sum(axis=1)
 
 
@@ -103,8 +127,10 @@ def test_sampling_keys_and_noise_keys_come_from_separate_roots():
     """The releaser's key is split once into a noise root and a sampling root. (The sample's
     key used to be folded from its draw's noise key, whose blocks a large noise draw uses.)"""
     key = noise_key(3)[0]
-    plan = Plan(tuple(PlannedRelease(name, 1.0, 1.0, count=2) for name in "ab"))
-    releaser = Releaser(plan, key)
+    plan = Plan(
+        tuple(PlannedRelease.gaussian(name, 1.0, 1.0, count=2) for name in "ab"), Settings()
+    )
+    releaser = PlanReleaser(plan, key)
     noise_root, sampling_root = jax.random.split(key)
 
     def data(k):
@@ -160,21 +186,21 @@ def test_dp_sgd_samples_at_the_rate_of_the_public_size():
         dataset_size=600,
     )
     release = head.privacy["releases"][-1]
-    assert "sampling_probability=0.05," in release["event"]  # 30 / 600, whatever N is
+    assert release["event"]["event"]["sampling_probability"] == 0.05  # 30 / 600, whatever N is
 
 
 def test_the_count_and_the_mean_are_sums_of_their_declared_sensitivity():
     """The noisy count moves by 1 and the private mean's sum by at most r between neighbours."""
     x, y = blobs(120, D, K)
     first = Recorder()
-    run("single_step", {"center": "private", "feature_norm": 2.0}, x, y, observer=first)
+    run("single_step", {"center": "private", "feature_norm": 2.0}, x, y, recorder=first)
     second = Recorder(replay=first.log)
     run(
         "single_step",
         {"center": "private", "feature_norm": 2.0},
         np.vstack([x, 10 * x[:1]]),
         np.append(y, 1).astype(np.int32),
-        observer=second,
+        recorder=second,
     )
     count = ("dataset_size/noisy_count", 0)
     assert flat(second.log[count][0]) - flat(first.log[count][0]) == pytest.approx([1.0])
@@ -225,12 +251,12 @@ def test_half_precision_rows_stay_within_the_declared_sensitivity(method, dtype,
         options["metric"] = "euclidean"
     first = Recorder()
     xs = jnp.asarray(x).astype(dtype)
-    run(method, options, x, y, features=xs, observer=first)
+    run(method, options, x, y, features=xs, recorder=first)
     second = Recorder(replay=first.log)
     x2 = jnp.concatenate([xs, jnp.asarray(row[None]).astype(dtype)])
     y2 = np.append(y, seed % K).astype(np.int32)
-    _, ledger = run(method, options, np.asarray(x2, np.float32), y2, features=x2, observer=second)
-    sensitivity = {r.name: r.sensitivity for r in ledger.releases}
+    head = run(method, options, np.asarray(x2, np.float32), y2, features=x2, recorder=second)
+    sensitivity = {r["name"]: r["sensitivity"] for r in head.privacy["releases"]}
     for key, (stat, _) in first.log.items():
         moved = np.linalg.norm(flat(second.log[key][0]) - flat(stat))
         assert moved <= sensitivity[key[0]] * (1 + 1e-6) + 1e-6 * np.linalg.norm(flat(stat)), key
@@ -270,7 +296,8 @@ def test_poisson_sample_of_a_row_does_not_depend_on_the_row_count():
 
 def test_a_dp_sgd_report_re_accounts_to_exactly_the_epsilon_spent():
     """The rate and the noise multiplier are reported exactly (they were rounded to 4 digits in
-    the description: re-accounting gave 4.0006 for a budget of 4)."""
+    the description: re-accounting gave 4.0006 for a budget of 4); the report's events are the
+    events charged."""
     x, y = blobs(150, D, K)
     head = private_head.fit(
         x, y, num_classes=K, epsilon=1, delta=1e-5, seed=2, method="dp_sgd", batch_size=77, steps=2
@@ -278,13 +305,13 @@ def test_a_dp_sgd_report_re_accounts_to_exactly_the_epsilon_spent():
     p = head.privacy
     ledger = PrivacyLedger(p["epsilon_budget"], p["delta"])
     for r in p["releases"]:
-        if r["kind"] == "gaussian":
-            ledger.record_gaussian(
-                r["name"], sensitivity=r["sensitivity"], noise_std=r["noise_std"], count=r["count"]
-            )
-        else:
-            event = poisson_event(r["noise_multiplier"], r["sampling_rate"], r["count"])
-            ledger.record_event(r["name"], event)
-            shown = re.search(r"rate ([^,]+), noise multiplier (\S+) ", r["description"]).groups()
-            assert [float(v) for v in shown] == [r["sampling_rate"], r["noise_multiplier"]]
+        ledger.compose(r["name"], event_from_dict(r["event"]))
     assert ledger.epsilon_spent == p["epsilon_spent"]
+    steps = p["releases"][-1]["event"]
+    assert steps["type"] == "self_composed" and steps["count"] == 2
+    sampled = steps["event"]
+    assert sampled["type"] == "poisson_sampled" and sampled["event"]["type"] == "gaussian"
+    rate, sigma = sampled["sampling_probability"], sampled["event"]["noise_multiplier"]
+    shown = re.search(r"rate ([^,]+), noise multiplier (\S+) ", p["releases"][-1]["description"])
+    assert [float(v) for v in shown.groups()] == [rate, sigma]
+    assert p["releases"][-1]["noise_std"] == sigma * p["releases"][-1]["sensitivity"]

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from accounting.gdp import epsilon_from_mu, mu_from_epsilon
-from private_head.rows import validation_mask
-from private_head.selection import epsilon_dominated_by, mu_dominating, noisy_choice, select
+from private_head import select
+from private_head._rows import validation_mask
+from private_head._selection import epsilon_dominated_by, mu_dominating, noisy_choice
 
 
 @settings(max_examples=30)
@@ -143,7 +144,8 @@ def test_select_charges_every_candidate_and_the_selection_and_picks_the_best(mec
         assert any(name.startswith(f"candidate {j} ({c['method']})") for name in names)
     assert names[0] == "dataset_size/noisy_count" and names[-1] == "selection"
     assert report["releases"][-1]["description"].startswith(mechanism)
-    assert report["releases"][-1]["kind"] == "gdp" and report["releases"][-1]["noise_std"] is None
+    assert report["releases"][-1]["event"]["type"] == "gaussian"
+    assert report["releases"][-1]["noise_std"] is None
     mu = math.sqrt(0.99) * mu_from_epsilon(eps, delta)  # what the noisy count leaves
     mus = [r["mu"] for r in report["releases"]]
     per_candidate = {

@@ -1,7 +1,7 @@
 """The training rows, wherever they live: the one path every method's passes over the data take.
 
 ``Rows.sum(stat, args, preprocessing)`` returns ``sum_i stat(x'_i, y_i; args)`` over the rows, for a
-``statistics.Statistic`` (clipped gradient sums, class sums and counts, Gram and X^T Y, validation
+``_statistics.Statistic`` (clipped gradient sums, class sums and counts, Gram and X^T Y, validation
 scores). The per-row preprocessing ``x' = preprocess(x)`` runs on the device inside the same
 compiled pass as the statistic, chunk by chunk: the preprocessed rows are never written to the
 host. ``Rows`` owns the rest:
@@ -41,8 +41,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from feature_extract import store
-from private_head.options import Performance
-from private_head.preprocessing import (
+from private_head._options import Performance
+from private_head._preprocessing import (
     IDENTITY,
     Preprocessing,
     finite_rows,
@@ -54,7 +54,13 @@ from private_head.preprocessing import (
     rows32,
     safe_norms,
 )
-from private_head.statistics import Chunk, Nothing, Stage1, Statistic
+from private_head._statistics import Chunk, Nothing, Stage1, Statistic
+from private_head._validation import (
+    HALF_DTYPES,
+    check_feature_dtype,
+    check_labels,
+    check_num_classes,
+)
 
 AXIS = "data"
 BUDGET_SHARE = 0.5  # of the free device memory / available RAM, for the rows and the pass
@@ -64,7 +70,6 @@ MAX_CHUNK_BYTES = 64 << 20  # one streamed chunk of features at most (small: sta
 # on every call (measured: a 67 MB elementwise output at 1.1 GB/s, a 15 MB one at 6.3 GB/s).
 CPU_ARRAY_BYTES = 16 << 20
 ALIGN = 64
-HALF_DTYPES = ("float16", "bfloat16")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -128,44 +133,6 @@ def _zero_copy_ok(x: np.ndarray) -> bool:
         and x.ctypes.data % ALIGN == 0
         and x.dtype == device_dtype(x.dtype)
     )
-
-
-# ----------------------------------------------------------------------------------- validation
-def check_num_classes(num_classes: Any) -> int:
-    """``num_classes`` must be given (the label space is public) and be an integer >= 2."""
-    if num_classes is None:
-        raise ValueError(
-            "num_classes is required: the label space is public and must come from "
-            "the dataset's metadata or the caller, never from the private labels."
-        )
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    return int(num_classes)
-
-
-def check_labels(labels: Any, num_rows: int, num_classes: int) -> np.ndarray:
-    """Labels as int32 [N] in ``[0, num_classes)``, else a ValueError that says what is wrong."""
-    if labels is None:
-        raise ValueError("labels are required with array features (a store path brings its own)")
-    labels = np.asarray(labels)
-    if labels.shape != (num_rows,):
-        raise ValueError(
-            f"shape mismatch: {num_rows} feature rows but labels of shape "
-            f"{labels.shape}; need one label per row"
-        )
-    store.check_labels(labels, num_classes)
-    return labels.astype(np.int32)
-
-
-def check_feature_dtype(dtype: Any, feature_norm: float) -> None:
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f" and dtype.name != "bfloat16":
-        raise ValueError(f"features must be floating point, got dtype {dtype}")
-    if dtype.name in HALF_DTYPES and feature_norm >= float(jnp.finfo(dtype).max):
-        raise ValueError(
-            f"feature_norm={feature_norm} overflows {dtype.name} (max "
-            f"{float(jnp.finfo(dtype).max)}); use a smaller feature_norm or float32."
-        )
 
 
 def nonfinite_error(rows: np.ndarray) -> ValueError:

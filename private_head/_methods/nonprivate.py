@@ -20,23 +20,24 @@ import numpy as np
 import optax
 import scipy.optimize
 
-from private_head.budget import Allowance
-from private_head.kernel import LOSSES
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.optimizers import OPTIMIZERS, Descent, make_optimizer
-from private_head.options import Options, option, positive
-from private_head.plan import Plan, Releaser
-from private_head.rows import Rows
-from private_head.statistics import LossAndGradient
+from private_head._budget import Allowance
+from private_head._method import Context, Fitted, Method, PublicInfo
+from private_head._methods._descent import LossOptions
+from private_head._optimizers import OPTIMIZERS, DescentSettings, make_optimizer
+from private_head._options import option
+from private_head._plan import Plan
+from private_head._registry import register_method
+from private_head._release import Releaser
+from private_head._rows import Rows
+from private_head._statistics import LossAndGradient
+from private_head._validation import check_count, check_positive
 
 
 @dataclass(frozen=True, kw_only=True)
-class NonprivateOptions(Options):
-    """The loss, the optimiser and its stopping rule."""
+class NonprivateOptions(LossOptions):
+    """The loss (shared with the private gradient methods), the optimiser and its stopping
+    rule."""
 
-    loss: str = option("softmax", "softmax cross-entropy, or one-vs-all sigmoid", choices=LOSSES)
-    train_bias: bool = option(False, "train the bias (default: fixed at its start)")
-    sigmoid_bias: float | None = option(None, "initial bias of the sigmoid loss (-log(K - 1))")
     weight_decay: float = option(0.0, "L2 penalty weight_decay / 2 ||W||^2")
     steps: int | None = option(None, "T fixed steps of optimizer", shown="L-BFGS to convergence")
     optimizer: str = option("sgd", "optimiser of the fixed steps", choices=OPTIMIZERS)
@@ -46,21 +47,18 @@ class NonprivateOptions(Options):
     tol: float = option(1e-6, "L-BFGS tolerance on the gradient's max norm")
 
     def validate(self) -> None:
-        positive("learning_rate", self.learning_rate)
-        positive("tol", self.tol)
-        if self.weight_decay < 0 or (self.steps is not None and self.steps < 1):
-            raise ValueError("need weight_decay >= 0 and steps >= 1")
+        super().validate()
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("tol", self.tol)
+        check_count("steps", self.steps)
+        check_count("max_steps", self.max_steps)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
-def bias0(options: NonprivateOptions, num_classes: int) -> float:
-    if options.loss == "softmax":
-        return 0.0
-    if options.sigmoid_bias is not None:
-        return float(options.sigmoid_bias)
-    return -float(np.log(max(num_classes - 1, 1)))
-
-
-def plan(options: NonprivateOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+def plan(
+    options: NonprivateOptions, public: PublicInfo, allowance: Allowance
+) -> Plan[NonprivateOptions]:
     del public, allowance
     return Plan((), options)
 
@@ -72,7 +70,7 @@ class _Objective:
         self.rows, self.pre, self.options = rows, context.preprocessing, options
         self.D, self.K = rows.dim, rows.num_classes
         self.n = float(rows.global_rows)  # the true N: the ceiling is not private
-        self.b0 = bias0(options, self.K)
+        self.b0 = options.initial_bias(self.K)
         self.stat = LossAndGradient(self.K, options.loss)
 
     def split(self, theta: np.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -92,9 +90,9 @@ class _Objective:
         return value, np.concatenate(grad)
 
 
-def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
+def run(plan: Plan[NonprivateOptions], rows: Rows, releaser: Releaser, context: Context) -> Fitted:
     del releaser
-    options: NonprivateOptions = plan.settings
+    options = plan.settings
     objective = _Objective(rows, context, options)
     size = objective.D * objective.K + (objective.K if options.train_bias else 0)
     theta = np.zeros(size)
@@ -108,8 +106,8 @@ def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
             method="L-BFGS-B",
             options={"maxiter": options.max_steps, "gtol": options.tol},
         )
-        return objective.split(result.x)
-    settings = Descent(
+        return Fitted(*objective.split(result.x))
+    settings = DescentSettings(
         objective.K,
         options.steps,
         1.0,
@@ -128,7 +126,7 @@ def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
         _, grad = objective(np.asarray(params["theta"], np.float64))
         updates, state = opt.update({"theta": jnp.asarray(grad, jnp.float32)}, state, params)
         params = optax.apply_updates(params, updates)
-    return objective.split(np.asarray(params["theta"], np.float64))
+    return Fitted(*objective.split(np.asarray(params["theta"], np.float64)))
 
 
 METHOD = register_method(

@@ -28,9 +28,9 @@ import numpy as np
 from accounting import BudgetExceededError, mu_from_epsilon
 from accounting.budget_file import BudgetFile, budget_path, run_entry
 from feature_extract import store
-from private_head.budget import Ledger
-from private_head.methods import Method
-from private_head.rows import is_store_spec
+from private_head._budget import Ledger
+from private_head._method import Method
+from private_head._rows import is_store_spec
 
 Settle = Callable[[Ledger], None]
 

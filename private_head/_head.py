@@ -1,6 +1,6 @@
 """``PrivateHead``: the trained linear head, its reports, and its file format.
 
-Prediction applies the training preprocessing to every row (``preprocessing.Preprocessing``, on
+Prediction applies the training preprocessing to every row (``_preprocessing.Preprocessing``, on
 the device, in chunks), then ``logits = x' W + b``. A head file (``.npz`` or ``.h5``) holds the
 arrays ``weights`` [D, K], ``bias`` [K] and, when centring was used, ``mean`` [D], plus one JSON
 report (format, shapes, the privacy report, the settings, the preprocessing, the performance
@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from feature_extract import store
-from private_head.preprocessing import Preprocessing
+from private_head._preprocessing import Preprocessing
 
 FORMAT = "private_head/2"
 PREDICT_CHUNK_ROWS = 65536

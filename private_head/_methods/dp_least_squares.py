@@ -13,7 +13,7 @@ Sensitivities under add/remove one example: adding ``x`` moves ``X^T X`` by ``x 
 Frobenius norm ``||x||^2 <= r^2``. Releasing the whole matrix with iid N(0, s^2) noise on every
 entry has sensitivity r^2 with ``mu_1 = r^2 / s``; its symmetric part ``(Z + Z^T) / 2`` is
 post-processing and has exactly the noise above: std s on the diagonal and ``s / sqrt(2)`` off it
-(``plan.symmetric_noise``). (Noising only the upper triangle with std s, also of sensitivity
+(``_release.symmetric_noise``). (Noising only the upper triangle with std s, also of sensitivity
 ``<= r^2``, puts std s on every entry: twice the off-diagonal noise variance for the same mu.)
 ``X^T Y`` moves by ``x y^T`` with ``||x y^T||_F = ||x|| <= r``.
 
@@ -30,13 +30,17 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from private_head.budget import Allowance, check_fraction
-from private_head.linalg import check_gram_memory, psd_ridge_solve
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.options import Options, option, positive
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.rows import Rows
-from private_head.statistics import GramAndSums
+from private_head._budget import Allowance
+from private_head._linalg import psd_ridge_solve
+from private_head._method import Context, Fitted, Method, PublicInfo
+from private_head._options import Options, option
+from private_head._plan import Plan, PlannedRelease
+from private_head._registry import register_method
+from private_head._release import Releaser
+from private_head._rows import Rows
+from private_head._settings import Settings
+from private_head._statistics import GramAndSums
+from private_head._validation import check_fraction, check_gram_memory, check_positive
 
 GRAM, SUMS = "dp_least_squares/gram", "dp_least_squares/xty"
 
@@ -52,8 +56,16 @@ class LeastSquaresOptions(Options):
 
     def validate(self) -> None:
         check_fraction("gram_fraction", self.gram_fraction)
-        positive("ridge_scale", self.ridge_scale)
-        positive("ridge", self.ridge)
+        check_positive("ridge_scale", self.ridge_scale)
+        check_positive("ridge", self.ridge)
+
+
+@dataclass(frozen=True)
+class LeastSquaresSettings(Settings):
+    """Whether the constant feature is appended, and the ridge lambda."""
+
+    train_bias: bool
+    ridge: float
 
 
 def noise_spectral_norm(std: float, dim: int) -> float:
@@ -66,7 +78,9 @@ def gram_sensitivity(feature_norm: float, append_one: bool) -> float:
     return feature_norm**2 + (1.0 if append_one else 0.0)
 
 
-def plan(options: LeastSquaresOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+def plan(
+    options: LeastSquaresOptions, public: PublicInfo, allowance: Allowance
+) -> Plan[LeastSquaresSettings]:
     parts = allowance.split({"gram": options.gram_fraction}, rest="sums")
     gram_sens = gram_sensitivity(public.feature_norm, options.train_bias)
     sums_sens = math.sqrt(gram_sens)
@@ -77,24 +91,25 @@ def plan(options: LeastSquaresOptions, public: PublicInfo, allowance: Allowance)
     if ridge is None:
         ridge = options.ridge_scale * noise_spectral_norm(gram_std, dim)
     releases = (
-        PlannedRelease(GRAM, gram_sens, gram_std, symmetric=True),
-        PlannedRelease(SUMS, sums_sens, sums_std),
+        PlannedRelease.gaussian(GRAM, gram_sens, gram_std, symmetric=True),
+        PlannedRelease.gaussian(SUMS, sums_sens, sums_std),
     )
-    return Plan(releases, options, {"ridge": float(ridge)})
+    return Plan(releases, LeastSquaresSettings(bool(options.train_bias), float(ridge)))
 
 
-def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
-    options: LeastSquaresOptions = plan.settings
-    check_gram_memory(rows.dim + int(options.train_bias), rows.budget, "dp_least_squares")
-    gram, sums = rows.sum(
-        GramAndSums(rows.num_classes, options.train_bias), None, context.preprocessing
-    )
+def run(
+    plan: Plan[LeastSquaresSettings], rows: Rows, releaser: Releaser, context: Context
+) -> Fitted:
+    train_bias = plan.settings.train_bias
+    check_gram_memory(rows.dim + int(train_bias), rows.budget, "dp_least_squares")
+    statistic = GramAndSums(rows.num_classes, train_bias)
+    gram, sums = rows.sum(statistic, None, context.preprocessing)
     gram = releaser.release(GRAM, gram)
     sums = releaser.release(SUMS, sums)
-    solution = psd_ridge_solve(gram, sums, plan.notes["ridge"])
-    if options.train_bias:
-        return solution[:-1], solution[-1]
-    return solution, jnp.zeros(rows.num_classes, jnp.float32)
+    solution = psd_ridge_solve(gram, sums, plan.settings.ridge)
+    if train_bias:
+        return Fitted(solution[:-1], solution[-1])
+    return Fitted(solution, jnp.zeros(rows.num_classes, jnp.float32))
 
 
 METHOD = register_method(

@@ -15,18 +15,23 @@ traced), so repeated fits reuse it, whatever their budget.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from private_head._settings import Settings
+
 OPTIMIZERS = ("sgd", "momentum", "adam", "lamb")
 
 
-class Descent(NamedTuple):
-    """The settings a descent loop is compiled for (hashable: a static jit argument)."""
+@dataclass(frozen=True)
+class DescentSettings(Settings):
+    """The settings of a descent loop, resolved (hashable: a static jit argument)."""
 
     num_classes: int
     steps: int
@@ -39,12 +44,12 @@ class Descent(NamedTuple):
     momentum: float
     weight_decay: float
 
-    def compiled(self) -> Descent:
+    def compiled(self) -> DescentSettings:
         """What a compiled update depends on: these settings without the traced values."""
-        return self._replace(steps=0, clip_norm=0.0, learning_rate=0.0)
+        return dataclasses.replace(self, steps=0, clip_norm=0.0, learning_rate=0.0)
 
 
-def init_params(dim: int, settings: Descent) -> dict[str, jax.Array]:
+def init_params(dim: int, settings: DescentSettings) -> dict[str, jax.Array]:
     """Zero W (and the initial bias when it is trained)."""
     params = {"W": jnp.zeros((dim, settings.num_classes), jnp.float32)}
     if settings.train_bias:
@@ -52,7 +57,7 @@ def init_params(dim: int, settings: Descent) -> dict[str, jax.Array]:
     return params
 
 
-def head_bias(params: dict[str, jax.Array], settings: Descent) -> jax.Array:
+def head_bias(params: dict[str, jax.Array], settings: DescentSettings) -> jax.Array:
     """The bias the head uses: trained, or fixed at ``bias0``."""
     if "b" in params:
         return params["b"]
@@ -60,7 +65,7 @@ def head_bias(params: dict[str, jax.Array], settings: Descent) -> jax.Array:
 
 
 def make_optimizer(
-    settings: Descent, learning_rate: float | jax.Array | None = None
+    settings: DescentSettings, learning_rate: float | jax.Array | None = None
 ) -> optax.GradientTransformation:
     """The optax transformation named by ``settings.optimizer`` (module docstring), at
     ``learning_rate`` (default ``settings.learning_rate``)."""
@@ -83,12 +88,12 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
 
 
-def init_state(params: dict[str, jax.Array], *, settings: Descent) -> Any:
+def init_state(params: dict[str, jax.Array], *, settings: DescentSettings) -> Any:
     return _init_state(params, settings=settings.compiled())
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
-def _init_state(params: dict[str, jax.Array], *, settings: Descent) -> Any:
+def _init_state(params: dict[str, jax.Array], *, settings: DescentSettings) -> Any:
     return make_optimizer(settings, 1.0).init(params)  # the state does not depend on the rate
 
 
@@ -98,7 +103,7 @@ def apply_step(
     released: dict[str, jax.Array],
     divisor: float | jax.Array,
     *,
-    settings: Descent,
+    settings: DescentSettings,
 ) -> tuple[dict[str, jax.Array], Any]:
     """``params <- opt(params, released / n)``: one update from released (noisy) sums."""
     return _apply_step(
@@ -107,7 +112,18 @@ def apply_step(
 
 
 @functools.partial(jax.jit, static_argnames=("settings",))
-def _apply_step(params, state, released, divisor, learning_rate, *, settings: Descent):
+def _apply_step(params, state, released, divisor, learning_rate, *, settings: DescentSettings):
     grads = jax.tree_util.tree_map(lambda s: s / divisor, released)
     updates, state = make_optimizer(settings, learning_rate).update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
+
+__all__ = [
+    "OPTIMIZERS",
+    "DescentSettings",
+    "apply_step",
+    "head_bias",
+    "init_params",
+    "init_state",
+    "make_optimizer",
+]

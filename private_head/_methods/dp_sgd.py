@@ -21,19 +21,22 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-import dp_accounting
 import jax
 import jax.numpy as jnp
 
-from accounting import BudgetExceededError, noise_multiplier_poisson
-from private_head.budget import Allowance
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.methods.common import DescentOptions, descent_settings, head_from
-from private_head.optimizers import apply_step, head_bias, init_params, init_state
-from private_head.options import option
-from private_head.plan import POISSON, Plan, PlannedRelease, Releaser
-from private_head.rows import Rows
-from private_head.statistics import GradientSums
+from accounting import BudgetExceededError, noise_multiplier_poisson, poisson_event
+from private_head._budget import Allowance
+from private_head._method import Context, Fitted, Method, PublicInfo
+from private_head._methods._descent import DescentOptions, descent_settings, fitted
+from private_head._optimizers import DescentSettings, apply_step, head_bias, init_params, init_state
+from private_head._options import option
+from private_head._plan import Plan, PlannedRelease
+from private_head._registry import register_method
+from private_head._release import Releaser
+from private_head._rows import Rows
+from private_head._settings import Settings
+from private_head._statistics import GradientSums
+from private_head._validation import check_count
 
 RELEASE = "dp_sgd/poisson_sampled_clipped_gradient_sums"
 DEFAULT_BATCH_FRACTION = 0.5  # the default expected batch: half of the public n
@@ -47,8 +50,17 @@ class DpSgdOptions(DescentOptions):
 
     def validate(self) -> None:
         super().validate()
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        check_count("batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class SgdSettings(Settings):
+    """The descent's settings, the sampling threshold ``t = floor(q 2^64)`` and the expected
+    batch ``q n`` every step divides by."""
+
+    descent: DescentSettings
+    threshold: int
+    expected_batch: float
 
 
 def threshold(rate: float) -> int:
@@ -80,10 +92,6 @@ def calibrate(allowance: Allowance, rate: float, steps: int) -> float:
     if allowance.unlimited:
         raise ValueError("dp_sgd needs a finite epsilon")
 
-    def event(sigma: float) -> dp_accounting.DpEvent:
-        step = dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(sigma))
-        return dp_accounting.SelfComposedDpEvent(step, steps)
-
     options = {"prior_mu": allowance.spent_mu or 0.0}
     if allowance.discretization is not None:
         options["value_discretization_interval"] = allowance.discretization
@@ -92,43 +100,39 @@ def calibrate(allowance: Allowance, rate: float, steps: int) -> float:
     except ValueError as err:
         raise BudgetExceededError(f"no privacy budget is left for dp_sgd: {err}") from err
     for _ in range(20):
-        if allowance.admits([event(sigma)]):
+        if allowance.admits([poisson_event(sigma, rate, steps)]):
             return sigma
         sigma *= 1.001
     raise BudgetExceededError("no privacy budget is left for dp_sgd")
 
 
-def plan(options: DpSgdOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+def plan(options: DpSgdOptions, public: PublicInfo, allowance: Allowance) -> Plan[SgdSettings]:
     settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
     batch = options.batch_size or max(1, round(DEFAULT_BATCH_FRACTION * public.dataset_size))
     t = threshold(min(1.0, batch / public.dataset_size))
     rate = realised_rate(t)
-    sigma = calibrate(allowance, rate, settings.steps)
-    C = settings.clip_norm
-    release = PlannedRelease(
+    T = settings.steps
+    sigma = calibrate(allowance, rate, T)
+    release = PlannedRelease.poisson_sampled(
         RELEASE,
-        C,
-        sigma * C,
-        count=settings.steps,
-        kind=POISSON,
-        sampling_rate=rate,
-        description=f"{settings.steps} Poisson-sampled steps, rate {rate!r}, noise multiplier "
-        f"{sigma!r} (PLD)",
+        settings.clip_norm,
+        sigma,
+        rate,
+        count=T,
+        description=f"{T} Poisson-sampled steps, rate {rate!r}, noise multiplier {sigma!r} (PLD)",
     )
-    return Plan(
-        (release,), settings, {"threshold": t, "expected_batch": rate * public.dataset_size}
-    )
+    return Plan((release,), SgdSettings(settings, t, rate * public.dataset_size))
 
 
-def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
-    settings, t = plan.settings, plan.notes["threshold"]
+def run(plan: Plan[SgdSettings], rows: Rows, releaser: Releaser, context: Context) -> Fitted:
+    settings = plan.settings.descent
     params = init_params(rows.dim, settings)
     state = init_state(params, settings=settings)
     stat = GradientSums(settings.loss, settings.train_bias)
-    divisor = plan.notes["expected_batch"]
     start, stop = rows.offset, rows.offset + rows.local_rows
     for step in range(settings.steps):
-        sample = poisson_sample(releaser.sampling_key(RELEASE, step), rows.global_rows, t)
+        key = releaser.sampling_key(RELEASE, step)
+        sample = poisson_sample(key, rows.global_rows, plan.settings.threshold)
         bias = head_bias(params, settings)
         sums = rows.sum(
             stat,
@@ -137,8 +141,10 @@ def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
             weights=sample[start:stop],
         )
         noisy = releaser.release(RELEASE, sums)
-        params, state = apply_step(params, state, noisy, divisor, settings=settings)
-    return head_from(params, settings)
+        params, state = apply_step(
+            params, state, noisy, plan.settings.expected_batch, settings=settings
+        )
+    return fitted(params, settings)
 
 
 METHOD = register_method(

@@ -16,8 +16,7 @@ from typing import Any, Protocol
 import dp_accounting
 
 from accounting import BudgetExceededError, Release
-
-__all__ = ["Allowance", "BudgetExceededError", "Ledger", "check_fraction", "split_mu"]
+from private_head._validation import check_fraction
 
 # Spend a hair less than what is left, so that float rounding never trips the ledger's check.
 SPEND_MARGIN = 1.0 - 1e-12
@@ -31,6 +30,7 @@ class Ledger(Protocol):
     epsilon: float
     delta: float
     mu_budget: float
+    value_discretization_interval: float
 
     @property
     def remaining_mu(self) -> float | None: ...
@@ -41,24 +41,17 @@ class Ledger(Protocol):
     @property
     def epsilon_spent(self) -> float: ...
 
-    def record_gaussian(
-        self, name: str, *, sensitivity: float, noise_std: float, count: int = 1
-    ) -> Release: ...
+    @property
+    def mu(self) -> float | None: ...
 
-    def record_gdp(self, name: str, mu: float, *, description: str) -> Release: ...
+    @property
+    def accountant(self) -> str: ...
 
-    def record_event(self, name: str, event: dp_accounting.DpEvent, **describe: Any) -> Release: ...
+    def compose(self, name: str, event: dp_accounting.DpEvent, **description: Any) -> Release: ...
 
     def epsilon_after_event(self, event: dp_accounting.DpEvent) -> float: ...
 
     def report(self) -> dict[str, Any]: ...
-
-
-def check_fraction(name: str, value: float) -> float:
-    """A budget fraction must lie strictly inside (0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-    return float(value)
 
 
 def split_mu(
@@ -151,5 +144,8 @@ def remaining_allowance(ledger: Ledger, share: float = 1.0) -> Allowance:
         ledger.delta,
         admits,
         spent_mu=ledger.mu,
-        discretization=getattr(ledger, "value_discretization_interval", None),
+        discretization=ledger.value_discretization_interval,
     )
+
+
+__all__ = ["Allowance", "Ledger", "remaining_allowance", "split_mu"]

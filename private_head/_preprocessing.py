@@ -61,10 +61,6 @@ class Preprocessing:
         """The hashable part a compiled pass is specialised on (the mean is a traced argument)."""
         return (self.kind, float(self.feature_norm), self.center)
 
-    @property
-    def centered(self) -> bool:
-        return self.center != "none"
-
     def device_mean(self) -> jax.Array | None:
         return None if self.mean is None else jnp.asarray(self.mean, jnp.float32)
 

@@ -57,19 +57,3 @@ def whitening(
     transform = scale * jnp.matmul(evecs * jnp.sqrt(inv), evecs.T, precision=_HIGHEST)
     structured = jnp.max(evals) >= threshold * edge
     return jnp.where(structured, transform, jnp.eye(gram.shape[0], dtype=transform.dtype))
-
-
-GRAM_COPIES = 6  # the Gram, its noise, the eigenvectors, their products and eigh's workspace
-
-
-def check_gram_memory(dim: int, budget_bytes: int, method: str) -> None:
-    """Refuse, with what to do, a D x D Gram whose algebra would not fit the memory budget
-    (``GRAM_COPIES`` float32 D x D matrices), before XLA runs out of memory."""
-    need = GRAM_COPIES * 4 * dim * dim
-    if need > budget_bytes:
-        raise ValueError(
-            f"{method} works on a {dim} x {dim} Gram matrix: about {need / 2**30:.1f} GiB of "
-            f"device memory, over the budget of {budget_bytes / 2**30:.1f} GiB. Reduce D (e.g. a "
-            "projection fitted on public data), raise max_device_bytes on a larger device, or use "
-            "a method without a Gram (single_step, dp_gd, dp_prototypes)"
-        )

@@ -34,16 +34,26 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from private_head.budget import Allowance, check_fraction
-from private_head.linalg import check_gram_memory, whitening
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.methods.common import DescentOptions, descend, descent_settings, head_from
-from private_head.methods.dp_least_squares import gram_sensitivity, noise_spectral_norm
-from private_head.options import non_negative, option, positive
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.preprocessing import IDENTITY
-from private_head.rows import Rows
-from private_head.statistics import Gram
+from private_head._budget import Allowance
+from private_head._linalg import whitening
+from private_head._method import Context, Fitted, Method, PublicInfo
+from private_head._methods._descent import DescentOptions, descend, descent_settings, fitted
+from private_head._methods.dp_least_squares import gram_sensitivity, noise_spectral_norm
+from private_head._optimizers import DescentSettings
+from private_head._options import option
+from private_head._plan import Plan, PlannedRelease
+from private_head._preprocessing import IDENTITY
+from private_head._registry import register_method
+from private_head._release import Releaser
+from private_head._rows import Rows
+from private_head._settings import Settings
+from private_head._statistics import Gram
+from private_head._validation import (
+    check_fraction,
+    check_gram_memory,
+    check_non_negative,
+    check_positive,
+)
 
 GRAM, STEPS = "dp_feature_covariance/gram", "dp_feature_covariance/clipped_gradient_sums"
 
@@ -68,10 +78,23 @@ class FeatureCovarianceOptions(DescentOptions):
         super().validate()
         if self.covariance_fraction is not None:
             check_fraction("covariance_fraction", self.covariance_fraction)
-        positive("ridge_scale", self.ridge_scale)
-        positive("ridge", self.ridge)
-        non_negative("noise_floor", self.noise_floor)
-        non_negative("structure_threshold", self.structure_threshold)
+        check_positive("ridge_scale", self.ridge_scale)
+        check_positive("ridge", self.ridge)
+        check_non_negative("noise_floor", self.noise_floor)
+        check_non_negative("structure_threshold", self.structure_threshold)
+
+
+@dataclass(frozen=True)
+class CovarianceSettings(Settings):
+    """The Gram's share of mu^2, the whitening's public constants (ridge, noise edge, floor,
+    structure threshold; module docstring) and the preconditioned descent's settings."""
+
+    covariance_fraction: float
+    ridge: float
+    edge: float
+    floor: float
+    threshold: float
+    descent: DescentSettings
 
 
 def covariance_fraction(dim: int, n: float, mu: float) -> float:
@@ -84,43 +107,43 @@ def covariance_fraction(dim: int, n: float, mu: float) -> float:
     return float(min(0.4, max(0.05, 0.25 / math.sqrt(g))))
 
 
-def plan(options: FeatureCovarianceOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+def plan(
+    options: FeatureCovarianceOptions, public: PublicInfo, allowance: Allowance
+) -> Plan[CovarianceSettings]:
     fraction = options.covariance_fraction
     if fraction is None:
         fraction = covariance_fraction(public.dim, public.dataset_size, allowance.mu)
     parts = allowance.split({"covariance": fraction}, rest="descent")
-    settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
+    descent = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
     sensitivity = gram_sensitivity(public.feature_norm, False)
     gram_std = parts["covariance"].gaussian_std(sensitivity)
-    C, T = settings.clip_norm, settings.steps
+    C, T = descent.clip_norm, descent.steps
     edge = noise_spectral_norm(gram_std, public.dim) / public.dataset_size
     ridge = options.ridge if options.ridge is not None else options.ridge_scale * edge
     releases = (
-        PlannedRelease(GRAM, sensitivity, gram_std, symmetric=True),
-        PlannedRelease(STEPS, C, parts["descent"].gaussian_std(C, count=T), count=T),
+        PlannedRelease.gaussian(GRAM, sensitivity, gram_std, symmetric=True),
+        PlannedRelease.gaussian(STEPS, C, parts["descent"].gaussian_std(C, count=T), count=T),
     )
-    notes = {
-        "ridge": float(ridge),
-        "edge": float(edge),
-        "floor": float(options.noise_floor),
-        "threshold": float(options.structure_threshold),
-        "covariance_fraction": fraction,
-    }
-    return Plan(releases, settings, notes)
+    settings = CovarianceSettings(
+        covariance_fraction=float(fraction),
+        ridge=float(ridge),
+        edge=float(edge),
+        floor=float(options.noise_floor),
+        threshold=float(options.structure_threshold),
+        descent=descent,
+    )
+    return Plan(releases, settings)
 
 
-def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
-    n = context.public.dataset_size
+def run(plan: Plan[CovarianceSettings], rows: Rows, releaser: Releaser, context: Context) -> Fitted:
+    n, s = context.public.dataset_size, plan.settings
     check_gram_memory(rows.dim, rows.budget, "dp_feature_covariance")
     gram = releaser.release(GRAM, rows.sum(Gram(), None, context.preprocessing))
-    notes = plan.notes
-    transform = whitening(
-        gram, n, notes["ridge"], notes["edge"], notes["floor"], notes["threshold"]
-    )
+    transform = whitening(gram, n, s.ridge, s.edge, s.floor, s.threshold)
     whitened = rows.mapped(transform, context.preprocessing)
-    params = descend(whitened, IDENTITY, plan.settings, releaser, STEPS, n)
-    W, bias = head_from(params, plan.settings)
-    return jnp.matmul(transform, W, precision=jax.lax.Precision.HIGHEST), bias
+    head = fitted(descend(whitened, IDENTITY, s.descent, releaser, STEPS, n), s.descent)
+    W = jnp.matmul(transform, head.weights, precision=jax.lax.Precision.HIGHEST)
+    return Fitted(W, head.bias)
 
 
 METHOD = register_method(

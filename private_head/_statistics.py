@@ -7,7 +7,7 @@ preprocessing, chunk shape) and reuses it across fits.
 
 A chunk gives the rows as stored, ``x`` (or materialised float32 rows when the preprocessing
 centres), their preprocessing scale ``a`` and the norms of the preprocessed rows; ``rows32()``
-materialises ``x'`` in float32, bounded as ``preprocessing.rows32`` says, for the statistics whose
+materialises ``x'`` in float32, bounded as ``_preprocessing.rows32`` says, for the statistics whose
 sensitivity is a bound on the rows (Gram, class sums, the private mean).
 """
 
@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from private_head.kernel import (
+from private_head._kernel import (
     ONE_HOT_MAX_CLASSES,
     clipped_gradient_sum,
     from_class_sums,
@@ -27,7 +27,7 @@ from private_head.kernel import (
     zero_init_class_sums,
     zero_init_row_weights,
 )
-from private_head.preprocessing import times_pow2, within_radius
+from private_head._preprocessing import times_pow2, within_radius
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -84,7 +84,7 @@ class Nothing(Statistic):
 
 @dataclass(frozen=True)
 class ZeroInitSums(Statistic):
-    """The clipped gradient sums at W = 0 (``kernel.zero_init_class_sums``); args: clip norm."""
+    """The clipped gradient sums at W = 0 (``_kernel.zero_init_class_sums``); args: clip norm."""
 
     num_classes: int
     loss: str

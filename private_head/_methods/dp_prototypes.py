@@ -24,12 +24,15 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from private_head.budget import Allowance, check_fraction
-from private_head.methods import Context, Method, PublicInfo, register_method
-from private_head.options import Options, option, positive
-from private_head.plan import Plan, PlannedRelease, Releaser
-from private_head.rows import Rows
-from private_head.statistics import ClassSumsAndCounts
+from private_head._budget import Allowance
+from private_head._method import Context, Fitted, Method, PublicInfo
+from private_head._options import Options, option
+from private_head._plan import Plan, PlannedRelease
+from private_head._registry import register_method
+from private_head._release import Releaser
+from private_head._rows import Rows
+from private_head._statistics import ClassSumsAndCounts
+from private_head._validation import check_fraction, check_positive
 
 SUMS, COUNTS = "dp_prototypes/class_sums", "dp_prototypes/class_counts"
 
@@ -48,32 +51,33 @@ class PrototypesOptions(Options):
 
     def validate(self) -> None:
         check_fraction("count_fraction", self.count_fraction)
-        positive("count_floor", self.count_floor)
+        check_positive("count_floor", self.count_floor)
 
 
-def plan(options: PrototypesOptions, public: PublicInfo, allowance: Allowance) -> Plan:
+def plan(
+    options: PrototypesOptions, public: PublicInfo, allowance: Allowance
+) -> Plan[PrototypesOptions]:
     r = public.feature_norm
     if options.metric == "cosine":
-        return Plan((PlannedRelease(SUMS, r, allowance.gaussian_std(r)),), options)
+        return Plan((PlannedRelease.gaussian(SUMS, r, allowance.gaussian_std(r)),), options)
     parts = allowance.split({"counts": options.count_fraction}, rest="sums")
     releases = (
-        PlannedRelease(SUMS, r, parts["sums"].gaussian_std(r)),
-        PlannedRelease(COUNTS, 1.0, parts["counts"].gaussian_std(1.0)),
+        PlannedRelease.gaussian(SUMS, r, parts["sums"].gaussian_std(r)),
+        PlannedRelease.gaussian(COUNTS, 1.0, parts["counts"].gaussian_std(1.0)),
     )
     return Plan(releases, options)
 
 
-def run(plan: Plan, rows: Rows, releaser: Releaser, context: Context):
-    options: PrototypesOptions = plan.settings
+def run(plan: Plan[PrototypesOptions], rows: Rows, releaser: Releaser, context: Context) -> Fitted:
     K = rows.num_classes
     sums, counts = rows.sum(ClassSumsAndCounts(K), None, context.preprocessing)
     sums = releaser.release(SUMS, sums)
-    if options.metric == "cosine":
+    if plan.settings.metric == "cosine":
         norms = jnp.linalg.norm(sums, axis=1, keepdims=True)
-        return (sums / jnp.maximum(norms, 1e-30)).T, jnp.zeros(K, jnp.float32)
+        return Fitted((sums / jnp.maximum(norms, 1e-30)).T, jnp.zeros(K, jnp.float32))
     counts = releaser.release(COUNTS, counts)
-    means = sums / jnp.maximum(counts, options.count_floor)[:, None]
-    return 2.0 * means.T, -jnp.sum(means * means, axis=1)
+    means = sums / jnp.maximum(counts, plan.settings.count_floor)[:, None]
+    return Fitted(2.0 * means.T, -jnp.sum(means * means, axis=1))
 
 
 METHOD = register_method(

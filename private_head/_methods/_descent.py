@@ -1,5 +1,5 @@
-"""What the gradient methods share: the loss options, the descent options and their default rule,
-and the noisy full-batch descent loop (``dp_gd``, and DP-FC's inner loop).
+"""What the gradient methods share: the loss options, the clip norm, the descent options and their
+default rule, and the noisy full-batch descent loop (``dp_gd``, and DP-FC's inner loop).
 
 The descent loop from ``W = 0`` (bias fixed at ``b0`` unless trained), for t = 0..T-1:
 
@@ -16,35 +16,37 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from private_head.kernel import LOSSES
-from private_head.optimizers import (
+from private_head._kernel import LOSSES
+from private_head._method import Fitted
+from private_head._optimizers import (
     OPTIMIZERS,
-    Descent,
+    DescentSettings,
     apply_step,
     head_bias,
     init_params,
     init_state,
 )
-from private_head.options import Options, option, positive
-from private_head.plan import Releaser
-from private_head.preprocessing import Preprocessing
-from private_head.rows import Rows
-from private_head.statistics import GradientSums, ZeroInitSums
+from private_head._options import Options, option
+from private_head._preprocessing import Preprocessing
+from private_head._release import Releaser
+from private_head._rows import Rows
+from private_head._statistics import GradientSums, ZeroInitSums
+from private_head._validation import check_count, check_positive
 
 
 @dataclass(frozen=True, kw_only=True)
 class LossOptions(Options):
-    """The head's loss and the per-example gradient bound."""
+    """The head's loss and its bias (every gradient method and the non-private ceiling)."""
 
-    clip_norm: float = option(1.0, "C: each example's gradient is clipped to this L2 norm")
     loss: str = option("softmax", "softmax cross-entropy, or one-vs-all sigmoid", choices=LOSSES)
-    train_bias: bool = option(False, "train (and release) the bias; default: fixed at its start")
+    train_bias: bool = option(
+        False, "train the bias (a private method releases it); default: fixed at its start"
+    )
     sigmoid_bias: float | None = option(
         None, "initial bias of the sigmoid loss (default -log(K - 1): every class at 1/K)"
     )
 
     def validate(self) -> None:
-        positive("clip_norm", self.clip_norm)
         if self.sigmoid_bias is not None and self.loss != "sigmoid":
             raise ValueError("sigmoid_bias applies only to loss='sigmoid'")
 
@@ -58,12 +60,26 @@ class LossOptions(Options):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DescentOptions(LossOptions):
-    """A few full-batch steps; None means the default rule (``descent_defaults``)."""
+class ClippedLossOptions(LossOptions):
+    """The loss of a private gradient method and its per-example gradient bound."""
 
     clip_norm: float | None = option(
         None, "C: each example's gradient is clipped to this L2 norm", shown="the rule"
     )
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive("clip_norm", self.clip_norm)
+
+    def clip(self, rule: float) -> float:
+        """``clip_norm``, or the method's ``rule`` (``SINGLE_STEP_CLIP``, ``RULE_CLIP``)."""
+        return float(self.clip_norm if self.clip_norm is not None else rule)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DescentOptions(ClippedLossOptions):
+    """A few full-batch steps; None means the default rule (``descent_defaults``)."""
+
     steps: int | None = option(None, "T, the number of full-batch steps", shown="the rule")
     optimizer: str | None = option(
         None, "sgd, momentum, adam or lamb", choices=OPTIMIZERS, shown="the rule"
@@ -74,9 +90,8 @@ class DescentOptions(LossOptions):
 
     def validate(self) -> None:
         super().validate()
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps}")
-        positive("learning_rate", self.learning_rate)
+        check_count("steps", self.steps)
+        check_positive("learning_rate", self.learning_rate)
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(
                 f"need 0 <= momentum < 1 and weight_decay >= 0, got {self.momentum}, "
@@ -84,6 +99,9 @@ class DescentOptions(LossOptions):
             )
 
 
+# The clip norm of the single step: at W = 0 no unit row's gradient (norm sqrt(1 - 1/K)) is
+# clipped, so the step is the exact class sums (docs/architecture.md, "Default settings").
+SINGLE_STEP_CLIP = 1.0
 # The default rule of the full-batch descent (docs/architecture.md, "Default settings").
 RULE_CLIP = 0.1  # C
 RULE_MOMENTUM_OPTIMIZER = "momentum"  # heavy ball, beta = options.momentum (0.9)
@@ -94,7 +112,7 @@ ADAPTIVE_LR = 0.05  # adam / lamb: a step size per coordinate, not derived from 
 
 
 def training_time(n: float, mu: float) -> float:
-    """``tau = min(400, max(1, 0.2 n mu))``: the rule's ``lr C T`` (module of the README,
+    """``tau = min(400, max(1, 0.2 n mu))``: the rule's ``lr C T`` (docs/architecture.md,
     "Default settings"). The noise of the head after T momentum steps from zero is about
     ``lr C T / ((1 - beta) n mu) = 10 tau / (n mu)`` per logit on unit-norm rows; tau keeps it
     near 2, and the cap keeps large datasets from over-training."""
@@ -108,7 +126,7 @@ def descent_defaults(options: DescentOptions, n: float, mu: float) -> tuple[int,
     ``T = min(110, ceil(tau))`` and ``lr = tau / (T C)`` (``training_time``; plain SGD takes
     ``1 / (1 - beta)`` times that, the momentum's effective step; adam and lamb 0.05)."""
     tau = training_time(n, mu)
-    clip = options.clip_norm if options.clip_norm is not None else RULE_CLIP
+    clip = options.clip(RULE_CLIP)
     steps = options.steps
     if steps is None:
         steps = int(min(RULE_MAX_STEPS, max(1, math.ceil(tau))))
@@ -123,11 +141,13 @@ def descent_defaults(options: DescentOptions, n: float, mu: float) -> tuple[int,
     return int(steps), optimizer, float(lr), float(clip)
 
 
-def descent_settings(options: DescentOptions, num_classes: int, n: float, mu: float) -> Descent:
+def descent_settings(
+    options: DescentOptions, num_classes: int, n: float, mu: float
+) -> DescentSettings:
     """The loop's settings for ``num_classes`` classes, the public divisor ``n`` and the GDP
     ``mu`` the loop may spend (the rule's inputs)."""
     steps, optimizer, lr, clip = descent_defaults(options, n, mu)
-    return Descent(
+    return DescentSettings(
         num_classes=int(num_classes),
         steps=steps,
         clip_norm=clip,
@@ -141,7 +161,7 @@ def descent_settings(options: DescentOptions, num_classes: int, n: float, mu: fl
     )
 
 
-def zero_init_sums(rows: Rows, pre: Preprocessing, settings: Descent) -> dict:
+def zero_init_sums(rows: Rows, pre: Preprocessing, settings: DescentSettings) -> dict:
     """The clipped gradient sums at the zero-initialised head (one pass, no forward matmul)."""
     stat = ZeroInitSums(settings.num_classes, settings.loss, settings.train_bias, settings.bias0)
     return rows.sum(stat, settings.clip_norm, pre)
@@ -150,7 +170,7 @@ def zero_init_sums(rows: Rows, pre: Preprocessing, settings: Descent) -> dict:
 def descend(
     rows: Rows,
     pre: Preprocessing,
-    settings: Descent,
+    settings: DescentSettings,
     releaser: Releaser,
     release: str,
     divisor: float,
@@ -170,5 +190,6 @@ def descend(
     return params
 
 
-def head_from(params: dict, settings: Descent) -> tuple:
-    return params["W"], head_bias(params, settings).astype(jnp.float32)
+def fitted(params: dict, settings: DescentSettings) -> Fitted:
+    """The head of the descent's parameters (the bias fixed at ``bias0`` unless trained)."""
+    return Fitted(params["W"], head_bias(params, settings).astype(jnp.float32))

@@ -14,7 +14,7 @@ Shared types (they apply to every method):
   constant divisor (it need not equal the true row count; the guarantee does not depend on it).
   Without it, a noisy count ``N + N(0, (1 / mu_n)^2)`` (sensitivity 1) is released first with
   ``count_budget_fraction`` of mu^2, rounded and floored at 1, and used as the divisor;
-- ``Performance`` (``rows``): memory budget and chunk size, which never change the mechanism.
+- ``Performance`` (``_rows``): memory budget and chunk size, which never change the mechanism.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from private_head.budget import check_fraction
+from private_head._settings import Settings
+from private_head._validation import check_count, check_fraction, check_positive
 
 
 def option(
@@ -41,8 +42,9 @@ def option(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Options:
-    """Base of every option type (module docstring)."""
+class Options(Settings):
+    """Base of every option type (module docstring); ``to_dict`` (from ``Settings``) gives the
+    values as JSON-able data."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -53,13 +55,6 @@ class Options:
 
     def validate(self) -> None:
         """Constraints between or on values; raise ValueError."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able values (infinities as the string ``"inf"``)."""
-        return {
-            k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
-            for k, v in dataclasses.asdict(self).items()
-        }
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -135,23 +130,9 @@ def _type_text(hint: Any) -> str:
     return text + (" or None" if _optional(hint) else "")
 
 
-def positive(name: str, value: float | None, *, finite: bool = True) -> None:
-    """Raise unless ``value`` is None or a positive (finite) number."""
-    if value is not None and not (value > 0 and (not finite or math.isfinite(value))):
-        raise ValueError(
-            f"{name} must be a positive{' finite' if finite else ''} number, got {value!r}"
-        )
-
-
-def non_negative(name: str, value: float) -> None:
-    """Raise unless ``value`` is a finite number >= 0."""
-    if not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
 @dataclass(frozen=True, kw_only=True)
 class Preprocess(Options):
-    """The per-row map of every training row (see ``private_head.preprocessing``)."""
+    """The per-row map of every training row (see ``private_head._preprocessing``)."""
 
     normalize: bool = option(
         True,
@@ -167,7 +148,7 @@ class Preprocess(Options):
     center_budget_fraction: float = option(0.1, "share of mu^2 spent on the private mean")
 
     def validate(self) -> None:
-        positive("feature_norm", self.feature_norm)
+        check_positive("feature_norm", self.feature_norm)
         check_fraction("center_budget_fraction", self.center_budget_fraction)
 
 
@@ -181,8 +162,7 @@ class DatasetSize(Options):
     count_budget_fraction: float = option(0.01, "share of mu^2 spent on the noisy count")
 
     def validate(self) -> None:
-        if self.dataset_size is not None and self.dataset_size < 1:
-            raise ValueError(f"dataset_size must be a positive integer, got {self.dataset_size}")
+        check_count("dataset_size", self.dataset_size)
         check_fraction("count_budget_fraction", self.count_budget_fraction)
 
 
@@ -196,18 +176,25 @@ class Performance(Options):
     chunk_rows: int | None = option(None, "rows per chunk of a pass", shown="from the budget")
 
     def validate(self) -> None:
-        for name in ("max_device_bytes", "chunk_rows"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive integer or None, got {value}")
+        check_count("max_device_bytes", self.max_device_bytes)
+        check_count("chunk_rows", self.chunk_rows)
 
 
 SHARED = (Preprocess, DatasetSize, Performance)
 
 
+class Routed(NamedTuple):
+    """``fit``'s keywords sorted into the method's options and the shared types."""
+
+    method: Options
+    preprocess: Preprocess
+    size: DatasetSize
+    performance: Performance
+
+
 def route(
     method: str, method_options: type[Options], given: Mapping[str, Any], *, shared: bool = True
-) -> tuple[Options, Preprocess, DatasetSize, Performance]:
+) -> Routed:
     """Sort ``fit``'s keywords into the method's options and the shared types; refuse any
     keyword none of them declares (``shared=False``: only the method's own options)."""
     given = dict(given)
@@ -231,4 +218,23 @@ def route(
     built = {kind: kind(**values) for kind, values in buckets.items()}
     if not shared:
         built.update({t: t() for t in SHARED})
-    return built[method_options], built[Preprocess], built[DatasetSize], built[Performance]
+    return Routed(built[method_options], built[Preprocess], built[DatasetSize], built[Performance])
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoOptions(Options):
+    """The options of a method that has none of its own (e.g. the selection: its settings are its
+    constructor's)."""
+
+
+__all__ = [
+    "SHARED",
+    "DatasetSize",
+    "NoOptions",
+    "Options",
+    "Performance",
+    "Preprocess",
+    "Routed",
+    "option",
+    "route",
+]
