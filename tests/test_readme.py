@@ -8,9 +8,12 @@ listed in ``OPTED_OUT`` (a new opt-out fails until it is listed here) and are st
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 import pytest
 
+from private_head import _registry, available_methods
 from private_head.cli import options_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,4 +78,8 @@ def test_only_the_listed_blocks_opt_out_and_they_still_compile():
 )
 def test_python_block_runs_as_pasted(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an empty folder: the block makes what it needs
-    exec(compile(BLOCKS[name], f"README {name}", "exec"), {"__name__": "__readme__"})
+    available_methods()  # the built-in methods loaded; a method a block registers is undone after
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    module = types.ModuleType("__readme__")  # a real module: dataclasses look their module up
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(BLOCKS[name], f"README {name}", "exec"), module.__dict__)
