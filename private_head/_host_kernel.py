@@ -1,0 +1,134 @@
+"""Host kernels (CPU): the zero-init class sums in one fused pass over the rows, in place.
+
+On CPU the single step is bound by reading X once, and XLA's version of it writes a scaled
+float32 copy of every chunk before a scatter (docs/architecture.md, "Rows"). This kernel reads
+each row once, from the caller's array or the store's buffer (any C-contiguous layout, any
+alignment; float16 and bfloat16 decoded in the pass), and for a row x_i with mask m_i computes
+
+    s_i = ||x_i||^2        (float32 sum; float64 when float32 overflows or underflows)
+    a_i = r / ||x_i||      (normalize), min(1, r / ||x_i||) (shrink), 1 (identity); 0 if x_i = 0
+    c_i = m_i min(1, C / sqrt(max((a_i^2 s_i + [train_bias]) q_{y_i}, 1e-30)))
+    S[y_i] += (a_i c_i) x_i,     n[y_i] += c_i,     t += c_i
+
+with ``q_k = ||p0 - onehot(k)||^2`` and C already shrunk by ``_kernel.clip_slack``, the terms of
+``_kernel.zero_init_class_sums``. The rows are cut into P contiguous blocks, one per thread, each
+adding into its own accumulators ``S[p], n[p], t[p]``; the caller adds the P blocks in order, so
+a result depends on the rows and P only. A row whose norm is not finite (NaN/inf) adds nothing
+and is counted in ``bad[p]``. Each contribution has norm at most ``(1 + 2^-24)^2 C``: the scale
+``a c`` and each product are rounded once, and C's slack covers the float32 sum of squares.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+KINDS = {"identity": 0, "normalize": 1, "shrink": 2}
+HALF_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+_F16_TO_F32 = np.float32(2.0**112)  # float16 exponent bias 15 -> float32 bias 127
+_SMALL, _LARGE = 2.0**-100, 2.0**100  # float32 sums of squares and scales trusted inside these
+
+
+def threads() -> int:
+    """P, the number of blocks (numba's thread count)."""
+    return int(numba.get_num_threads())
+
+
+@numba.njit(inline="always")
+def _decode(h: np.ndarray, code: int, bits: np.ndarray, out: np.ndarray) -> None:
+    """16-bit rows ``h`` (uint16 words) as float32 into ``out`` (a float32 view of ``bits``):
+    bfloat16 is the top half of a float32; float16 moves its exponent by 112 (subnormals, inf
+    and NaN included, exactly)."""
+    if code == 2:
+        for j in range(h.shape[0]):
+            bits[j] = np.uint32(h[j]) << 16
+        return
+    for j in range(h.shape[0]):
+        v = np.uint32(h[j])
+        word = ((v & 0x7FFF) << 13) | ((v & 0x8000) << 16)
+        if (v & 0x7C00) == 0x7C00:
+            word |= 0x7F800000
+        bits[j] = word
+    for j in range(out.shape[0]):
+        out[j] *= _F16_TO_F32
+
+
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def class_sums(
+    x32, x16, code, y, mask, kind, radius, clip, bias_term, sq_e, S, counts, totals, bad
+):
+    """Add the rows of one chunk into the accumulators (module docstring).
+
+    ``x32`` float32 [n, D] (``code`` 0) or ``x16`` uint16 [n, D] (``code`` 1 float16, 2
+    bfloat16; the other has no rows); ``y`` int32 [n]; ``mask`` float32 [n] or empty (all 1);
+    ``sq_e`` float64 [K]; accumulators ``S`` float32 [P, K, D], ``counts`` float64 [P, K],
+    ``totals`` float64 [P], ``bad`` int64 [P].
+    """
+    n = y.shape[0]
+    P, _, D = S.shape
+    for p in numba.prange(P):
+        bits = np.empty(D, np.uint32)
+        buf = bits.view(np.float32)
+        Sp = S[p]
+        total, nbad = 0.0, 0
+        for i in range(p * n // P, (p + 1) * n // P):
+            if code == 0:
+                row = x32[i]
+            else:
+                _decode(x16[i], code, bits, buf)
+                row = buf
+            ss32 = np.float32(0.0)
+            for j in range(D):
+                ss32 += row[j] * row[j]
+            ss = np.float64(ss32)
+            if not _SMALL < ss < _LARGE:  # overflow, underflow, zero or non-finite: exactly
+                ss = 0.0
+                for j in range(D):
+                    ss += np.float64(row[j]) * np.float64(row[j])
+            if not np.isfinite(ss):
+                nbad += 1
+                continue
+            m = 1.0 if mask.shape[0] == 0 else np.float64(mask[i])
+            if m == 0.0:
+                continue
+            norm = np.sqrt(ss)
+            a = 1.0
+            if kind != 0:
+                a = radius / norm if norm > 0.0 else 0.0
+                if kind == 2:
+                    a = min(1.0, a)
+            k = y[i]
+            sq_g = (a * a * ss + bias_term) * sq_e[k]
+            c = m * min(1.0, clip / np.sqrt(max(sq_g, 1e-30)))
+            counts[p, k] += c
+            total += c
+            w = a * c
+            if w == 0.0:
+                continue
+            if _SMALL < w < _LARGE:
+                w32 = np.float32(w)
+                for j in range(D):
+                    Sp[k, j] += w32 * row[j]
+            else:  # a scale outside float32's comfortable range: each product in float64
+                for j in range(D):
+                    Sp[k, j] += np.float32(w * np.float64(row[j]))
+        totals[p] += total
+        bad[p] += nbad
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def nonfinite_rows(x32, x16, code, out):
+    """``out[i] = True`` where row i holds NaN/inf (16-bit rows: an all-ones exponent)."""
+    n = out.shape[0]
+    for i in numba.prange(n):
+        flag = False
+        if code == 0:
+            for j in range(x32.shape[1]):
+                flag |= not np.isfinite(x32[i, j])
+        elif code == 1:
+            for j in range(x16.shape[1]):
+                flag |= (x16[i, j] & 0x7C00) == 0x7C00
+        else:
+            for j in range(x16.shape[1]):
+                flag |= (x16[i, j] & 0x7F80) == 0x7F80
+        out[i] = flag

@@ -1,0 +1,100 @@
+"""The zero-init class sums on the host: ``ZeroInitSums`` without a compiled pass, on CPU.
+
+On one CPU device and one process, the single step (and step 0 of every descent) is the fused
+host kernel ``_host_kernel.class_sums``: the rows are read once, in place (an array of any
+alignment, a cached store split) or from the store's buffers, with the preprocessing's scale and
+the clip folded in, and the totals go through the statistic's ``stage2`` (``_kernel``'s
+``from_class_sums``) on the device. Elsewhere (an accelerator, several devices or processes,
+centring, mapped rows, a hash split) ``Rows`` runs the compiled pass (``_device_pass``), where
+the one-hot matmul or the scatter is what the hardware wants (docs/architecture.md, "Rows").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from private_head import _host_kernel
+from private_head._device_pass import stage2
+from private_head._kernel import clip_slack, initial_probabilities
+from private_head._preprocessing import Preprocessing
+from private_head._statistics import Statistic, ZeroInitSums
+
+
+def serves(stat: Statistic, preprocessing: Preprocessing, *, plain: bool) -> bool:
+    """The host kernel computes ``stat`` here: zero-init sums of rows scaled but not centred, on
+    ``plain`` rows (one CPU device, one process, no transform, no hash split)."""
+    return plain and isinstance(stat, ZeroInitSums) and preprocessing.static[2] == "none"
+
+
+def kernel_dtype(stored: np.dtype) -> np.dtype:
+    """The dtype the kernel reads: 16-bit and float32 rows as stored, anything else as float32."""
+    return stored if stored.name in _host_kernel.HALF_CODES else np.dtype(np.float32)
+
+
+class ClassSums:
+    """The accumulators of one pass (``_host_kernel`` docstring); ``add`` each chunk, then
+    ``result``."""
+
+    def __init__(self, stat: ZeroInitSums, clip_norm: Any, pre: Preprocessing, dim: int):
+        K = stat.num_classes
+        P = _host_kernel.threads()
+        self.stat = stat
+        self.S = np.zeros((P, K, dim), np.float32)
+        self.counts = np.zeros((P, K), np.float64)
+        self.totals = np.zeros(P, np.float64)
+        self.bad = np.zeros(P, np.int64)
+        p0 = np.asarray(initial_probabilities(K, stat.loss, stat.bias0), np.float64)
+        self.sq_e = np.sum(p0 * p0) - 2.0 * p0 + 1.0
+        self.clip = float(np.asarray(clip_norm)) * clip_slack(np.float32, dim, K)
+        self.kind = _host_kernel.KINDS[pre.kind]
+        self.radius = float(pre.feature_norm)
+        self.bias_term = 1.0 if stat.train_bias else 0.0
+        self._none16 = np.empty((0, dim), np.uint16)
+        self._none32 = np.empty((0, dim), np.float32)
+        self._no_mask = np.empty(0, np.float32)
+
+    def add(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Rows ``x`` [n, D] (float32, float16 or bfloat16, C-contiguous) with labels ``y``."""
+        code = _host_kernel.HALF_CODES[x.dtype.name]
+        x32 = x if code == 0 else self._none32
+        x16 = x.view(np.uint16) if code else self._none16
+        mask = self._no_mask if weights is None else np.ascontiguousarray(weights, np.float32)
+        _host_kernel.class_sums(
+            x32,
+            x16,
+            code,
+            np.ascontiguousarray(y, np.int32),
+            mask,
+            self.kind,
+            self.radius,
+            self.clip,
+            self.bias_term,
+            self.sq_e,
+            self.S,
+            self.counts,
+            self.totals,
+            self.bad,
+        )
+
+    def result(self) -> tuple[Any, int]:
+        """``(the statistic's sums, number of non-finite rows)``; the blocks added in order."""
+        rest = {
+            "counts": np.sum(self.counts, axis=0).astype(np.float32),
+            "total": np.float32(np.sum(self.totals)),
+        }
+        S = jax.device_put(np.sum(self.S, axis=0))
+        return stage2(S, rest, stat=self.stat), int(np.sum(self.bad))
+
+
+def nonfinite(x: np.ndarray) -> np.ndarray:
+    """Bool [n]: rows of ``x`` (float32, float16 or bfloat16) holding NaN/inf."""
+    code = _host_kernel.HALF_CODES[x.dtype.name]
+    dim = x.shape[1]
+    out = np.empty(x.shape[0], np.bool_)
+    x32 = x if code == 0 else np.empty((0, dim), np.float32)
+    x16 = x.view(np.uint16) if code else np.empty((0, dim), np.uint16)
+    _host_kernel.nonfinite_rows(x32, x16, code, out)
+    return out
