@@ -105,15 +105,23 @@ def class_sums(
             w = a * c
             if w == 0.0:
                 continue
+            srow = Sp[k]
             if _SMALL < w < _LARGE:
                 w32 = np.float32(w)
                 for j in range(D):
-                    Sp[k, j] += w32 * row[j]
+                    srow[j] += w32 * row[j]
             else:  # a scale outside float32's comfortable range: each product in float64
                 for j in range(D):
-                    Sp[k, j] += np.float32(w * np.float64(row[j]))
+                    srow[j] += np.float32(w * np.float64(row[j]))
         totals[p] += total
         bad[p] += nbad
+
+
+# The same kernel on the calling thread alone (P = 1): a pass whose chunks come from a reader
+# thread, where waking numba's threads for every chunk costs more than it gains on a busy host.
+class_sums_serial = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(
+    class_sums.py_func
+)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)

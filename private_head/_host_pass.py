@@ -29,6 +29,10 @@ def serves(stat: Statistic, preprocessing: Preprocessing, *, plain: bool) -> boo
     return plain and isinstance(stat, ZeroInitSums) and preprocessing.static[2] == "none"
 
 
+def threads() -> int:
+    return _host_kernel.threads()
+
+
 def kernel_dtype(stored: np.dtype) -> np.dtype:
     """The dtype the kernel reads: 16-bit and float32 rows as stored, anything else as float32."""
     return stored if stored.name in _host_kernel.HALF_CODES else np.dtype(np.float32)
@@ -36,11 +40,19 @@ def kernel_dtype(stored: np.dtype) -> np.dtype:
 
 class ClassSums:
     """The accumulators of one pass (``_host_kernel`` docstring); ``add`` each chunk, then
-    ``result``."""
+    ``result``. ``blocks``: P, by default one per thread; a pass whose chunks are read by a
+    background thread leaves it a core (P one less)."""
 
-    def __init__(self, stat: ZeroInitSums, clip_norm: Any, pre: Preprocessing, dim: int):
+    def __init__(
+        self,
+        stat: ZeroInitSums,
+        clip_norm: Any,
+        pre: Preprocessing,
+        dim: int,
+        blocks: int | None = None,
+    ):
         K = stat.num_classes
-        P = _host_kernel.threads()
+        P = blocks or _host_kernel.threads()
         self.stat = stat
         self.S = np.zeros((P, K, dim), np.float32)
         self.counts = np.zeros((P, K), np.float64)
@@ -62,7 +74,8 @@ class ClassSums:
         x32 = x if code == 0 else self._none32
         x16 = x.view(np.uint16) if code else self._none16
         mask = self._no_mask if weights is None else np.ascontiguousarray(weights, np.float32)
-        _host_kernel.class_sums(
+        kernel = _host_kernel.class_sums if len(self.S) > 1 else _host_kernel.class_sums_serial
+        kernel(
             x32,
             x16,
             code,

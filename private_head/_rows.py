@@ -238,21 +238,33 @@ class Rows:
         )
 
     def _host_sum(self, stat, args, preprocessing, weights) -> tuple[Any, int]:
-        acc = _host_pass.ClassSums(stat, args, preprocessing, self.dim)
+        whole = self._whole_for_kernel()
         w = None if weights is None else np.asarray(weights, np.float32)
+        if whole is not None:  # every thread on the rows in place
+            acc = _host_pass.ClassSums(stat, args, preprocessing, self.dim)
+            acc.add(whole, self.labels, w)
+            return acc.result()
+        blocks = max(1, _host_pass.threads() - 1)  # a core for the reader thread
+        acc = _host_pass.ClassSums(stat, args, preprocessing, self.dim, blocks)
         for start, stop, x in self._host_chunks():
             acc.add(x, self.labels[start:stop], None if w is None else w[start:stop])
         return acc.result()
+
+    def _whole_for_kernel(self) -> np.ndarray | None:
+        """The rows in place in the host kernel's dtype, else None."""
+        whole = self.source.whole()
+        want = _host_pass.kernel_dtype(self.source.stored)
+        return whole if whole is not None and whole.dtype == want else None
 
     def _host_chunks(self):
         """``(start, stop, rows)`` over this process's rows in the host kernel's dtype: the whole
         array at once when it is held in place, else chunk by chunk from the reader thread."""
         source, n = self.source, self.local_rows
-        want = _host_pass.kernel_dtype(source.stored)
-        whole = source.whole()
-        if whole is not None and whole.dtype == want:
+        whole = self._whole_for_kernel()
+        if whole is not None:
             yield 0, n, whole
             return
+        want = _host_pass.kernel_dtype(source.stored)
         rows = self.chunk_rows
         num = -(-n // rows)
         scratch = self._scratch((rows, self.dim), source.stored, want)
