@@ -18,7 +18,7 @@ import numpy as np
 
 from private_head import _host_kernel
 from private_head._device_pass import stage2
-from private_head._kernel import clip_slack, initial_probabilities
+from private_head._kernel import clip_slack
 from private_head._preprocessing import Preprocessing
 from private_head._statistics import Statistic, ZeroInitSums
 
@@ -36,6 +36,14 @@ def threads() -> int:
 def kernel_dtype(stored: np.dtype) -> np.dtype:
     """The dtype the kernel reads: 16-bit and float32 rows as stored, anything else as float32."""
     return stored if stored.name in _host_kernel.HALF_CODES else np.dtype(np.float32)
+
+
+def initial_probabilities_host(num_classes: int, loss: str, bias0: float) -> np.ndarray:
+    """``_kernel.initial_probabilities`` in float64 on the host (no compilation): every
+    example's prediction at W = 0, ``softmax(b0 1)`` (uniform) or ``sigmoid(b0)``."""
+    if loss == "softmax":
+        return np.full(num_classes, 1.0 / num_classes)
+    return np.full(num_classes, 1.0 / (1.0 + np.exp(-float(bias0))))
 
 
 class ClassSums:
@@ -58,7 +66,7 @@ class ClassSums:
         self.counts = np.zeros((P, K), np.float64)
         self.totals = np.zeros(P, np.float64)
         self.bad = np.zeros(P, np.int64)
-        p0 = np.asarray(initial_probabilities(K, stat.loss, stat.bias0), np.float64)
+        p0 = initial_probabilities_host(K, stat.loss, stat.bias0)
         self.sq_e = np.sum(p0 * p0) - 2.0 * p0 + 1.0
         self.clip = float(np.asarray(clip_norm)) * clip_slack(np.float32, dim, K)
         self.kind = _host_kernel.KINDS[pre.kind]
