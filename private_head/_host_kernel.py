@@ -124,6 +124,104 @@ class_sums_serial = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "con
 )
 
 
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def gradient_sums(
+    x32, x16, code, y, mask, kind, radius, clip, softmax, bias_term, WT, b, G, gb, bad
+):
+    """The clipped gradient sums at a head ``(W, b)`` for few classes (``_kernel``'s
+    ``clipped_gradient_sum``, fused; ``WT = W^T`` float32 [K, D], ``b`` float64 [K]). Per row,
+    with ``s_i, a_i`` as above:
+
+        z = a_i (W^T x_i) + b,   e = softmax(z) - onehot(y_i)   (sigmoid(z) for ``softmax`` 0)
+        c_i = m_i min(1, C / sqrt(max((a_i^2 s_i + [train_bias]) ||e||^2, 1e-30)))
+        G[p] += (a_i c_i e) x_i^T   (float32 [K, D]),   gb[p] += c_i e   (float64 [K])
+
+    Each row costs 2K passes over it in cache (the dots, then the rank-one update), so this is
+    for small K only (``_host_pass.GRADIENT_MAX_CLASSES``)."""
+    n = y.shape[0]
+    P, K, D = G.shape
+    for p in numba.prange(P):
+        bits = np.empty(D, np.uint32)
+        buf = bits.view(np.float32)
+        z = np.empty(K, np.float64)
+        Gp = G[p]
+        nbad = 0
+        for i in range(p * n // P, (p + 1) * n // P):
+            if code == 0:
+                row = x32[i]
+            else:
+                _decode(x16[i], code, bits, buf)
+                row = buf
+            ss32 = np.float32(0.0)
+            for j in range(D):
+                ss32 += row[j] * row[j]
+            ss = np.float64(ss32)
+            if not _SMALL < ss < _LARGE:
+                ss = 0.0
+                for j in range(D):
+                    ss += np.float64(row[j]) * np.float64(row[j])
+            if not np.isfinite(ss):
+                nbad += 1
+                continue
+            m = 1.0 if mask.shape[0] == 0 else np.float64(mask[i])
+            if m == 0.0:
+                continue
+            norm = np.sqrt(ss)
+            a = 1.0
+            if kind != 0:
+                a = radius / norm if norm > 0.0 else 0.0
+                if kind == 2:
+                    a = min(1.0, a)
+            moderate = _SMALL < norm < _LARGE
+            for k in range(K):
+                wk = WT[k]
+                acc = np.float32(0.0)
+                for j in range(D):
+                    acc += row[j] * wk[j]
+                dot = np.float64(acc)
+                if not (moderate and np.isfinite(dot)):  # an extreme row: the dot in float64
+                    dot = 0.0
+                    for j in range(D):
+                        dot += np.float64(row[j]) * np.float64(wk[j])
+                z[k] = a * dot + b[k]
+            if softmax:
+                top = z.max()
+                total = 0.0
+                for k in range(K):
+                    z[k] = np.exp(z[k] - top)
+                    total += z[k]
+                for k in range(K):
+                    z[k] /= total
+            else:
+                for k in range(K):
+                    z[k] = 1.0 / (1.0 + np.exp(-z[k]))
+            z[y[i]] -= 1.0
+            sq_e = 0.0
+            for k in range(K):
+                sq_e += z[k] * z[k]
+            sq_g = (a * a * ss + bias_term) * sq_e
+            c = m * min(1.0, clip / np.sqrt(max(sq_g, 1e-30)))
+            for k in range(K):
+                gb[p, k] += c * z[k]
+                r = a * c * z[k]
+                if r == 0.0:
+                    continue
+                gk = Gp[k]
+                if _SMALL < abs(r) < _LARGE:
+                    r32 = np.float32(r)
+                    for j in range(D):
+                        gk[j] += r32 * row[j]
+                else:
+                    for j in range(D):
+                        gk[j] += np.float32(r * np.float64(row[j]))
+        bad[p] += nbad
+
+
+gradient_sums_serial = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(
+    gradient_sums.py_func
+)
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def nonfinite_rows(x32, x16, code, out):
     """``out[i] = True`` where row i holds NaN/inf (16-bit rows: an all-ones exponent)."""

@@ -20,13 +20,35 @@ from private_head import _host_kernel
 from private_head._device_pass import stage2
 from private_head._kernel import clip_slack
 from private_head._preprocessing import Preprocessing
-from private_head._statistics import Statistic, ZeroInitSums
+from private_head._statistics import GradientSums, Statistic, ZeroInitSums
+
+# Up to this many classes the general clipped gradient sums run on the host too (each row costs
+# 2K passes over it in cache); above, XLA's matmuls are faster.
+GRADIENT_MAX_CLASSES = 32
 
 
-def serves(stat: Statistic, preprocessing: Preprocessing, *, plain: bool) -> bool:
-    """The host kernel computes ``stat`` here: zero-init sums of rows scaled but not centred, on
-    ``plain`` rows (one CPU device, one process, no transform, no hash split)."""
-    return plain and isinstance(stat, ZeroInitSums) and preprocessing.static[2] == "none"
+def serves(stat: Statistic, args: Any, preprocessing: Preprocessing, *, plain: bool) -> bool:
+    """A host kernel computes ``stat`` here: the zero-init sums, or the clipped gradient sums
+    at up to ``GRADIENT_MAX_CLASSES`` classes, of rows scaled but not centred, on ``plain`` rows
+    (one CPU device, one process, no transform, no hash split), with concrete arguments (not
+    under a JAX transformation, as the audit runs a fit)."""
+    if not plain or preprocessing.static[2] != "none" or traced(args):
+        return False
+    if isinstance(stat, GradientSums):
+        return np.shape(args[0]["W"])[1] <= GRADIENT_MAX_CLASSES
+    return isinstance(stat, ZeroInitSums)
+
+
+def traced(tree: Any) -> bool:
+    """Some leaf of ``tree`` is a tracer (a JAX transformation is running)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def accumulator(stat: Statistic, args: Any, pre: Preprocessing, dim: int, blocks: int | None):
+    """The accumulators of ``stat``'s host kernel."""
+    if isinstance(stat, GradientSums):
+        return GradientSumsAcc(stat, args, pre, dim, blocks)
+    return ClassSums(stat, args, pre, dim, blocks)
 
 
 def threads() -> int:
@@ -108,6 +130,64 @@ class ClassSums:
         }
         S = jax.device_put(np.sum(self.S, axis=0))
         return stage2(S, rest, stat=self.stat), int(np.sum(self.bad))
+
+
+class GradientSumsAcc:
+    """The accumulators of one pass of ``_host_kernel.gradient_sums``; args ``(params, bias,
+    C)`` as ``GradientSums`` takes them."""
+
+    def __init__(
+        self, stat: GradientSums, args: Any, pre: Preprocessing, dim: int, blocks: int | None
+    ):
+        params, bias, clip_norm = args
+        W = np.asarray(params["W"], np.float32)
+        K = W.shape[1]
+        P = blocks or _host_kernel.threads()
+        self.stat = stat
+        self.WT = np.ascontiguousarray(W.T)
+        self.b = np.asarray(bias, np.float64)
+        self.G = np.zeros((P, K, dim), np.float32)
+        self.gb = np.zeros((P, K), np.float64)
+        self.bad = np.zeros(P, np.int64)
+        self.clip = float(np.asarray(clip_norm)) * clip_slack(np.float32, dim, K)
+        self.kind = _host_kernel.KINDS[pre.kind]
+        self.radius = float(pre.feature_norm)
+        self.softmax = stat.loss == "softmax"
+        self.bias_term = 1.0 if stat.train_bias else 0.0
+
+    def add(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> None:
+        code = _host_kernel.HALF_CODES[x.dtype.name]
+        dim = x.shape[1]
+        x32 = x if code == 0 else np.empty((0, dim), np.float32)
+        x16 = x.view(np.uint16) if code else np.empty((0, dim), np.uint16)
+        mask = np.empty(0, np.float32) if weights is None else np.ascontiguousarray(weights)
+        kernel = _host_kernel.gradient_sums
+        if len(self.G) == 1:
+            kernel = _host_kernel.gradient_sums_serial
+        kernel(
+            x32,
+            x16,
+            code,
+            np.ascontiguousarray(y, np.int32),
+            mask.astype(np.float32, copy=False),
+            self.kind,
+            self.radius,
+            self.clip,
+            self.softmax,
+            self.bias_term,
+            self.WT,
+            self.b,
+            self.G,
+            self.gb,
+            self.bad,
+        )
+
+    def result(self) -> tuple[Any, int]:
+        gW = jax.device_put(np.ascontiguousarray(np.sum(self.G, axis=0).T))
+        sums = {"W": gW}
+        if self.stat.train_bias:
+            sums["b"] = jax.device_put(np.sum(self.gb, axis=0).astype(np.float32))
+        return sums, int(np.sum(self.bad))
 
 
 def nonfinite(x: np.ndarray) -> np.ndarray:

@@ -170,7 +170,8 @@ class Rows:
     ) -> Any:
         """``sum over rows of stat`` (module docstring); ``weights`` [local rows] multiplies each
         row's mask (e.g. a Poisson sample). Raises ValueError naming non-finite rows."""
-        if _host_pass.serves(stat, preprocessing, plain=self._plain()):
+        plain = self._plain() and not _host_pass.traced(weights)
+        if _host_pass.serves(stat, args, preprocessing, plain=plain):
             result, bad = self._host_sum(stat, args, preprocessing, weights)
             self.shared.host_passes += 1
         else:
@@ -241,11 +242,11 @@ class Rows:
         whole = self._whole_for_kernel()
         w = None if weights is None else np.asarray(weights, np.float32)
         if whole is not None:  # every thread on the rows in place
-            acc = _host_pass.ClassSums(stat, args, preprocessing, self.dim)
+            acc = _host_pass.accumulator(stat, args, preprocessing, self.dim, None)
             acc.add(whole, self.labels, w)
             return acc.result()
         blocks = max(1, _host_pass.threads() - 1)  # a core for the reader thread
-        acc = _host_pass.ClassSums(stat, args, preprocessing, self.dim, blocks)
+        acc = _host_pass.accumulator(stat, args, preprocessing, self.dim, blocks)
         for start, stop, x in self._host_chunks():
             acc.add(x, self.labels[start:stop], None if w is None else w[start:stop])
         return acc.result()
@@ -456,7 +457,8 @@ def _rows_as(
 def _device_rows(rows: jax.Array, layout: Layout) -> dict[str, Any]:
     """Where a device array's rows live: on one CPU device, its host view (used in place, as
     a host array is); elsewhere the device array."""
-    if on_cpu() and layout.processes == 1 and mesh() is None:
+    traced = isinstance(rows, jax.core.Tracer)  # mapped under a transformation (the audit)
+    if on_cpu() and layout.processes == 1 and mesh() is None and not traced:
         view = np.asarray(rows)
         return {"source": ArraySource(view, 0, view.shape[0])}
     return {"device_x": rows}

@@ -1,6 +1,6 @@
-"""The host kernel of the zero-init class sums (``_host_kernel``, ``_host_pass``): equal to a
-float64 reference and to the compiled (XLA) pass, every contribution within the clip norm, 16-bit
-rows decoded exactly, non-finite rows counted and never added."""
+"""The host kernels (``_host_kernel``, ``_host_pass``): the zero-init class sums and the clipped
+gradient sums equal a float64 reference and the compiled (XLA) pass, every contribution is within
+the clip norm, 16-bit rows are decoded exactly, non-finite rows are counted and never added."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from hypothesis.extra import numpy as hnp
 
 from private_head import _host_kernel
 from private_head._device_pass import chunk_pass
-from private_head._host_pass import ClassSums, nonfinite
+from private_head._host_pass import ClassSums, GradientSumsAcc, nonfinite
 from private_head._kernel import clip_slack, initial_probabilities
 from private_head._preprocessing import IDENTITY, Preprocessing
-from private_head._statistics import ZeroInitSums
+from private_head._statistics import GradientSums, ZeroInitSums
 
 
 def host_sums(x, y, stat, clip, pre, weights=None):
@@ -197,3 +197,91 @@ def test_every_contribution_is_within_the_clip_norm(x, kind, radius, clip, train
 
 def test_the_kernel_splits_rows_into_one_block_per_thread():
     assert _host_kernel.threads() >= 1
+
+
+# ----------------------------------------------------------------- the general clipped gradient
+
+
+def gradient_reference(x, y, W, b, clip, pre, loss, train_bias, weights=None):
+    """``_kernel.clipped_gradient_sum`` of the preprocessed rows, in float64."""
+    x = np.asarray(x, np.float64)
+    norm = np.linalg.norm(x, axis=1)
+    a = np.ones_like(norm)
+    if pre.kind != "identity":
+        a = np.where(norm > 0, pre.feature_norm / np.where(norm > 0, norm, 1), 0.0)
+        if pre.kind == "shrink":
+            a = np.minimum(1.0, a)
+    z = a[:, None] * (x @ np.asarray(W, np.float64)) + b
+    if loss == "softmax":
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+    else:
+        p = 1 / (1 + np.exp(-z))
+    E = p - np.eye(W.shape[1])[y]
+    C = clip * clip_slack(np.float32, x.shape[1], W.shape[1])
+    sq_g = ((a * norm) ** 2 + float(train_bias)) * np.sum(E * E, axis=1)
+    c = np.minimum(1.0, C / np.sqrt(np.maximum(sq_g, 1e-30)))
+    if weights is not None:
+        c = c * weights
+    return x.T @ ((a * c)[:, None] * E), (c[:, None] * E).sum(0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("kind", ["normalize", "shrink"])
+def test_gradient_sums_equal_a_float64_reference_and_the_compiled_pass(dtype, loss, kind):
+    rng = np.random.default_rng(5)
+    K, n, d = 6, 301, 20
+    x = (rng.normal(size=(n, d)) * rng.uniform(0.1, 3, size=(n, 1))).astype(dtype)
+    y = rng.integers(0, K, n).astype(np.int32)
+    W = (rng.normal(size=(d, K)) * 0.5).astype(np.float32)
+    b = rng.normal(size=K).astype(np.float32)
+    w = rng.uniform(0, 1, n).astype(np.float32)
+    stat = GradientSums(loss, True)
+    pre = Preprocessing(kind, 1.5)
+    args = ({"W": W}, b, 0.3)
+    acc = GradientSumsAcc(stat, args, pre, d, None)
+    acc.add(x, y, w)
+    host, bad = acc.result()
+    gW, gb = gradient_reference(x, y, W, b, 0.3, pre, loss, True, w)
+    assert bad == 0
+    np.testing.assert_allclose(host["W"], gW, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host["b"], gb, rtol=1e-5, atol=1e-6)
+    x32 = jnp.asarray(x.astype(np.float32))
+    xla, _ = chunk_pass(
+        x32,
+        jnp.asarray(y),
+        jnp.ones(n),
+        jnp.asarray(w),
+        None,
+        None,
+        args,
+        stat=stat,
+        static=pre.static,
+        part=None,
+    )
+    np.testing.assert_allclose(host["W"], xla["W"], rtol=1e-4, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=ROWS,
+    kind=st.sampled_from(["normalize", "shrink", "identity"]),
+    clip=st.floats(1e-3, 1e3),
+    scale=st.floats(1e-3, 1e3),
+    loss=st.sampled_from(["softmax", "sigmoid"]),
+    train_bias=st.booleans(),
+)
+def test_every_gradient_is_within_the_clip_norm(x, kind, clip, scale, loss, train_bias):
+    """One row at a time: its clipped gradient ``[a c e x^T, c e]`` has norm at most C."""
+    K = 3
+    W = np.linspace(-scale, scale, x.shape[1] * K, dtype=np.float32).reshape(-1, K)
+    pre = IDENTITY if kind == "identity" else Preprocessing(kind, 2.0)
+    for i in range(x.shape[0]):
+        acc = GradientSumsAcc(
+            GradientSums(loss, train_bias), ({"W": W}, np.zeros(K), clip), pre, x.shape[1], 1
+        )
+        acc.add(x[i : i + 1], np.array([i % K], np.int32))
+        g = acc.G.sum(0).astype(np.float64)
+        total = np.sum(g * g) + train_bias * np.sum(acc.gb.sum(0) ** 2)
+        assert np.sqrt(total) <= clip, (np.sqrt(total), clip)
