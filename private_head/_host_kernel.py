@@ -20,6 +20,9 @@ and is counted in ``bad[p]``. Each contribution has norm at most ``(1 + 2^-24)^2
 
 from __future__ import annotations
 
+import types
+from typing import Any
+
 import numba
 import numpy as np
 
@@ -27,6 +30,7 @@ KINDS = {"identity": 0, "normalize": 1, "shrink": 2}
 HALF_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
 _F16_TO_F32 = np.float32(2.0**112)  # float16 exponent bias 15 -> float32 bias 127
 _SMALL, _LARGE = 2.0**-100, 2.0**100  # float32 sums of squares and scales trusted inside these
+_FAST = {"reassoc", "contract"}  # vectorised sums and fused multiply-adds; NaN and inf kept
 
 
 def threads() -> int:
@@ -53,7 +57,7 @@ def _decode(h: np.ndarray, code: int, bits: np.ndarray, out: np.ndarray) -> None
         out[j] *= _F16_TO_F32
 
 
-@numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FAST)
 def class_sums(
     x32, x16, code, y, mask, kind, radius, clip, bias_term, sq_e, S, counts, totals, bad
 ):
@@ -117,14 +121,22 @@ def class_sums(
         bad[p] += nbad
 
 
-# The same kernel on the calling thread alone (P = 1): a pass whose chunks come from a reader
-# thread, where waking numba's threads for every chunk costs more than it gains on a busy host.
-class_sums_serial = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(
-    class_sums.py_func
-)
+def _serial(kernel: Any) -> Any:
+    """``kernel`` on the calling thread alone (P = 1), for a pass whose chunks come from a reader
+    thread, where waking numba's threads for every chunk costs more than it gains on a busy host.
+    A copy of the function under its own name: numba keys its on-disk cache by the function's
+    name, and two kernels of one name would load each other's code."""
+    f = kernel.py_func
+    name = f.__name__ + "_serial"
+    copy = types.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
+    copy.__qualname__ = name
+    return numba.njit(nogil=True, cache=True, fastmath=_FAST)(copy)
 
 
-@numba.njit(parallel=True, nogil=True, cache=True, fastmath={"reassoc", "contract"})
+class_sums_serial = _serial(class_sums)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FAST)
 def gradient_sums(
     x32, x16, code, y, mask, kind, radius, clip, softmax, bias_term, WT, b, G, gb, bad
 ):
@@ -217,9 +229,7 @@ def gradient_sums(
         bad[p] += nbad
 
 
-gradient_sums_serial = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(
-    gradient_sums.py_func
-)
+gradient_sums_serial = _serial(gradient_sums)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
