@@ -1,5 +1,5 @@
 # Users: `make test` (`make test-all`: with the slow tests), `make features`, `make probe EPS=4 [METHOD=dp_sgd OPTIONS="batch_size=256 steps=50"]`,
-# `make bench`, `make bench-speed`, `make bench-scale`, `make bench-gpu [TINY=1] [SECTIONS=head,fit]`,
+# `make bench`, `make bench-speed`, `make bench-scale`, `make bench-gpu [TINY=1] [SECTIONS=targets|extraction|head,fit]`,
 # `make audit EPS=2 [METHOD=dp_gd STEPS=3]`. `EPS=inf` trains the non-private ceiling.
 # The virtual environment is created on first use and reinstalled only when pyproject.toml changes.
 SHELL := /bin/bash

@@ -31,9 +31,11 @@ import jax.numpy as jnp
 
 from private_head._kernel import (
     clipped_gradient_sum,
+    from_class_sums,
     gaussian_noise_like,
     row_sq_norms,
     zero_init_class_sums,
+    zero_init_row_weights,
 )
 
 SHAPES = {"cifar-like": (50_000, 768, 10), "imagenet-like": (1_281_167, 1280, 1000)}
@@ -57,6 +59,39 @@ def nonprivate_step(W, b, X, y):
 
     gW, gb = jax.grad(loss)((W, b))
     return W - LR * gW, b - LR * gb
+
+
+@jax.jit
+def nonprivate_manual_step(W, b, X, y):
+    """The non-private step written by hand, as the private kernel is: ``E = softmax(XW + b) -
+    onehot(y)``, ``gW = X^T E / n``, ``gb = sum_i e_i / n`` (two GEMMs, no autodiff)."""
+    z = jnp.dot(X, W.astype(X.dtype), preferred_element_type=jnp.float32) + b
+    E = jax.nn.softmax(z) - jax.nn.one_hot(y, W.shape[1], dtype=jnp.float32)
+    n = X.shape[0]
+    gW = jnp.dot(X.T, E.astype(X.dtype), preferred_element_type=jnp.float32) / n
+    return W - LR * gW, b - LR * jnp.sum(E, axis=0) / n
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def zero_init_onehot_step(X, y, key, num_classes):
+    """``zero_init_step`` with the class sums as one one-hot matmul in the rows' dtype,
+    ``S = (w * onehot(y))^T X``, at any K (the kernel uses it up to 128 classes)."""
+    w, c, p0 = zero_init_row_weights(
+        X,
+        y,
+        num_classes,
+        CLIP,
+        loss="softmax",
+        train_bias=False,
+        bias0=0.0,
+        mask=None,
+        sq_norms=None,
+        row_scale=None,
+    )
+    M = (jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * w[:, None]).astype(X.dtype)
+    S = jnp.dot(M.T, X, preferred_element_type=jnp.float32)
+    gW, _ = from_class_sums(S, c[:0], jnp.sum(c), p0, False)
+    return -LR * (gW + gaussian_noise_like(key, gW, SIGMA * CLIP)) / X.shape[0]
 
 
 @jax.jit

@@ -3,6 +3,9 @@
 Sections, each a module with ``main(argv) -> result`` run with its own defaults (small on CPU):
 
     head        benchmarks.head_speed     private vs non-private step, kernel vs vmap reference
+    fit         benchmarks.fit_speed      fit end to end: first fit of a process (compilations
+                                          on their own line) and repeated fit, beside X.sum(0)
+                                          and a raw h5py read
     extract     benchmarks.extract_speed  backbone images/s, end-to-end extraction
     store       benchmarks.store_speed    streamed clipped gradient vs raw h5py read (GB/s)
     accounting  benchmarks.accounting_speed  sigma calibration time, full batch and Poisson
@@ -34,6 +37,7 @@ from benchmarks.cli import Parser, choices_list
 
 SECTIONS = {
     "head": "benchmarks.head_speed",
+    "fit": "benchmarks.fit_speed",
     "extract": "benchmarks.extract_speed",
     "store": "benchmarks.store_speed",
     "accounting": "benchmarks.accounting_speed",

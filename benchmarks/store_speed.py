@@ -118,7 +118,8 @@ def best_interleaved(passes: dict[str, Any], repeats: int = 3) -> dict[str, floa
 
 def streamed_rows(path: str, num_classes: int, rows: int) -> Any:
     """The store's train split as ``private_head._rows.Rows``, streamed from disk in ``rows``-row
-    chunks (``Performance(chunk_rows=rows)``): the path every ``fit`` on a store takes."""
+    chunks (``Performance(chunk_rows=rows)``): the path every ``fit`` on a store larger than its
+    memory budget takes (a budget of one byte: the split is never kept in memory)."""
     from private_head import Performance
     from private_head._rows import open_rows
 
@@ -126,9 +127,9 @@ def streamed_rows(path: str, num_classes: int, rows: int) -> Any:
         f"{path}:train",
         num_classes=num_classes,
         feature_norm=1.0,
-        performance=Performance(chunk_rows=rows),
+        performance=Performance(chunk_rows=rows, max_device_bytes=1),
     )
-    if data.kind != "store_streamed":
+    if data.kind != "store_streamed" or data.describe()["store_kept_in_memory"]:
         raise RuntimeError(f"the store should have been streamed, got rows of kind {data.kind}")
     return data
 

@@ -105,6 +105,19 @@ def draw_key(key: jax.Array, index: int | jax.Array, draw: int | jax.Array) -> j
 
 
 @functools.partial(jax.jit, static_argnames=("symmetric",))
+def _noise(key: jax.Array, statistic: T, std: float | jax.Array, *, symmetric: bool) -> T:
+    """``planned_noise`` as one compiled call (a float64 statistic gets it added on the host)."""
+    return planned_noise(key, statistic, std, symmetric)
+
+
+@jax.jit
+def split_pair(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``jax.random.split(key)`` as two keys, in one compiled call (no eager indexing)."""
+    first, second = jax.random.split(key)
+    return first, second
+
+
+@functools.partial(jax.jit, static_argnames=("symmetric",))
 def _noisy(key: jax.Array, statistic: T, std: float | jax.Array, *, symmetric: bool) -> T:
     """``statistic + planned_noise(...)`` as one compiled call."""
     noise = planned_noise(key, statistic, std, symmetric)
@@ -117,7 +130,7 @@ class PlanReleaser:
 
     def __init__(self, plan: Plan[Settings], key: jax.Array, observer: Observer | None = None):
         self.plan = plan
-        self.noise_root, self.sampling_root = jax.random.split(key)
+        self.noise_root, self.sampling_root = split_pair(key)
         self.observer = observer if observer is not None else _OBSERVER.get()
         self.draws: dict[str, int] = {}
 
@@ -146,7 +159,7 @@ class PlanReleaser:
         planned, key, draw = self._next(name, noisy=True)
         std = planned.noise_std
         if isinstance(statistic, (np.ndarray, np.floating)) and statistic.dtype == np.float64:
-            noise = planned_noise(key, statistic, std, planned.symmetric)
+            noise = _noise(key, statistic, std, symmetric=planned.symmetric)
             noisy = statistic + np.asarray(noise, np.float64)  # exact beyond 2^24 (a count)
         else:
             noisy = _noisy(key, statistic, std, symmetric=planned.symmetric)

@@ -83,7 +83,7 @@ def train(
     if preprocess.center == "private" and private:
         shares["center"] = preprocess.center_budget_fraction
     mu = split_mu(remaining_allowance(ledger).mu, shares, rest="method") if shares else {}
-    keys = jax.random.split(key, 3)
+    keys = _split3(key)
 
     n, size_report = _divisor(rows, size, ledger, mu.get("count"), keys[0], private)
     if preprocess.center == "private":
@@ -121,6 +121,13 @@ def train(
         "dataset_size": size.to_dict(),
     }
     return Trained(weights, bias, fitted, pre, settings, size_report, plan)
+
+
+@jax.jit
+def _split3(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``jax.random.split(key, 3)`` as three keys, in one compiled call."""
+    first, second, third = jax.random.split(key, 3)
+    return first, second, third
 
 
 def _divisor(

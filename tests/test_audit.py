@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
+from private_head import _host_pass as host_pass
 from private_head import _release as release
 from private_head import _statistics as statistics
 from private_head._kernel import clipped_gradient_sum
@@ -222,6 +223,14 @@ def test_audit_flags_skipped_clipping(method, monkeypatch, fresh_traces):
             return honest(*args[:position], math.inf, *args[position + 1 :], **kwargs)
 
         monkeypatch.setattr(statistics, name, unclipped)
+    for accumulator in (host_pass.ClassSums, host_pass.GradientSumsAcc):  # the CPU host kernels
+        honest_init = accumulator.__init__
+
+        def unclipped_init(self, *args, honest_init=honest_init, **kwargs):
+            honest_init(self, *args, **kwargs)
+            self.clip = math.inf
+
+        monkeypatch.setattr(accumulator, "__init__", unclipped_init)
     result = _audit(method, runs=5_000)
     assert not result.consistent and result.epsilon_lower_bound > EPSILON
 
