@@ -3,8 +3,9 @@
     head = private_head.fit(train_x, train_y, num_classes=10, epsilon=4.0, delta=1e-6)
     head.accuracy(test_x, test_y); head.privacy; head.save("head.npz")
 
-``__all__`` is the public API: training and loading heads, the methods' registry and options,
-and what a method author needs (``Method``, its ``Plan`` of ``PlannedRelease`` values, the
+``__all__`` is the public API: training and loading heads, the scikit-learn estimator
+(``DPLinearProbe``, from ``private_head.sklearn``), the methods' registry and options, and what
+a method author needs (``Method``, its ``Plan`` of ``PlannedRelease`` values, the
 ``Releaser`` that adds their noise, the ``Rows`` and the statistics a run sums over them; see
 the README, "Adding a method"). ``private_head.testing`` exports the contract every method
 keeps (``check_method``); ``python -m private_head`` is the command line (``private_head.cli``)
@@ -33,6 +34,7 @@ _LAZY = {
     "Allowance": "private_head._budget",
     "BudgetExceededError": "accounting",
     "Context": "private_head._method",
+    "DPLinearProbe": "private_head.sklearn",
     "DatasetSize": "private_head._options",
     "Fitted": "private_head._method",
     "Method": "private_head._method",
