@@ -38,13 +38,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# `make test`: everything but the tests marked slow (minutes on 2 cores); `make test-all`: the
-# whole suite, which CI runs.
+# `make test`: everything but the tests marked slow, with XLA compiling at optimisation level 0
+# (the tests' shapes are tiny: compiling is most of their time); `make test-all`: the whole suite
+# at XLA's default level, which CI runs. Idle workers steal queued tests (--dist worksteal).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+	XLA_FLAGS="$${XLA_FLAGS:---xla_backend_optimization_level=0}" \
+		$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

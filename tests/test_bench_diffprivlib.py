@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+import pytest
+
 from benchmarks.diffprivlib_compare import main
 from tests.helpers import blobs, write_store
 
@@ -27,6 +29,7 @@ class LogisticRegression(_LR):
 """
 
 
+@pytest.mark.slow  # a second interpreter with scikit-learn, and auto
 def test_both_libraries_on_the_same_unit_rows(tmp_path, monkeypatch, capsys):
     package = tmp_path / "stand_in" / "diffprivlib"
     package.mkdir(parents=True)

@@ -47,6 +47,7 @@ def test_scikit_learn_checks_on_a_seeded_probe(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow  # the whole check suite again, compiled for an unseeded probe
 def test_scikit_learn_checks_on_an_unseeded_probe():
     """Every check but those of a seeded probe and those that compare two fits passes."""
     unseeded = DPLinearProbe(epsilon=8.0, num_classes=3, method="single_step")
