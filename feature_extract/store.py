@@ -150,11 +150,33 @@ def _damaged(path: str, err: BaseException) -> StoreError:
             f"cannot open {path}: HDF5 reports it locked by another process that has it open "
             f"({_one_line(err)}); wait for it to close the file and try again"
         )
+    kind = _numpy_kind(path)
+    if kind is not None:  # someone's arrays: never advise replacing or deleting them
+        return StoreError(
+            f"{path} is a NumPy {kind} file, not a feature store. private_head trains on it as "
+            "it is (--features X.npy --labels Y.npy --num-classes K, or --features F.npz "
+            "--num-classes K; fit(path, ...)); feature_extract.store.write_split makes a store "
+            "of its arrays"
+        )
     return CorruptStoreError(
         f"{path} is corrupt (truncated or not HDF5, or its metadata is damaged: "
         f"{_one_line(err)}). Extract it again with --overwrite (overwrite=True), which replaces "
         "the file, or delete it."
     )
+
+
+def _numpy_kind(path: str) -> str | None:
+    """``".npy"`` or ``".npz"`` when the file at ``path`` starts like one, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return None
+    if head == b"\x93NUMPY":
+        return ".npy"
+    if head.startswith(b"PK") and path.lower().endswith(".npz"):
+        return ".npz"
+    return None
 
 
 @contextmanager

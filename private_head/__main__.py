@@ -1,5 +1,5 @@
 """``python -m private_head``: see private_head.cli."""
 
-from private_head.cli import main
+from private_head.cli import command_line
 
-raise SystemExit(main())
+command_line()

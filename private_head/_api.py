@@ -21,19 +21,25 @@ and not to be published (docs/architecture.md, "The whole artefact").
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from typing import Any
 
 from accounting import PrivacyLedger
+from feature_extract import store
 from private_head._budget import Ledger
+from private_head._data_files import ArraySplit, array_split, is_array_file
 from private_head._head import PrivateHead
 from private_head._keys import noise_key
 from private_head._method import Method
 from private_head._options import NoOptions, Routed, route
+from private_head._progress import showing_progress
 from private_head._registry import get_method
-from private_head._rows import Rows, open_rows
+from private_head._rows import Rows, is_store_spec, open_rows
 from private_head._selection import Selection
 from private_head._spending import budget_target, dataset_spending
+from private_head._statement import VOID_EPSILON, guarantee_warnings
 from private_head._train import Trained, train
 from private_head._validation import check_budget
 
@@ -73,10 +79,22 @@ def privacy_report(
         "seeded": seeded,
         "dataset_size": trained.dataset_size,
         **trained.fitted.report,
+        "warnings": guarantee_warnings(ledger.epsilon, ledger.delta, method.private, seeded),
     }
     if not method.private:
         report.update(epsilon_spent="inf", mu="inf")
     return report
+
+
+def warn_void(epsilon: float, private: bool) -> None:
+    """A ``UserWarning`` for an epsilon above ``VOID_EPSILON`` (``_statement``), said also in
+    the report's ``warnings``."""
+    if private and epsilon > VOID_EPSILON:
+        warnings.warn(
+            f"epsilon {epsilon:g} is above {VOID_EPSILON:g}: the guarantee is void; treat the "
+            "head as not private",
+            stacklevel=3,
+        )
 
 
 def operator_log(rows: Rows, started: float) -> dict[str, Any]:
@@ -84,6 +102,24 @@ def operator_log(rows: Rows, started: float) -> dict[str, Any]:
     ``started`` (``time.perf_counter``), marked ``publish: false``."""
     seconds = time.perf_counter() - started
     return {"publish": False, "note": OPERATOR_NOTE, **rows.describe(), "seconds": seconds}
+
+
+def describe_data(features: Any, arrays: ArraySplit | None, split: str) -> dict[str, Any]:
+    """What a head was trained on, for its settings and its privacy statement: public facts
+    only (a file's name, never its folder; a store's dataset and backbone attributes), never a
+    row count."""
+    if arrays is not None:
+        return {"kind": "array_file", "name": arrays.name}
+    if not is_store_spec(features):
+        return {"kind": "arrays", "name": None}
+    path, split = store.parse_store_path(os.fspath(features), split)
+    attrs = store.split_info(path, split).attrs
+    return {
+        "kind": "store",
+        "name": f"{os.path.basename(path)}:{split}",
+        "dataset": attrs.get("dataset"),
+        "backbone": attrs.get("backbone"),
+    }
 
 
 def _fit(
@@ -100,12 +136,16 @@ def _fit(
     split: str,
     total_epsilon: float | None,
     budget_file: Any,
+    progress: bool,
 ) -> PrivateHead:
     """Steps 1-6 of the module docstring for ``method`` with the routed options (``epsilon`` and
     ``delta`` checked for it)."""
     started = time.perf_counter()
     ledger = make_ledger(epsilon, delta)
     key, seeded = noise_key(seed)
+    arrays = array_split(features, labels, split) if is_array_file(features) else None
+    if arrays is not None:
+        arrays.shape()  # the files hold what they should: checked before the budget is charged
     path, read_split = budget_target(features, split, budget_file)
     spending = dataset_spending(
         path,
@@ -116,7 +156,11 @@ def _fit(
         delta=delta,
         seeded=seeded,
     )
-    with spending as settle:  # the dataset's budget is charged before a row is read
+    with spending as settle, showing_progress(progress, method.name):
+        # the dataset's budget is charged before a row (or a store's metadata) is read
+        data = describe_data(features, arrays, split)
+        if arrays is not None:
+            features, labels = arrays.load()
         rows = open_rows(
             features,
             labels,
@@ -137,7 +181,7 @@ def _fit(
         )
         settle(ledger)
     privacy = privacy_report(ledger, method, seeded, trained)
-    settings = trained.settings
+    settings = {**trained.settings, "data": data}
     chosen = trained.fitted.chosen
     if chosen is not None:  # a selection: the head is its chosen candidate's
         privacy["method"] = chosen.method.name
@@ -166,23 +210,28 @@ def fit(
     split: str = "train",
     total_epsilon: float | None = None,
     budget_file: Any = None,
+    progress: bool = True,
     **options: Any,
 ) -> PrivateHead:
     """Train a differentially private linear head and return it with its report.
 
     ``features``: an array [N, D] (float32, float16 or bfloat16; numpy or jax) with ``labels``
-    [N], or a store path ``"file.h5:train"`` (``split`` when the path names none).
+    [N], a store path ``"file.h5:train"`` (``split`` when the path names none), or your arrays
+    in files: ``"X.npy"`` with ``labels`` an array or a ``.npy`` path, ``"F.npz[:split]"``
+    (``_data_files``).
     ``num_classes`` is required: the label space is public. ``epsilon = math.inf`` only with
     ``method="nonprivate"``. ``options`` are the method's own (``describe_options(method)``) and
     the shared ones (``Preprocess``, ``DatasetSize``, ``Performance``); anything else is an error.
     The noise key comes from 64 bits of the OS secure random source unless ``seed`` is given
     (the report then says ``seeded: true``). A fit on a store records what it spends in the
-    store's budget file (``budget_file=`` sets another, or one for arrays); ``total_epsilon``
-    caps the dataset's total across runs, and a fit that would pass the cap is refused before
-    it reads a row (``_spending``).
+    store's budget file, an array file's in ``<file>.budget.json`` (``budget_file=`` sets
+    another, or one for arrays in memory); ``total_epsilon`` caps the dataset's total across
+    runs, and a fit that would pass the cap is refused before it reads a row (``_spending``).
+    ``progress`` shows a bar on stderr for a plan of several releases (``_progress``).
     """
     chosen = get_method(method)
     epsilon, delta = check_budget(chosen.name, chosen.private, epsilon, delta)
+    warn_void(epsilon, chosen.private)
     return _fit(
         chosen,
         route(method, chosen.options, options),
@@ -196,6 +245,7 @@ def fit(
         split=split,
         total_epsilon=total_epsilon,
         budget_file=budget_file,
+        progress=progress,
     )
 
 
@@ -217,13 +267,14 @@ def select(
     split: str = "train",
     total_epsilon: float | None = None,
     budget_file: Any = None,
+    progress: bool = True,
     **options: Any,
 ) -> PrivateHead:
     """Train every candidate (``{"method": name, **its options}``) and return the one chosen
     privately on a validation part of the rows (``_selection``); ``.privacy`` holds the whole
     cost: the count, every candidate's releases and the selection, in one ledger. ``options`` are
     the shared ones (preprocessing, dataset size, performance) for all candidates;
-    ``total_epsilon`` and ``budget_file`` keep the dataset's budget across runs as in ``fit``."""
+    ``total_epsilon``, ``budget_file`` and ``progress`` as in ``fit``."""
     selection = Selection.parse(
         candidates,
         mechanism=mechanism,
@@ -234,6 +285,7 @@ def select(
     )
     method = selection.as_method()
     epsilon, delta = check_budget(method.name, method.private, epsilon, delta)
+    warn_void(epsilon, method.private)
     return _fit(
         method,
         route("select", NoOptions, options),
@@ -247,6 +299,7 @@ def select(
         split=split,
         total_epsilon=total_epsilon,
         budget_file=budget_file,
+        progress=progress,
     )
 
 

@@ -8,7 +8,8 @@ and the value released;
 ``run(neighbour, Recorder(replay=log))`` fits on the neighbour (one row added or removed) with
 the same seed while the recorder hands back the first run's released values. With the releases
 fixed, the two runs' artefacts must be equal byte for byte. ``run`` returns them as
-``{name: bytes | str}`` (``head_artifacts``, ``folder_artifacts``, ``fit_artifacts``,
+``{name: bytes | str}`` (``head_artifacts``: the head files and their privacy statements,
+``folder_artifacts``, ``fit_artifacts``,
 ``cli_artifacts``); ``artifact_differences`` lists every name whose value differs or exists in
 one run only, naming the differing JSON fields and zip or HDF5 members. Whatever a fit writes
 into the folder is compared, so a file or field added later is covered without being named.
@@ -42,6 +43,7 @@ import numpy as np
 
 from private_head._plan import PlannedRelease
 from private_head._release import observing
+from private_head._statement import statement_path
 
 Artifacts = dict[str, bytes | str]
 Run = Callable[[Any, "Recorder"], Artifacts]
@@ -100,17 +102,23 @@ def mask_parameters(head: Any) -> Any:
 
 
 def head_artifacts(head: Any, folder: str | os.PathLike) -> Artifacts:
-    """A head as everything a caller sees: the bytes of its ``.npz`` and ``.h5`` files (written
-    in ``folder``), its reports as JSON, ``repr`` and ``str``."""
+    """A head as everything a caller sees: the bytes of its ``.npz`` and ``.h5`` files and of
+    the privacy statement written beside each (in ``folder``), its reports as JSON, ``repr``
+    and ``str``."""
     out: Artifacts = {}
     for suffix in (".npz", ".h5"):
         path = head.save(os.path.join(folder, "head" + suffix))
-        with open(path, "rb") as f:
-            out["head" + suffix] = f.read()
-        os.remove(path)
+        for name, written in (
+            ("head" + suffix, path),
+            (f"head{suffix} statement", statement_path(path)),
+        ):
+            with open(written, "rb") as f:
+                out[name] = f.read()
+            os.remove(written)
     for name in ("privacy", "settings", "performance"):
         out[name] = json.dumps(getattr(head, name), sort_keys=True, allow_nan=False)
     out["report"] = json.dumps(head.report(), sort_keys=True, allow_nan=False)
+    out["privacy_statement"] = head.privacy_statement()
     out["repr"], out["str"] = repr(head), str(head)
     return out
 

@@ -8,6 +8,11 @@ facts) and ``sha256``: the SHA-256 over each array's name, dtype, shape and litt
 in name order, then the report's canonical JSON. ``load`` recomputes it and refuses a file whose
 arrays or report were changed. The same head is written as the same bytes (no timestamps).
 
+``save`` also writes the head's privacy statement beside it (``<stem>.privacy.md``, from
+``_statement``: what was trained, on what, the guarantee in words), and creates the folder. The
+rows to predict on may be an array, a store split (``"file.h5:test"``) or an array file
+(``"X.npy"``, ``"F.npz[:split]"``; ``_data_files``), read in chunks.
+
 ``performance`` holds only what the caller asked for (the ``Performance`` options); how the rows
 were read and how long it took depend on the private data and live in ``operator_log``, which
 is never saved, never shown by ``repr`` and must not be published (docs/architecture.md, "The
@@ -27,7 +32,10 @@ import h5py
 import numpy as np
 
 from feature_extract import store
+from private_head._atomic import write_text_atomically
+from private_head._data_files import read_chunks
 from private_head._preprocessing import Preprocessing
+from private_head._statement import privacy_statement, statement_path
 
 FORMAT = "private_head/2"
 PREDICT_CHUNK_ROWS = 65536
@@ -63,10 +71,11 @@ class PrivateHead:
         p = self.privacy
         eps = p.get("epsilon_spent")
         eps = f"{eps:.4g}" if isinstance(eps, float) else eps
+        seeded = "True (noise reproducible from the seed)" if p.get("seeded") else p.get("seeded")
         return (
             f"PrivateHead(method={p.get('method')!r}, dim={self.dim}, num_classes="
             f"{self.num_classes}, epsilon={eps}, delta={p.get('delta')}, "
-            f"private={p.get('private')}, seeded={p.get('seeded')})"
+            f"private={p.get('private')}, seeded={seeded})"
         )
 
     @property
@@ -78,8 +87,14 @@ class PrivateHead:
         return int(self.weights.shape[1])
 
     def logits(self, x: Any) -> np.ndarray:
-        """``preprocess(x) W + b`` for rows x [N, D] (float32 [N, K])."""
-        x = np.asarray(x)
+        """``preprocess(x) W + b`` (float32 [N, K]) for rows x: an array [N, D], a store split
+        ``"file.h5:test"`` or an array file (module docstring)."""
+        if _is_path(x):
+            chunks = [self._logits(rows) for rows, _ in read_chunks(x, need_labels=False)]
+            return np.concatenate(chunks) if chunks else np.empty((0, self.num_classes))
+        return self._logits(np.asarray(x))
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features must be [N, {self.dim}] for this head, got shape {x.shape}")
         store.check_finite(x)
@@ -90,14 +105,23 @@ class PrivateHead:
         return out
 
     def predict(self, x: Any) -> np.ndarray:
-        """The top-1 class of each row (int [N])."""
+        """The top-1 class of each row (int [N]); ``x`` as in ``logits``."""
         return np.argmax(self.logits(x), axis=1)
 
-    def accuracy(self, x: Any, y: Any) -> dict[str, float]:
+    def accuracy(self, x: Any, y: Any = None) -> dict[str, float]:
         """``{"top1", "top5"}``: fraction of rows whose label is the best, or among the best
-        ``min(5, K)`` logits (ties broken by class index)."""
-        y = np.asarray(y)
-        logits = self.logits(x)
+        ``min(5, K)`` logits (ties broken by class index). ``x`` as in ``logits``: a store split
+        or a ``.npz`` brings its labels, a ``.npy`` takes ``y`` (an array or a ``.npy`` path)."""
+        if not _is_path(x):
+            return self._accuracy(self._logits(np.asarray(x)), np.asarray(y))
+        sums, total = {"top1": 0.0, "top5": 0.0}, 0
+        for rows, labels in read_chunks(x, y, need_labels=True):
+            for k, v in self._accuracy(self._logits(rows), np.asarray(labels)).items():
+                sums[k] += v * len(labels)
+            total += len(labels)
+        return {k: v / total for k, v in sums.items()}
+
+    def _accuracy(self, logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
         if y.shape != (logits.shape[0],):
             raise ValueError(
                 f"shape mismatch: {logits.shape[0]} rows but labels of shape {y.shape}"
@@ -130,8 +154,13 @@ class PrivateHead:
             "preprocessing": self.preprocessing.to_dict(),
         }
 
+    def privacy_statement(self) -> str:
+        """The head's privacy statement in Markdown (module docstring; ``_statement``)."""
+        return privacy_statement(self.report())
+
     def save(self, path: str | os.PathLike) -> str:
-        """Write the head to ``path`` (``.npz`` or ``.h5``), atomically; returns the path."""
+        """Write the head to ``path`` (``.npz`` or ``.h5``) and its privacy statement beside it
+        (``<stem>.privacy.md``), each atomically, creating the folder; returns the path."""
         path = os.fspath(path)
         if not path.endswith((".npz", ".h5", ".hdf5")):
             raise ValueError(f"a head file must end in .npz or .h5, got {path!r}")
@@ -139,6 +168,8 @@ class PrivateHead:
         report["sha256"] = checksum(self._arrays(), report)
         text = json.dumps(report, sort_keys=True, allow_nan=False)
         folder, name = os.path.split(path)
+        _make_folder(folder)
+        write_text_atomically(statement_path(path), self.privacy_statement())
         tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}{os.path.splitext(path)[1]}")
         try:
             if path.endswith(".npz"):
@@ -153,6 +184,20 @@ class PrivateHead:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return path
+
+
+def _is_path(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+def _make_folder(folder: str) -> None:
+    """Create ``folder`` (and its parents); a ValueError naming it when that fails."""
+    if not folder:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the folder {folder} for the head: {err}") from err
 
 
 def checksum(arrays: dict[str, np.ndarray], report: dict[str, Any]) -> str:

@@ -17,6 +17,9 @@ Its ``observer`` (None in normal use) is a test seam: it sees each planned relea
 statistic before its noise and the value released, and may replace the released value
 (record-and-replay of neighbouring datasets, ``private_head.testing``); it changes nothing else.
 ``observing(observer)`` sets the observer of every releaser made inside a ``with`` block.
+
+Each draw made ticks the plan's progress bar, when one is shown (``_progress``: public counts
+only, on stderr).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 
 from private_head._kernel import gaussian_noise_like
 from private_head._plan import Plan, PlannedRelease
+from private_head._progress import progress_bar
 from private_head._settings import Settings
 
 T = TypeVar("T")
@@ -133,6 +137,7 @@ class PlanReleaser:
         self.noise_root, self.sampling_root = split_pair(key)
         self.observer = observer if observer is not None else _OBSERVER.get()
         self.draws: dict[str, int] = {}
+        self.tick = progress_bar(sum(release.count for release in plan.releases))
 
     def _next(self, name: str, noisy: bool) -> tuple[PlannedRelease, jax.Array, int]:
         try:
@@ -153,6 +158,8 @@ class PlanReleaser:
                 f"release {name!r} was planned {planned.count} time(s); refusing draw {draw + 1}"
             )
         self.draws[name] = draw + 1
+        if self.tick is not None:
+            self.tick()
         return planned, draw_key(self.noise_root, index, draw), draw
 
     def release(self, name: str, statistic: T) -> T:

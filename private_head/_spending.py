@@ -9,8 +9,10 @@ Before the body runs (so before any row is read) the fit's whole budget is reser
 file, which refuses it (``BudgetExceededError``) when the dataset's total would pass its cap; the
 plan's cost is known before the run: ``mu_from_epsilon(epsilon, delta)`` for a GDP method, its
 (epsilon, delta) otherwise. ``settle(ledger)`` records what the ledger spent; an exception in the
-body marks the entry ``failed`` (still charged). A fit on a store uses ``<store>.budget.json``; a
-fit on arrays keeps no budget unless given ``budget_file``. With several JAX processes, process 0
+body marks the entry ``failed`` (still charged). A fit on a store uses ``<store>.budget.json``, a
+fit on arrays in files the features file's (``X.npy.budget.json``, ``F.npz.budget.json``, every
+split of a ``.npz`` together, as a store's splits are); a fit on arrays in memory keeps no budget
+unless given ``budget_file``. With several JAX processes, process 0
 reads and writes the file and every process gets its answer.
 """
 
@@ -29,6 +31,7 @@ from accounting import BudgetExceededError, mu_from_epsilon
 from accounting.budget_file import BudgetFile, budget_path, run_entry
 from feature_extract import store
 from private_head._budget import Ledger
+from private_head._data_files import is_array_file, split_spec
 from private_head._method import Method
 from private_head._rows import is_store_spec
 
@@ -36,8 +39,11 @@ Settle = Callable[[Ledger], None]
 
 
 def budget_target(features: Any, split: str, budget_file: Any) -> tuple[str | None, str | None]:
-    """``(budget file, split)`` of a fit: ``budget_file`` when given, else the store's, else
-    None; the split read (None for arrays)."""
+    """``(budget file, split)`` of a fit: ``budget_file`` when given, else the store's or the
+    array file's, else None; the split read (None for arrays in memory)."""
+    if is_array_file(features):
+        path, named = split_spec(features)
+        return budget_path(path if budget_file is None else budget_file), named or split
     if not is_store_spec(features):
         return (None if budget_file is None else budget_path(budget_file)), None
     path, split = store.parse_store_path(os.fspath(features), split)

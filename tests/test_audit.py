@@ -235,7 +235,14 @@ def test_audit_flags_skipped_clipping(method, monkeypatch, fresh_traces):
     assert not result.consistent and result.epsilon_lower_bound > EPSILON
 
 
-@pytest.mark.parametrize("method", [m for m in AUDITABLE if m not in ("single_step", "dp_gd")])
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(m, marks=pytest.mark.slow) if m in ("dp_sgd", "dp_feature_covariance") else m
+        for m in AUDITABLE
+        if m not in ("single_step", "dp_gd")
+    ],
+)
 def test_audit_of_every_other_method_stays_below_the_claim(method):
     options = {"steps": 2} if method in ("dp_sgd", "dp_feature_covariance") else {}
     if method == "dp_sgd":
@@ -264,6 +271,7 @@ def _audit_cli(*args):
     )
 
 
+@pytest.mark.slow  # 20,000 runs of dp_least_squares in a subprocess
 def test_the_audit_cli_finishes_where_it_used_to_hang():
     proc = _audit_cli("--method", "dp_least_squares", "--epsilon", "8", "--runs", "20000")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -91,6 +91,7 @@ def _heads(folder):
     return sorted(n for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith("."))
 
 
+@pytest.mark.slow  # two training processes
 def test_sigkill_during_streamed_training_leaves_no_head_and_reruns_identically(tmp_path):
     path = _store(tmp_path / "f.h5")
     kills = {"read": 25, "save": 0}  # both killed runs go on while the reference trains here

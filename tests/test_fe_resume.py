@@ -48,7 +48,9 @@ def _args(out):
     ]
 
 
-@pytest.mark.parametrize("die_at_flush, broken", [(6, "train"), (17, "test")])
+@pytest.mark.parametrize(
+    "die_at_flush, broken", [pytest.param(6, "train", marks=pytest.mark.slow), (17, "test")]
+)
 def test_sigkill_then_same_command_gives_identical_store(tmp_path, die_at_flush, broken):
     killed = tmp_path / "killed.h5"
     proc = subprocess.run(

@@ -12,7 +12,9 @@ import pytest
 
 import private_head
 from feature_extract import store
-from private_head.cli import default_delta, main, method_options, output_stem
+from private_head._arguments import method_options
+from private_head._run import default_delta, output_stem
+from private_head.cli import main
 from tests.helpers import numbers_in
 
 K, D = 3, 5
@@ -186,7 +188,7 @@ def test_a_test_split_of_another_dimension_is_refused_before_training(tmp_path, 
     path = _store(tmp_path, test_dim=D + 1)
     assert main(["--features", path, "--epsilon", "4"]) == 2
     err = capsys.readouterr().err
-    assert "test split 'test'" in err and "dim 6" in err
+    assert "the test rows toy-pixels.h5:test have dim 6" in err
 
 
 @pytest.mark.parametrize(
@@ -194,11 +196,13 @@ def test_a_test_split_of_another_dimension_is_refused_before_training(tmp_path, 
     [
         (["--features", "x.h5", "--epsilon", "0"], "epsilon must be > 0"),
         (["--features", "x.h5", "--epsilon", "4", "--method", "nope"], "unknown method 'nope'"),
-        (["--features", "x.h5", "--epsilon", "4", "--steps", "2"], "unrecognized arguments"),
+        (["--features", "{store}", "--epsilon", "4", "--steps", "2"], "unrecognized arguments"),
         (["--epsilon", "4"], "required: --features"),
     ],
 )
-def test_usage_errors_are_one_line_with_exit_status_2(capsys, argv, match):
+def test_usage_errors_are_one_line_with_exit_status_2(tmp_path, capsys, argv, match):
+    path = _store(tmp_path)
+    argv = [a.replace("{store}", path) for a in argv]
     try:
         code = main(argv)
     except SystemExit as stop:
@@ -232,7 +236,7 @@ def test_a_head_with_other_settings_is_not_overwritten(tmp_path, capsys):
     assert main(["--features", path, "--epsilon", "4"]) == 0
     assert main(["--features", path, "--epsilon", "4"]) == 0  # the same settings: a new draw
     assert main(["--features", path, "--epsilon", "4", "--clip-norm", "0.2"]) == 2
-    assert "other settings" in capsys.readouterr().err
+    assert "other choices (options.method.clip_norm: None -> 0.2)" in capsys.readouterr().err
     assert main(["--features", path, "--epsilon", "4", "--clip-norm", "0.2", "--overwrite"]) == 0
 
 

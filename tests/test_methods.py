@@ -179,6 +179,7 @@ def test_dp_sgd_records_one_pld_event_calibrated_to_the_budget_and_learns():
     assert head.accuracy(x, y)["top1"] > 0.85
 
 
+@pytest.mark.slow  # two PLD calibrations; dp_sgd records_one_pld_event covers the rate
 def test_dp_sgd_samples_half_of_the_public_size_by_default():
     x, y = blobs(60, D, K)
     head = private_head.fit(
@@ -197,6 +198,7 @@ def test_dp_sgd_samples_half_of_the_public_size_by_default():
         private_head.fit(x, y, num_classes=K, epsilon=4, delta=1e-5, method="dp_sgd", batch_size=0)
 
 
+@pytest.mark.slow  # several PLD calibrations
 def test_dp_sgd_calibrates_against_what_is_already_spent():
     x, y = blobs(200, D, K)
     alone = private_head.fit(

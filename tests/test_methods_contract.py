@@ -39,6 +39,11 @@ IDS = [m + "".join(f"-{k}={v}" for k, v in o.items() if k in SHOWN) for m, o in 
 CANDIDATES = [{"method": "dp_gd", "steps": 2}, {"method": "dp_prototypes"}]
 
 
+def _slow_for_dp_sgd(cases: list) -> list:
+    """``cases`` with dp_sgd's marked slow (its PLD calibration: check_method covers it)."""
+    return [pytest.param(*c, marks=pytest.mark.slow) if c[0] == "dp_sgd" else c for c in cases]
+
+
 def _private(name: str) -> bool:
     return name not in ("nonprivate",)
 
@@ -56,7 +61,9 @@ PRIVATE = [(i, c) for i, c in zip(IDS, CASES, strict=True) if _private(c[0])]
 PRIVATE.append(("select", ("select", {})))
 
 
-@pytest.mark.parametrize(("name", "options"), [c for _, c in PRIVATE], ids=[i for i, _ in PRIVATE])
+@pytest.mark.parametrize(
+    ("name", "options"), _slow_for_dp_sgd([c for _, c in PRIVATE]), ids=[i for i, _ in PRIVATE]
+)
 def test_no_output_contains_the_true_row_count(name, options, tmp_path):
     n = 337
     x, y = blobs(n, D, K, seed=5)
@@ -110,7 +117,7 @@ def test_undeclared_options_are_refused_with_what_is_accepted(name, options):
         assert option in str(err.value)
 
 
-@pytest.mark.parametrize(("name", "options"), ALL, ids=[m for m, _ in ALL])
+@pytest.mark.parametrize(("name", "options"), _slow_for_dp_sgd(ALL), ids=[m for m, _ in ALL])
 def test_streamed_rows_give_the_in_memory_head(name, options, tmp_path):
     x, y = blobs(250, D, K, seed=8)
     path = write_store(tmp_path / "s.h5", {"train": (x, y)}, K)

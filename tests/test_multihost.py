@@ -97,6 +97,7 @@ def _start_two_processes(out: str) -> list[subprocess.Popen]:
     return procs
 
 
+@pytest.mark.slow  # two processes, every method: the heaviest test (~1.5 min on 2 cores)
 def test_two_processes_equal_one(tmp_path):
     import private_head
 

@@ -294,6 +294,7 @@ def test_poisson_sample_of_a_row_does_not_depend_on_the_row_count():
     np.testing.assert_array_equal(poisson_sample(key, 1000, t), poisson_sample(key, 1001, t)[:1000])
 
 
+@pytest.mark.slow  # a PLD calibration; check_method re-accounts every method's report
 def test_a_dp_sgd_report_re_accounts_to_exactly_the_epsilon_spent():
     """The rate and the noise multiplier are reported exactly (they were rounded to 4 digits in
     the description: re-accounting gave 4.0006 for a budget of 4); the report's events are the
