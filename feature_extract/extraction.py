@@ -167,6 +167,8 @@ def identity_attrs(
         k: np.array(v, dtype=h5py.string_dtype()) if isinstance(v, list) else v
         for k, v in source.attrs().items()
     }
+    if backbone.feature_groups is not None:  # public: the layout of the backbone's output
+        extra["feature_groups"] = int(backbone.feature_groups)
     return {
         **extra,
         "backbone": backbone.name,

@@ -45,6 +45,11 @@ class Family:
     checkpoint file at ``path`` as a flat ``{"a/b/c": array}`` dict named and shaped like the
     flat ``template`` (raise ``checkpoint.CheckpointMismatchError`` when it cannot be).
     ``weights``: the checkpoint format, for ``--list-models`` and the README ("none": weight-free).
+    ``feature_groups(config)``: the number G of contiguous, equal feature groups of the output
+    (e.g. a ScatterNet's channels, flattened channel-major), from the config alone; None (the
+    default) when the family declares no groups. A public fact of the architecture: the store
+    records it (split attribute ``feature_groups``) and ``private_head``'s ``standardize="auto"``
+    reads it.
     """
 
     name: str
@@ -53,6 +58,7 @@ class Family:
     convert: Callable[[str, Mapping[str, Any]], dict[str, np.ndarray]] | None
     weights: str
     module: str = ""
+    feature_groups: Callable[[Mapping[str, Any]], int | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class Backbone:
     apply: Callable[[Any, jax.Array], jax.Array]
     feature_dim: int | None
     spec: BackboneSpec | None = None
+    feature_groups: int | None = None  # Family.feature_groups of the spec's config
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -161,6 +168,15 @@ def spec_feature_dim(spec: BackboneSpec, resolution: int | None = None) -> int |
     """The feature size D of a registry entry from its config alone (no model is built)."""
     res = spec.resolution if resolution is None else resolution
     return family_of(spec).feature_dim(spec.config, res)
+
+
+def spec_feature_groups(spec: BackboneSpec) -> int | None:
+    """The declared feature groups G of a registry entry (``Family.feature_groups``), or None."""
+    family = family_of(spec)
+    if family.feature_groups is None:
+        return None
+    groups = family.feature_groups(spec.config)
+    return None if groups is None else int(groups)
 
 
 def describe_backbones() -> list[dict[str, Any]]:
@@ -303,8 +319,9 @@ def load_backbone(
     def apply(params: Any, images: jax.Array) -> jax.Array:
         return model.apply({"params": params}, images)
 
+    groups = spec_feature_groups(spec)
     if res is None:  # the features' size follows the images' (weight-free families only)
-        return Backbone(name, None, preprocessing, None, None, {}, apply, None, spec)
+        return Backbone(name, None, preprocessing, None, None, {}, apply, None, spec, groups)
     images = jax.ShapeDtypeStruct((1, res, res, 3), dtype)
     template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), images)
     template = template.get("params", {})
@@ -320,4 +337,7 @@ def load_backbone(
         params = load_params(family, path, template)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
     out = jax.eval_shape(apply, params, images)
-    return Backbone(name, res, preprocessing, path, digest, params, apply, int(out.shape[-1]), spec)
+    dim = int(out.shape[-1])
+    if groups is not None and (groups < 1 or dim % groups):
+        raise ValueError(f"backbone {name!r} declares {groups} groups of its {dim} features")
+    return Backbone(name, res, preprocessing, path, digest, params, apply, dim, spec, groups)

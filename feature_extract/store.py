@@ -9,7 +9,9 @@ Each split group holds
 and attributes: ``backbone``, ``checkpoint``, ``checkpoint_sha256``, ``dataset``,
 ``dataset_version``,
 ``split``, ``preprocessing``, ``feature_dtype``, ``num_classes``, ``class_names``, ``total_rows``,
-``rows_written``, ``complete`` and ``writer_token``. The file carries ``format_version``. A split
+``rows_written``, ``complete`` and ``writer_token``; ``feature_groups`` (the backbone's declared
+contiguous feature groups, e.g. a ScatterNet's channels) when the backbone declares them (older
+stores lack it and read as declaring none). The file carries ``format_version``. A split
 has at least one row and ``num_classes >= 2``.
 
 One writer at a time. A writer (``SplitWriter`` from creation to ``finish``/``close``,
@@ -219,6 +221,18 @@ class SplitInfo:
     num_classes: int
     class_names: tuple[str, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_groups(self) -> int | None:
+        """The backbone's declared feature groups G (split attribute ``feature_groups``: the
+        features are G contiguous groups, e.g. a ScatterNet's channels), a public fact of the
+        architecture; None when the store does not declare them (older stores, most backbones)
+        or declares a number that does not divide ``dim``."""
+        value = self.attrs.get("feature_groups")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            return None
+        groups = int(value)
+        return groups if 1 <= groups <= self.dim and self.dim % groups == 0 else None
 
 
 def parse_store_path(spec: str, default_split: str | None = None) -> tuple[str, str | None]:

@@ -78,6 +78,7 @@ def privacy_report(
         "method": method.name,
         "seeded": seeded,
         "dataset_size": trained.dataset_size,
+        **({"standardize": trained.standardize} if trained.standardize else {}),
         **trained.fitted.report,
         "warnings": guarantee_warnings(ledger.epsilon, ledger.delta, method.private, seeded),
     }
@@ -113,13 +114,16 @@ def describe_data(features: Any, arrays: ArraySplit | None, split: str) -> dict[
     if not is_store_spec(features):
         return {"kind": "arrays", "name": None}
     path, split = store.parse_store_path(os.fspath(features), split)
-    attrs = store.split_info(path, split).attrs
-    return {
+    info = store.split_info(path, split)
+    described = {
         "kind": "store",
         "name": f"{os.path.basename(path)}:{split}",
-        "dataset": attrs.get("dataset"),
-        "backbone": attrs.get("backbone"),
+        "dataset": info.attrs.get("dataset"),
+        "backbone": info.attrs.get("backbone"),
     }
+    if info.feature_groups is not None:  # the backbone's declared layout (standardize="auto")
+        described["feature_groups"] = info.feature_groups
+    return described
 
 
 def _fit(
@@ -133,6 +137,7 @@ def _fit(
     delta: float,
     seed: int | None,
     public_mean: Any,
+    public_scale: Any,
     split: str,
     total_epsilon: float | None,
     budget_file: Any,
@@ -178,6 +183,8 @@ def _fit(
             ledger,
             key,
             public_mean=public_mean,
+            public_scale=public_scale,
+            feature_groups=data.get("feature_groups"),
         )
         settle(ledger)
     privacy = privacy_report(ledger, method, seeded, trained)
@@ -207,6 +214,7 @@ def fit(
     method: str = "single_step",
     seed: int | None = None,
     public_mean: Any = None,
+    public_scale: Any = None,
     split: str = "train",
     total_epsilon: float | None = None,
     budget_file: Any = None,
@@ -222,6 +230,8 @@ def fit(
     ``num_classes`` is required: the label space is public. ``epsilon = math.inf`` only with
     ``method="nonprivate"``. ``options`` are the method's own (``describe_options(method)``) and
     the shared ones (``Preprocess``, ``DatasetSize``, ``Performance``); anything else is an error.
+    ``public_mean`` [D] centres the rows (``center="public"``), or with ``public_scale`` [D] is
+    the mean of ``standardize="public"``: ``x -> bound((x - public_mean) / public_scale)``.
     The noise key comes from 64 bits of the OS secure random source unless ``seed`` is given
     (the report then says ``seeded: true``). A fit on a store records what it spends in the
     store's budget file, an array file's in ``<file>.budget.json`` (``budget_file=`` sets
@@ -242,6 +252,7 @@ def fit(
         delta=delta,
         seed=seed,
         public_mean=public_mean,
+        public_scale=public_scale,
         split=split,
         total_epsilon=total_epsilon,
         budget_file=budget_file,
@@ -264,6 +275,7 @@ def select(
     split_salt: int = 0,
     public_mean: Any = None,
     public_validation: Any = None,
+    public_scale: Any = None,
     split: str = "train",
     total_epsilon: float | None = None,
     budget_file: Any = None,
@@ -296,6 +308,7 @@ def select(
         delta=delta,
         seed=seed,
         public_mean=public_mean,
+        public_scale=public_scale,
         split=split,
         total_epsilon=total_epsilon,
         budget_file=budget_file,

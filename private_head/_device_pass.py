@@ -2,12 +2,12 @@
 
 ``chunk_pass(x, y, valid, weights, mean, transform, args; stat, static, part)`` returns
 ``(stat(chunk, args), number of real rows that are not finite)`` for a chunk of rows as stored
-(docs/architecture.md, "Rows"). Without centring the preprocessing is a per-row scale folded into
-the statistic (``_preprocessing.fold_factors``); with centring, or for mapped rows ``x' =
-pre(x) A`` (DP-FC's whitened rows), the bounded rows are materialised chunk by chunk. ``part``
-keeps one side of a keyed hash split of the rows (``select``'s validation rows). One compiled
-pass serves every chunk of a given shape, whatever the dataset (the chunk sizes are bucketed,
-``_layout``).
+(docs/architecture.md, "Rows"). Without centring or standardisation the preprocessing is a
+per-row scale folded into the statistic (``_preprocessing.fold_factors``); with either, or for
+mapped rows ``x' = pre(x) A`` (DP-FC's whitened rows), the bounded rows are materialised chunk
+by chunk. ``part`` keeps one side of a keyed hash split of the rows (``select``'s validation
+rows). One compiled pass serves every chunk of a given shape, whatever the dataset (the chunk
+sizes are bucketed, ``_layout``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from private_head._preprocessing import (
     IDENTITY,
     finite_rows,
     fold_factors,
+    folds,
     needs_rescale,
     relative_fold_factors,
     rescaled,
@@ -75,13 +76,13 @@ def _fmix32(h: jax.Array) -> jax.Array:
 
 def _mapped_chunk(x, y, mask, mean, transform, static) -> tuple[Chunk, jax.Array]:
     """The chunk of mapped (``transform``) or centred rows: materialised float32 rows."""
-    _, radius, _ = static
+    radius = static[1]
     if transform is not None:  # rows already mapped: x' = pre(x) A, float32
         x32 = jnp.matmul(rows32(x, mean, static)[0], transform, precision=_HIGHEST)
         norms = safe_norms(x32)
         return Chunk(x32, y, mask, jnp.ones_like(mask), norms, None, IDENTITY.static), norms
-    x32, norms = rows32(x, mean, static)  # centred rows cannot be folded into a scale
-    flag = ("identity", radius, "none")
+    x32, norms = rows32(x, mean, static)  # centred, standardised: not a per-row scale
+    flag = ("identity", radius, "none", "none", 0)
     return Chunk(x32, y, mask, jnp.ones_like(mask), norms, None, flag), norms
 
 
@@ -92,12 +93,12 @@ def _bad(norms: jax.Array, valid: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("stat", "static", "part"))
 def chunk_pass(x, y, valid, weights, mean, transform, args, *, stat, static, part):
     """One chunk: ``(stat(chunk, args), number of real rows that are not finite)``. Without
-    centring the preprocessing is folded (``fold_factors``); a chunk with extreme entries takes
-    the branch that rescales its rows by powers of two first."""
+    centring or standardisation the preprocessing is folded (``fold_factors``); a chunk with
+    extreme entries takes the branch that rescales its rows by powers of two first."""
     mask = valid if weights is None else valid * weights
     if part is not None:
         mask = mask * _part_mask(x, y, part)
-    if transform is not None or static[2] != "none":
+    if transform is not None or not folds(static):
         chunk, norms = _mapped_chunk(x, y, mask, mean, transform, static)
         return stat(chunk, args), _bad(norms, valid)
 

@@ -2,7 +2,9 @@
 
 Prediction applies the training preprocessing to every row (``_preprocessing.Preprocessing``, on
 the device, in chunks), then ``logits = x' W + b``. A head file (``.npz`` or ``.h5``) holds the
-arrays ``weights`` [D, K], ``bias`` [K] and, when centring was used, ``mean`` [D], plus one JSON
+arrays ``weights`` [D, K], ``bias`` [K], ``mean`` [D] when centring or standardisation was used and
+``scale`` [D] for a private or public standardisation (``x -> bound((. - mean) / scale)``; a head
+file written before standardisation existed has neither and loads as before), plus one JSON
 report (format, shapes, the privacy report, the settings, the preprocessing, the performance
 facts) and ``sha256``: the SHA-256 over each array's name, dtype, shape and little-endian bytes
 in name order, then the report's canonical JSON. ``load`` recomputes it and refuses a file whose
@@ -58,12 +60,13 @@ class PrivateHead:
         w, b = np.asarray(self.weights, np.float32), np.asarray(self.bias, np.float32)
         if w.ndim != 2 or b.shape != (w.shape[1],):
             raise ValueError(f"a head needs weights [D, K] and bias [K], got {w.shape}, {b.shape}")
-        mean = self.preprocessing.mean
-        if mean is not None and np.shape(mean) != (w.shape[0],):
-            raise ValueError(
-                f"the preprocessing mean has shape {np.shape(mean)}, the weights expect "
-                f"{w.shape[0]} features"
-            )
+        for name in ("mean", "scale"):
+            array = getattr(self.preprocessing, name)
+            if array is not None and np.shape(array) != (w.shape[0],):
+                raise ValueError(
+                    f"the preprocessing {name} has shape {np.shape(array)}, the weights expect "
+                    f"{w.shape[0]} features"
+                )
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "bias", b)
 
@@ -140,6 +143,8 @@ class PrivateHead:
         arrays = {"weights": self.weights, "bias": self.bias}
         if self.preprocessing.mean is not None:
             arrays["mean"] = np.asarray(self.preprocessing.mean, np.float32)
+        if self.preprocessing.scale is not None:
+            arrays["scale"] = np.asarray(self.preprocessing.scale, np.float32)
         return arrays
 
     def report(self) -> dict[str, Any]:
@@ -273,9 +278,16 @@ def _from_report(path: str, arrays: dict[str, np.ndarray], report: dict[str, Any
             f"(dim={report['dim']}, K={report['num_classes']})"
         )
     pre = report["preprocessing"]
-    if (pre["center"] != "none") != ("mean" in arrays):
-        raise ValueError(f"{path}: center={pre['center']!r} disagrees with the stored mean")
-    preprocessing = Preprocessing.from_dict(pre, arrays.get("mean"))
+    affine = pre.get("standardize", "none") in ("private", "public")
+    if (pre["center"] != "none" or affine) != ("mean" in arrays) or affine != ("scale" in arrays):
+        raise ValueError(
+            f"{path}: its preprocessing (center={pre['center']!r}, standardize="
+            f"{pre.get('standardize', 'none')!r}) disagrees with the stored mean and scale"
+        )
+    try:
+        preprocessing = Preprocessing.from_dict(pre, arrays.get("mean"), arrays.get("scale"))
+    except ValueError as err:
+        raise ValueError(f"{path}: its preprocessing is not valid: {err}") from err
     return PrivateHead(
         w, b, preprocessing, report["privacy"], report["settings"], report["performance"]
     )

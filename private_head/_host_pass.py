@@ -5,8 +5,9 @@ host kernel ``_host_kernel.class_sums``: the rows are read once, in place (an ar
 alignment, a cached store split) or from the store's buffers, with the preprocessing's scale and
 the clip folded in, and the totals go through the statistic's ``stage2`` (``_kernel``'s
 ``from_class_sums``) on the device. Elsewhere (an accelerator, several devices or processes,
-centring, mapped rows, a hash split) ``Rows`` runs the compiled pass (``_device_pass``), where
-the one-hot matmul or the scatter is what the hardware wants (docs/architecture.md, "Rows").
+centring or standardisation, mapped rows, a hash split) ``Rows`` runs the compiled pass
+(``_device_pass``), where the one-hot matmul or the scatter is what the hardware wants
+(docs/architecture.md, "Rows").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from private_head import _host_kernel
 from private_head._device_pass import stage2
 from private_head._kernel import clip_slack
-from private_head._preprocessing import Preprocessing
+from private_head._preprocessing import Preprocessing, folds
 from private_head._statistics import GradientSums, Statistic, ZeroInitSums
 
 # Up to this many classes the general clipped gradient sums run on the host too (each row costs
@@ -29,10 +30,11 @@ GRADIENT_MAX_CLASSES = 32
 
 def serves(stat: Statistic, args: Any, preprocessing: Preprocessing, *, plain: bool) -> bool:
     """A host kernel computes ``stat`` here: the zero-init sums, or the clipped gradient sums
-    at up to ``GRADIENT_MAX_CLASSES`` classes, of rows scaled but not centred, on ``plain`` rows
+    at up to ``GRADIENT_MAX_CLASSES`` classes, of rows scaled but neither centred nor standardised
+    (``folds``: those fall back to the compiled pass, which materialises them), on ``plain`` rows
     (one CPU device, one process, no transform, no hash split), with concrete arguments (not
     under a JAX transformation, as the audit runs a fit)."""
-    if not plain or preprocessing.static[2] != "none" or traced(args):
+    if not plain or not folds(preprocessing.static) or traced(args):
         return False
     if isinstance(stat, GradientSums):
         return np.shape(args[0]["W"])[1] <= GRADIENT_MAX_CLASSES

@@ -9,7 +9,8 @@ keyword no type declares is an error that lists what is accepted.
 
 Shared types (they apply to every method):
 
-- ``Preprocess``: the per-row map (``preprocessing``) and the private mean's budget share;
+- ``Preprocess``: the per-row map (``preprocessing``): the bound, centring or standardisation, and
+  the budget shares of the private mean and the private standardisation;
 - ``DatasetSize``: the size convention. ``dataset_size=n`` declares a public size n, used as a
   constant divisor (it need not equal the true row count; the guarantee does not depend on it).
   Without it, a noisy count ``N + N(0, (1 / mu_n)^2)`` (sensitivity 1) is released first with
@@ -146,10 +147,34 @@ class Preprocess(Options):
         choices=("none", "public", "private"),
     )
     center_budget_fraction: float = option(0.1, "share of mu^2 spent on the private mean")
+    standardize: str = option(
+        "auto",
+        "standardise the features before bounding: none; group (per-example group normalisation, "
+        "free); private (noisy per-group mean and second moment, charged); public (the "
+        "public_mean and public_scale arguments); auto: private with the store's declared "
+        "feature_groups, else none",
+        choices=("none", "group", "private", "public", "auto"),
+    )
+    groups: int | None = option(
+        None,
+        "G contiguous feature groups of standardize (1 <= G <= D)",
+        shown="the store's feature_groups, else D",
+    )
+    standardize_budget_fraction: float = option(
+        0.05, "share of mu^2 spent on the private standardisation"
+    )
 
     def validate(self) -> None:
         check_positive("feature_norm", self.feature_norm)
         check_fraction("center_budget_fraction", self.center_budget_fraction)
+        check_fraction("standardize_budget_fraction", self.standardize_budget_fraction)
+        if self.groups is not None and self.groups < 1:
+            raise ValueError(f"groups must be at least 1, got {self.groups}")
+        if self.center != "none" and self.standardize not in ("none", "auto"):
+            raise ValueError(
+                f"center={self.center!r} with standardize={self.standardize!r}: standardisation "
+                "centres the features itself; choose one (standardize='none' to centre only)"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -198,7 +198,7 @@ class Rows:
             return dataclasses.replace(
                 self, dim=dim, transform=transform, transform_pre=preprocessing
             )
-        mean = self._replicated(preprocessing.device_mean())
+        mean = self._replicated(preprocessing.device_params())
         A = self._replicated(transform)
         static = preprocessing.static
         parts = self._for_each_chunk(
@@ -283,11 +283,11 @@ class Rows:
 
     # ------------------------------------------------------------------ the compiled pass
     def _device_sum(self, stat, args, preprocessing, weights) -> tuple[Any, int]:
-        mean = preprocessing.device_mean()
+        mean = preprocessing.device_params()
         static = preprocessing.static
         transform = self.transform
         if transform is not None:  # mapped rows: the parent's preprocessing, then A
-            mean, static = self.transform_pre.device_mean(), self.transform_pre.static
+            mean, static = self.transform_pre.device_params(), self.transform_pre.static
         part = None if self.part is None else dataclasses.astuple(self.part)
         args, mean, transform = self._replicated((args, mean, transform))
         if weights is not None:
@@ -417,7 +417,7 @@ class Rows:
                 for start, _, x in self._host_chunks()
             ]
             return np.concatenate(flags) + self.offset
-        mean, static = preprocessing.device_mean(), preprocessing.static
+        mean, static = preprocessing.device_params(), preprocessing.static
         flags = self._for_each_chunk(
             lambda start, x, y, valid: (start, bad_rows(x, valid, mean, static=static))
         )

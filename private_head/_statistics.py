@@ -27,7 +27,7 @@ from private_head._kernel import (
     zero_init_class_sums,
     zero_init_row_weights,
 )
-from private_head._preprocessing import times_pow2, within_radius
+from private_head._preprocessing import group_means, times_pow2, within_radius
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -242,6 +242,36 @@ class RowSum(Statistic):
     def __call__(self, chunk: Chunk, args: Any) -> jax.Array:
         del args
         return jnp.sum(chunk.rows32(), axis=0)
+
+
+@dataclass(frozen=True)
+class GroupMoments(Statistic):
+    """``(sum_i u_i, sum_i v_i)`` [G] each, of the bounded rows b_i (``||b_i|| <= r``):
+    ``u_i = [mean_{j in g} b_ij]_g`` and ``v_i = [mean_{j in g} b_ij^2]_g`` over the G contiguous
+    groups (``_preprocessing.group_ids``), the private standardisation's statistics. With m_min
+    the smallest group, Cauchy-Schwarz gives ``||u_i|| <= r / sqrt(m_min)`` and
+    ``||v_i||_2 <= ||v_i||_1 <= r^2 / m_min`` (``sensitivities``); each row's u_i and v_i are
+    clipped to those norms after the float32 arithmetic (``within_radius``), so the released
+    sums have them as sensitivities in the precision they are computed in."""
+
+    groups: int
+    radius: float
+    smallest: int  # m_min
+
+    def sensitivities(self) -> tuple[float, float]:
+        """``(Delta_u, Delta_v) = (r / sqrt(m_min), r^2 / m_min)``."""
+        return self.radius / self.smallest**0.5, self.radius**2 / self.smallest
+
+    def __call__(self, chunk: Chunk, args: Any) -> tuple[jax.Array, jax.Array]:
+        del args
+        b = chunk.rows32()  # masked rows are zero, so they add nothing
+        delta_u, delta_v = self.sensitivities()
+        u = within_radius(group_means(b, self.groups), delta_u)[0]
+        v = within_radius(group_means(b * b, self.groups), delta_v)[0]
+        return jnp.sum(u, axis=0), jnp.sum(v, axis=0)
+
+    def row_bytes(self, dim: int, num_classes: int) -> int:
+        return 4 * (2 * dim + 2 * self.groups + 8)
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,27 @@ its run, on rows already opened (steps 3-6 of "What fit does", docs/architecture
 3. the divisor n: the caller's public ``dataset_size``, or the noisy count ``N + N(0, 1 / mu_n^2)``
    (planned, charged, released first; rounded, at least 1);
 4. with ``center="private"``, the private mean of the bounded rows (planned, charged, released:
-   a sum of sensitivity r, divided by n);
+   a sum of sensitivity r, divided by n); with ``standardize="private"`` (or ``"auto"`` resolved
+   to it, ``resolve_standardization``), the private per-group standardisation
+   (``_private_standardization``: two sums planned, charged, released);
 5. the method plans its releases from public information and the allowance left; the whole plan
    is charged to the ledger (which refuses to overspend) before the method runs;
 6. the method runs; every planned draw must have been made; the head must be finite.
 
 Budget shares are fractions of the total mu^2 (``_budget.split_mu``): ``count_budget_fraction``
-to the count, ``center_budget_fraction`` to the mean, the rest to the method.
+to the count, ``center_budget_fraction`` to the mean, ``standardize_budget_fraction`` f to the
+standardisation (half of it to each of its two sums), the rest to the method.
+
+The private standardisation (docs/architecture.md, "Standardisation"): with b_i = bound(x_i)
+(``||b_i|| <= r``) and G contiguous groups of at least m_min features, each row gives
+``u_i = [mean_{j in g} b_ij]_g`` and ``v_i = [mean_{j in g} b_ij^2]_g`` (``GroupMoments``), of
+sensitivities ``Delta_u = r / sqrt(m_min)`` and ``Delta_v = r^2 / m_min``. Released:
+``S_u = sum_i u_i + N(0, (Delta_u / mu_u)^2 I_G)`` and ``S_v = sum_i v_i + N(0, (Delta_v / mu_v)^2
+I_G)`` with ``mu_u^2 = mu_v^2 = f mu^2 / 2``. Post-processing with the divisor n:
+``m = S_u / n``, ``q = S_v / n``, ``var = max(q - m^2, 0)``, ``e_v = Delta_v / (mu_v n)`` (the
+noise std of q), ``s_g = sqrt(var_g + e_v + 1e-6 mean(var) + 1e-12 r^2 / D)``; the map is then
+``x -> bound((bound(x) - m[gid]) / s[gid])``. Non-private (epsilon = inf): the exact sums, e_v = 0.
+Its noise key is the private mean's with 1 folded in (the two are never used together).
 """
 
 from __future__ import annotations
@@ -26,14 +40,16 @@ from private_head._budget import Allowance, Ledger, remaining_allowance, split_m
 from private_head._method import Context, Fitted, Method, PublicInfo
 from private_head._options import DatasetSize, Options, Preprocess
 from private_head._plan import Plan, PlannedRelease
-from private_head._preprocessing import Preprocessing
+from private_head._preprocessing import Preprocessing, group_ids, group_sizes
 from private_head._release import PlanReleaser
 from private_head._rows import Rows
 from private_head._settings import Settings
-from private_head._statistics import RowSum
-from private_head._validation import check_public_mean
+from private_head._statistics import GroupMoments, RowSum
+from private_head._validation import check_public_mean, check_public_scale
 
 COUNT, CENTER = "dataset_size/noisy_count", "center/row_sum"
+STANDARDIZE_SUM = "standardize/group_sum"
+STANDARDIZE_SQUARES = "standardize/group_square_sum"
 
 
 @dataclass(frozen=True)
@@ -49,11 +65,94 @@ class Trained:
     settings: dict[str, object]
     dataset_size: dict[str, object]
     plan: Plan[Settings]
+    standardize: dict[str, object] | None = None  # the privacy report's entry (None: off)
 
 
-def preprocessing_of(opts: Preprocess, public_mean: Any, dim: int) -> Preprocessing:
-    """The map before any private statistic (the private mean is filled in later)."""
+@dataclass(frozen=True)
+class Standardization:
+    """The standardisation a fit applies, resolved from the options and public facts only:
+    ``kind`` (none, group, private, public), ``groups`` G (0 when it has none) and why."""
+
+    kind: str
+    groups: int
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "groups": self.groups, "reason": self.reason}
+
+
+def resolve_standardization(
+    opts: Preprocess,
+    dim: int,
+    feature_groups: int | None,
+    public_scale: Any = None,
+    public_mean: Any = None,
+) -> Standardization:
+    """``standardize`` resolved (``"auto"``: ``"public"`` when ``public_scale`` is given, else
+    ``"private"`` with G = the store's declared ``feature_groups`` when there are some and no
+    centring is asked for (``center``, ``public_mean``), else ``"none"``), with its groups G
+    (the ``groups`` option, else the declared feature groups, else D) checked: ``1 <= G <= D``,
+    and group normalisation needs groups of at least two features. Public inputs only."""
+    kind, reason = opts.standardize, "asked for"
+    if kind == "auto":
+        if public_scale is not None:
+            kind, reason = "public", "auto: public_scale was given"
+        elif opts.center != "none" or public_mean is not None:
+            kind, reason = "none", "auto: centring was asked for"
+        elif feature_groups is not None:
+            kind, reason = "private", f"auto: the store declares {feature_groups} feature groups"
+        else:
+            kind, reason = "none", "auto: the features declare no groups"
+    if public_scale is not None and kind != "public":
+        raise ValueError(
+            f"public_scale was given with standardize={opts.standardize!r}; it is the scale of "
+            "standardize='public'"
+        )
+    if kind == "public" and opts.center != "none":
+        raise ValueError(
+            f"standardize='public' with center={opts.center!r}: standardisation centres the "
+            "features itself (public_mean is its m); choose one"
+        )
+    if kind not in ("group", "private"):
+        return Standardization(kind, 0, reason)
+    groups = opts.groups if opts.groups is not None else feature_groups or dim
+    if not 1 <= groups <= dim:
+        raise ValueError(
+            f"groups must lie in [1, D] = [1, {dim}] (contiguous groups of the features), "
+            f"got {groups}"
+        )
+    if kind == "group" and int(group_sizes(dim, groups).min()) < 2:
+        raise ValueError(
+            f"standardize='group' with groups={groups} of {dim} features leaves a group of one "
+            f"feature (normalised to 0); use groups <= {dim // 2}"
+        )
+    return Standardization(kind, int(groups), reason)
+
+
+def preprocessing_of(
+    opts: Preprocess,
+    public_mean: Any,
+    dim: int,
+    standardization: Standardization | None = None,
+    public_scale: Any = None,
+) -> Preprocessing:
+    """The map before any private statistic (the private mean or standardisation is filled in
+    later)."""
     kind = "normalize" if opts.normalize else "shrink"
+    std = standardization or Standardization("none", 0, "")
+    if std.kind == "public":
+        if public_scale is None:
+            raise ValueError(
+                "standardize='public' needs public_scale (a [D] vector of positive scales from "
+                "public data; public_mean, default 0, is its mean)"
+            )
+        mean = np.zeros(dim, np.float32) if public_mean is None else public_mean
+        m, s = check_public_mean(mean, dim), check_public_scale(public_scale, dim)
+        return Preprocessing(kind, opts.feature_norm, "none", m, "public", 0, s)
+    if std.kind == "group":
+        return Preprocessing(kind, opts.feature_norm, standardize="group", groups=std.groups)
+    if std.kind == "private" and public_mean is not None:
+        raise ValueError("public_mean was given with standardize='private'; choose one")
     if opts.center == "public" or public_mean is not None:
         if public_mean is None:
             raise ValueError("center='public' needs public_mean (a [D] vector from public data)")
@@ -73,22 +172,43 @@ def train(
     key: jax.Array,
     *,
     public_mean: Any = None,
+    public_scale: Any = None,
+    feature_groups: int | None = None,
 ) -> Trained:
-    """Steps 3-6 of the module docstring on ``rows`` against ``ledger``."""
-    pre = preprocessing_of(preprocess, public_mean, rows.dim)
+    """Steps 3-6 of the module docstring on ``rows`` against ``ledger``; ``feature_groups``:
+    the store's declared feature groups (a public fact), for ``standardize``."""
+    std = resolve_standardization(preprocess, rows.dim, feature_groups, public_scale, public_mean)
+    pre = preprocessing_of(preprocess, public_mean, rows.dim, std, public_scale)
     private = not math.isinf(ledger.mu_budget)
     shares = {}
     if private and size.dataset_size is None:
         shares["count"] = size.count_budget_fraction
     if preprocess.center == "private" and private:
         shares["center"] = preprocess.center_budget_fraction
+    if std.kind == "private" and private:
+        shares["standardize"] = preprocess.standardize_budget_fraction
     mu = split_mu(remaining_allowance(ledger).mu, shares, rest="method") if shares else {}
     keys = _split3(key)
 
     n, size_report = _divisor(rows, size, ledger, mu.get("count"), keys[0], private)
+    std_report = None
     if preprocess.center == "private":
         pre = _private_mean(rows, pre, ledger, mu.get("center"), n, keys[1])
-    public = PublicInfo(rows.dim, rows.num_classes, n, pre.feature_norm)
+    elif std.kind == "private":
+        pre, std_report = _private_standardization(
+            rows, pre, std.groups, ledger, mu.get("standardize"), n, _fold1(keys[1])
+        )
+        std_report["budget_fraction"] = preprocess.standardize_budget_fraction
+    if std.kind != "none":
+        std_report = {**std.to_dict(), **(std_report or {})}
+    public = PublicInfo(
+        rows.dim,
+        rows.num_classes,
+        n,
+        pre.feature_norm,
+        feature_groups=feature_groups,
+        standardize=std.kind,
+    )
     allowance = (
         remaining_allowance(ledger) if private else Allowance(math.inf, math.inf, ledger.delta)
     )
@@ -118,9 +238,16 @@ def train(
         "options": options.to_dict(),
         "resolved": plan.settings.to_dict(),
         "preprocess": preprocess.to_dict(),
+        "standardize": std.to_dict(),
         "dataset_size": size.to_dict(),
     }
-    return Trained(weights, bias, fitted, pre, settings, size_report, plan)
+    return Trained(weights, bias, fitted, pre, settings, size_report, plan, std_report)
+
+
+@jax.jit
+def _fold1(key: jax.Array) -> jax.Array:
+    """``fold_in(key, 1)``: the standardisation's key from the private mean's."""
+    return jax.random.fold_in(key, 1)
 
 
 @jax.jit
@@ -167,4 +294,69 @@ def _private_mean(
     return Preprocessing(pre.kind, pre.feature_norm, "private", np.asarray(total) / n)
 
 
-__all__ = ["COUNT", "CENTER", "Trained", "preprocessing_of", "train"]
+def _private_standardization(
+    rows: Rows,
+    pre: Preprocessing,
+    groups: int,
+    ledger: Ledger,
+    mu: float | None,
+    n: float,
+    key: jax.Array,
+) -> tuple[Preprocessing, dict[str, object]]:
+    """The private per-group standardisation of the module docstring: its two sums planned and
+    charged, then computed in one pass and released; the map and the report entry."""
+    r, dim = pre.feature_norm, rows.dim
+    stat = GroupMoments(groups, float(r), int(group_sizes(dim, groups).min()))
+    delta_u, delta_v = stat.sensitivities()
+    bound = Preprocessing(pre.kind, r)
+    report: dict[str, object] = {}
+    if math.isinf(ledger.mu_budget):  # the non-private ceiling: the exact statistics
+        su, sv = rows.sum(stat, None, bound)
+        noise_v = 0.0
+    else:
+        each = Allowance(mu / math.sqrt(2.0), ledger.epsilon, ledger.delta)
+        std_u, std_v = each.gaussian_std(delta_u), each.gaussian_std(delta_v)
+        plan = Plan(
+            (
+                PlannedRelease.gaussian(STANDARDIZE_SUM, delta_u, std_u),
+                PlannedRelease.gaussian(STANDARDIZE_SQUARES, delta_v, std_v),
+            ),
+            Settings(),
+        )
+        plan.charge(ledger)
+        su, sv = rows.sum(stat, None, bound)
+        releaser = PlanReleaser(plan, key)
+        su = releaser.release(STANDARDIZE_SUM, su)
+        sv = releaser.release(STANDARDIZE_SQUARES, sv)
+        noise_v = std_v / n
+        report = {"noise_std": {"group_sum": std_u, "group_square_sum": std_v}}
+    m, s = standardization_moments(su, sv, n, noise_v, r, dim)
+    gid = group_ids(dim, groups)
+    return Preprocessing(pre.kind, r, "none", m[gid], "private", groups, s[gid]), report
+
+
+def standardization_moments(
+    su: Any, sv: Any, n: float, noise_v: float, radius: float, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(m, s)`` [G] float32 from the released sums (module docstring), in float64:
+    ``m = S_u / n``, ``var = max(S_v / n - m^2, 0)``, ``s = sqrt(var + e_v + 1e-6 mean(var) +
+    1e-12 r^2 / D)``, at least float32's smallest normal."""
+    m = np.asarray(su, np.float64) / n
+    var = np.maximum(np.asarray(sv, np.float64) / n - m * m, 0.0)
+    floor = noise_v + 1e-6 * float(np.mean(var)) + 1e-12 * float(radius) ** 2 / dim
+    s = np.maximum(np.sqrt(var + floor), np.finfo(np.float32).tiny)
+    return m.astype(np.float32), s.astype(np.float32)
+
+
+__all__ = [
+    "CENTER",
+    "COUNT",
+    "STANDARDIZE_SQUARES",
+    "STANDARDIZE_SUM",
+    "Standardization",
+    "Trained",
+    "preprocessing_of",
+    "resolve_standardization",
+    "standardization_moments",
+    "train",
+]

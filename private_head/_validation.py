@@ -123,6 +123,17 @@ def check_public_mean(mean: Any, dim: int) -> np.ndarray:
     return array
 
 
+def check_public_scale(scale: Any, dim: int) -> np.ndarray:
+    """A public standardisation scale as float32 [D] of positive finite values whose
+    reciprocals are finite in float32."""
+    array = np.asarray(scale, dtype=np.float32)
+    if array.shape != (dim,):
+        raise ValueError(f"public_scale must have shape ({dim},), got {array.shape}")
+    if not (np.isfinite(array).all() and (array >= np.finfo(np.float32).tiny).all()):
+        raise ValueError("public_scale must hold positive finite values (float32 normal numbers)")
+    return array
+
+
 def check_gram_memory(dim: int, budget_bytes: int, method: str) -> None:
     """A D x D Gram whose algebra fits the memory budget (``GRAM_COPIES`` float32 D x D
     matrices), refused with what to do before XLA runs out of memory."""
@@ -148,4 +159,5 @@ __all__ = [
     "check_num_classes",
     "check_positive",
     "check_public_mean",
+    "check_public_scale",
 ]

@@ -20,9 +20,10 @@ do not:
   stays secret).
 
 ``**options`` are ``fit``'s: the method's options and the shared ones (``clip_norm=0.5``,
-``dataset_size=...``), and ``budget_file``, ``total_epsilon``, ``public_mean``, ``progress``
-(default False here). ``coef_`` [K, D] and ``intercept_`` [K] act on the preprocessed rows (each
-scaled to norm ``feature_norm``, centred when asked: ``head_.preprocessing``), so use
+``dataset_size=...``), and ``budget_file``, ``total_epsilon``, ``public_mean``,
+``public_scale``, ``progress`` (default False here). ``coef_`` [K, D] and ``intercept_`` [K] act
+on the preprocessed rows (each scaled to norm ``feature_norm``, centred or standardised when
+asked: ``head_.preprocessing``), so use
 ``decision_function`` rather than ``X @ coef_.T``.
 """
 

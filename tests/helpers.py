@@ -40,13 +40,14 @@ def blobs(n: int = 240, d: int = 8, k: int = 3, *, seed: int = 0, separation: fl
     return x, y
 
 
-def write_store(path, splits: dict, num_classes: int, dtype=None) -> str:
-    """Write ``{split: (x, y)}`` to a store at ``path``; returns the path as a string."""
+def write_store(path, splits: dict, num_classes: int, dtype=None, attrs=None) -> str:
+    """Write ``{split: (x, y)}`` to a store at ``path`` (each split with ``attrs``, e.g. a
+    declared ``feature_groups``); returns the path as a string."""
     import numpy as np
 
     for split, (x, y) in splits.items():
         x = np.asarray(x) if dtype is None else np.asarray(x, dtype)
-        store.write_split(str(path), split, x, y, num_classes=num_classes)
+        store.write_split(str(path), split, x, y, num_classes=num_classes, attrs=attrs)
     return str(path)
 
 

@@ -77,16 +77,17 @@ def test_n_rows_at_the_memory_budget(tmp_path):
     check_neighbours(run, aligned((x, y)), [aligned(n) for n in neighbours(x, y)])
 
 
-def store_fitter(tmp_path, name: str, options: dict, dim: int):
-    """``run(dataset, recorder)``: write the dataset as the store ``data.h5`` in a new folder and
-    fit on the store; a test split (public, the same for every run) beside it."""
+def store_fitter(tmp_path, name: str, options: dict, dim: int, attrs=None):
+    """``run(dataset, recorder)``: write the dataset as the store ``data.h5`` (its splits with
+    ``attrs``) in a new folder and fit on the store; a test split (public, the same for every
+    run) beside it."""
     count = itertools.count()
     test = blobs(40, dim, K, seed=99)
 
     def run(data, recorder):
         folder = tmp_path / f"run{next(count)}"
         os.makedirs(folder)
-        path = write_store(folder / "data.h5", {"train": data, "test": test}, K)
+        path = write_store(folder / "data.h5", {"train": data, "test": test}, K, attrs=attrs)
         return fit_artifacts(
             private_head.fit,
             recorder,
@@ -108,6 +109,27 @@ def test_a_store_split_at_its_hdf5_chunk_boundary(tmp_path):
     x, y = blobs(256, dim, K, seed=7)
     run = store_fitter(tmp_path, "single_step", {}, dim)
     check_neighbours(run, (x, y), neighbours(x, y))
+
+
+def test_a_store_declaring_feature_groups_is_standardised_privately(tmp_path):
+    """``standardize="auto"`` (the default) on a store whose split declares ``feature_groups``:
+    the private standardisation over those groups, whose releases the replay covers, and
+    nothing else moves (the head file holds its m and s)."""
+    x, y = blobs(200, 12, K, seed=11)
+    fit_on_store = store_fitter(tmp_path, "dp_gd", {"steps": 2}, 12, attrs={"feature_groups": 4})
+    seen = []
+
+    def run(data, recorder):
+        seen.append(fit_on_store(data, recorder))
+        return seen[-1]
+
+    check_neighbours(run, (x, y), neighbours(x, y))
+    privacy = json.loads(seen[0]["privacy"])
+    assert privacy["standardize"]["kind"] == "private" and privacy["standardize"]["groups"] == 4
+    assert [r["name"] for r in privacy["releases"]][1:3] == [
+        "standardize/group_sum",
+        "standardize/group_square_sum",
+    ]
 
 
 def cli_runner(tmp_path, argv: list[str]):

@@ -29,12 +29,17 @@ FAST = {
     "nonprivate": {"steps": 2},
 }
 METHODS = private_head.available_methods()
-# Cases beyond the registered methods' defaults: the private mean, auto's private selection.
+# Cases beyond the registered methods' defaults: the private mean, the private standardisation
+# (its two releases: per-group sums and sums of squares) and group normalisation (free),
+# auto's private selection.
 CASES = [(m, FAST.get(m, {})) for m in METHODS] + [
     ("single_step", {"center": "private"}),
+    ("single_step", {"standardize": "private", "groups": 3}),
+    ("dp_gd", {"standardize": "private", "steps": 2}),
+    ("dp_gd", {"standardize": "group", "groups": 2, "steps": 2}),
     ("auto", {"select": "private"}),
 ]
-SHOWN = ("center", "select")
+SHOWN = ("center", "select", "standardize")
 IDS = [m + "".join(f"-{k}={v}" for k, v in o.items() if k in SHOWN) for m, o in CASES]
 CANDIDATES = [{"method": "dp_gd", "steps": 2}, {"method": "dp_prototypes"}]
 

@@ -69,3 +69,36 @@ def test_other_sizes_and_errors():
         registry.load_backbone("scatnet", resolution=3)
     with pytest.raises(ValueError, match="has no weights"):
         registry.load_backbone("scatnet", "some.npz")
+
+
+def test_channels_are_the_declared_feature_groups(tmp_path):
+    """scatnet declares its channels as contiguous feature groups (from the config: 81 for J=2,
+    L=8; other J, L give theirs); an extracted store records them as the split attribute
+    ``feature_groups``, which SplitInfo exposes; a backbone that declares none records none."""
+    from feature_extract import store
+    from feature_extract.extraction import extract
+
+    for name in ("scatnet", "scatnet-gn"):
+        bb = registry.load_backbone(name)
+        assert bb.feature_groups == scatnet.num_channels(2, 8) == 81
+        assert bb.feature_dim % bb.feature_groups == 0
+    assert registry.spec_feature_groups(registry.get_spec("scatnet")) == 81
+    other = registry.load_backbone("scatnet", spec_overrides={"config": {"J": 3, "L": 6}})
+    assert other.feature_groups == scatnet.num_channels(3, 6) == 1 + 18 + 36 * 3
+    # channel-major: channel c of example i is features [c h w, (c + 1) h w)
+    images = RNG.uniform(0, 1, (1, 28, 28, 3)).astype(np.float32)
+    gray = images @ np.array(scatnet.LUMA, np.float32)
+    channels = np.asarray(scatnet.scattering(gray, 2, 8))[0]
+    plain = registry.load_backbone("scatnet")
+    flat = np.asarray(plain.apply(plain.params, images))[0]
+    np.testing.assert_allclose(flat.reshape(81, -1)[5], channels[5].ravel(), rtol=1e-5, atol=1e-6)
+    assert registry.load_backbone("pixels").feature_groups is None
+
+    out = str(tmp_path / "s.h5")
+    extract("digits", "scatnet", out, splits=["test"], row_range=(0, 6), progress=False)
+    info = store.split_info(out, "test")
+    assert info.attrs["feature_groups"] == 81 and info.feature_groups == 81
+    pixels = str(tmp_path / "p.h5")
+    extract("digits", "pixels", pixels, splits=["test"], row_range=(0, 6), progress=False)
+    assert "feature_groups" not in store.split_info(pixels, "test").attrs
+    assert store.split_info(pixels, "test").feature_groups is None

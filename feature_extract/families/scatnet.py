@@ -12,8 +12,10 @@ low-pass filter at scale ``2^J`` and ``psi_{j,t}`` Morlet wavelets at scale ``2^
 
 each subsampled by ``2^J``: ``C = 1 + J L + L^2 J (J - 1) / 2`` channels (81 for J = 2, L = 8) of
 ``floor(H / 2^J) x floor(W / 2^J)``, flattened channel-major: 28x28 MNIST gives 81 x 7 x 7 = 3969
-features. The transform follows kymatio 0.3 (``Scattering2D(J, (H, W), L)``), whose numbers it
-reproduces (tests/test_scatnet.py):
+features. Its channels are declared as the feature groups (``feature_groups``: C contiguous
+groups of ``h w`` features), which the store records and ``private_head``'s
+``standardize="auto"`` reads. The transform follows kymatio 0.3
+(``Scattering2D(J, (H, W), L)``), whose numbers it reproduces (tests/test_scatnet.py):
 
 - the image is reflect-padded to ``P = (floor((H + 2^J) / 2^J) + 1) 2^J`` (same for W), convolved
   in the Fourier domain, and the border cropped (one coefficient each side after subsampling);
@@ -218,13 +220,21 @@ def feature_dim(config: Mapping[str, Any], resolution: int | None) -> int | None
     return num_channels(J, L) * (resolution // 2**J) ** 2
 
 
+def feature_groups(config: Mapping[str, Any]) -> int:
+    """The scattering channels ``C`` (81 for J = 2, L = 8): the output is flattened channel-major,
+    so each channel's ``h w`` features are one contiguous group (``Family.feature_groups``)."""
+    return num_channels(int(config.get("J", 2)), int(config.get("L", 8)))
+
+
 def build(config: Mapping[str, Any], dtype: Any = jnp.float32) -> ScatterNet:
     del dtype  # always float32: XLA has no bfloat16 FFT
     return ScatterNet(**dict(config))
 
 
 FAMILY = registry.register_family(
-    registry.Family("scatnet", build, feature_dim, None, "none", __name__)
+    registry.Family(
+        "scatnet", build, feature_dim, None, "none", __name__, feature_groups=feature_groups
+    )
 )
 PREPROCESSING = "resize(28)|value_range(0,1)"
 registry.register(
