@@ -29,6 +29,7 @@ from PIL import Image
 
 from feature_extract import multihost, pipeline, preprocess
 from feature_extract.arguments import COMPUTE_DTYPE_NAMES, parse_splits
+from feature_extract.interrupts import interrupt_once
 
 INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (128 + SIGINT)
 
@@ -277,19 +278,12 @@ def _run(args: argparse.Namespace, out: str) -> int:
     return 0
 
 
-def _interrupt_once(signum: int, frame: object) -> NoReturn:
-    """The first Ctrl-C stops the run; later ones are ignored, so they cannot cut short the
-    cleanup (the writes it finishes, the lock it releases)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def command_line(argv: list[str] | None = None) -> NoReturn:
     """``python -m feature_extract``: ``main`` in a process that ends with it. After Ctrl-C the
     process exits at once (``os._exit``) instead of waiting, as the interpreter's exit would, for
     the device batch and the decoding still running: what they would give is dropped anyway,
     every store file is closed and the lock released by then."""
-    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGINT, interrupt_once)
     status = main(argv)
     if status == INTERRUPTED:
         sys.stdout.flush()

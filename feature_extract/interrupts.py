@@ -19,11 +19,14 @@ reader imports this module).
 
 from __future__ import annotations
 
+import _thread
+import gc
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -100,3 +103,29 @@ def deferred_sigint() -> Iterator[None]:
             previous(signal.SIGINT, None)
         elif received and previous == signal.SIG_DFL:
             signal.raise_signal(signal.SIGINT)
+
+
+def interrupt_once(signum: int, frame: FrameType | None) -> None:
+    """The SIGINT handler of the command lines: the first Ctrl-C stops the run; later ones are
+    ignored, so that they cannot cut short the cleanup (writes being finished, a lock released,
+    a budget settled, a file renamed into place).
+
+    A KeyboardInterrupt raised inside a finaliser (a ``__del__``, a garbage-collector callback
+    such as JAX's) is printed and dropped by Python, and the run would go on: there the interrupt
+    is delivered again a moment later (``_thread.interrupt_main``), outside the finaliser."""
+    if in_finaliser(frame):
+        threading.Timer(0.02, _thread.interrupt_main).start()
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def in_finaliser(frame: FrameType | None) -> bool:
+    """True when ``frame`` runs inside a ``__del__`` or a ``gc.callbacks`` function, where an
+    exception cannot propagate."""
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_code in callbacks:
+            return True
+        frame = frame.f_back
+    return False

@@ -37,6 +37,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from feature_extract.interrupts import interrupt_once
 from private_head._arguments import (
     PROG,
     Parser,
@@ -181,18 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def _interrupt_once(signum: int, frame: object) -> NoReturn:
-    """The first Ctrl-C stops the run; later ones are ignored, so that they cannot cut short the
-    cleanup (the budget file's settlement, a file being renamed into place)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 def command_line() -> NoReturn:
     """``python -m private_head``: ``main`` in a process that ends with it; after Ctrl-C it
     exits at once (``os._exit``) rather than wait for device work still running: every file is
     closed by then."""
-    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGINT, interrupt_once)
     status = main()
     if status == INTERRUPTED:
         sys.stdout.flush()

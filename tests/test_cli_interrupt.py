@@ -88,3 +88,29 @@ def test_usage_and_data_errors_come_before_jax_is_imported(tmp_path):
     lines = proc.stderr.splitlines()
     assert result == {"codes": [2] * len(cases), "jax": False}, proc.stderr
     assert len(lines) == len(cases) and all(line.startswith("error: ") for line in lines)
+
+
+def test_an_interrupt_inside_a_finaliser_is_delivered_again_outside_it():
+    """Python drops an exception raised in a __del__ or a gc callback (JAX registers one): the
+    handler must not raise there, or the run would go on as if nothing had been pressed."""
+    import gc
+
+    from feature_extract.interrupts import in_finaliser
+
+    seen = {}
+
+    class Finalised:
+        def __del__(self):
+            seen["del"] = in_finaliser(sys._getframe())
+
+    def callback(phase, info):
+        seen.setdefault("gc", in_finaliser(sys._getframe()))
+
+    Finalised()
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    assert seen == {"del": True, "gc": True}
+    assert not in_finaliser(sys._getframe())

@@ -122,7 +122,7 @@ def test_store_path_equals_arrays(tmp_path):
     b = private_head.fit(f"{path}:train", num_classes=K, epsilon=4.0, delta=1e-5, seed=5)
     c = private_head.fit(path, num_classes=K, epsilon=4.0, delta=1e-5, seed=5, max_device_bytes=512)
     assert b.operator_log["rows"] == c.operator_log["rows"] == "store_streamed"
-    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-6)
+    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-7)  # summation order
     np.testing.assert_allclose(a.weights, c.weights, rtol=1e-5, atol=1e-7)
 
 

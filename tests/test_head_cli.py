@@ -64,7 +64,7 @@ def test_the_data_path_and_the_time_go_to_an_operator_log_marked_not_to_publish(
     result, log = _json(stem + ".json"), _json(stem + ".operator.json")
     assert log["publish"] is False and "must not be published" in log["note"]
     assert {"rows", "chunk_rows", "passes", "seconds", "command_seconds"} <= log.keys()
-    assert log["rows"] == "store_streamed" and log["chunk_rows"] == 90  # the whole split: N
+    assert log["rows"] == "store_streamed" and log["chunk_rows"] >= 90  # one chunk holds the split
     assert "seconds" not in result and "operator" not in result
     assert result["performance"] == {"max_device_bytes": None, "chunk_rows": None}
     assert "store_streamed" not in captured.out and " s\n" not in captured.out
