@@ -118,9 +118,13 @@ def test_dp_gd_each_optimizer_learns(optimizer):
 def test_single_step_predictions_ignore_the_scale_and_the_sigmoid_loss_works():
     x, y = blobs(300, 16, K, seed=2)
     for loss in ("softmax", "sigmoid"):
-        head = private_head.fit(x, y, num_classes=K, epsilon=8, delta=1e-5, seed=0, loss=loss)
+        head = private_head.fit(
+            x, y, method="single_step", num_classes=K, epsilon=8, delta=1e-5, seed=0, loss=loss
+        )
         assert head.accuracy(x, y)["top1"] > 0.9
-    sigmoid = private_head.fit(x, y, num_classes=K, epsilon=8, delta=1e-5, seed=0, loss="sigmoid")
+    sigmoid = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=8, delta=1e-5, seed=0, loss="sigmoid"
+    )
     np.testing.assert_allclose(sigmoid.bias, -math.log(K - 1))
 
 
