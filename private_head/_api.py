@@ -211,7 +211,7 @@ def fit(
     num_classes: int,
     epsilon: float,
     delta: float,
-    method: str = "single_step",
+    method: str = "auto",
     seed: int | None = None,
     public_mean: Any = None,
     public_scale: Any = None,

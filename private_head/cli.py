@@ -52,7 +52,7 @@ INTERRUPTED_LINE = (
     "interrupted; no file is half-written, and a fit that had started stays charged in the "
     "dataset's budget file"
 )
-METHOD_HELP = "one of {} (default: single_step; nonprivate when epsilon is inf)"
+METHOD_HELP = "one of {} (default: auto; nonprivate when epsilon is inf)"
 
 
 def _flag(name: str) -> str:
@@ -88,7 +88,7 @@ def parser(method: str | None = None) -> Parser:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p, METHOD_HELP.format(", ".join(builtin_methods())))
     taken: set[str] = set()
-    shown = method or "single_step"
+    shown = method or "auto"
     _add_options(
         p.add_argument_group(f"options of method {shown!r} (see --method NAME --help)"),
         get_method(shown).options,
@@ -143,7 +143,7 @@ def train(argv: Sequence[str]) -> int:
     early = Parser(prog=PROG, add_help=False)
     add_train_arguments(early, "")
     args, _ = early.parse_known_args(argv)
-    method = args.method or ("nonprivate" if math.isinf(args.epsilon) else "single_step")
+    method = args.method or ("nonprivate" if math.isinf(args.epsilon) else "auto")
     try:
         _check_method(method, args.epsilon)
         given = method_options(args.option)

@@ -43,7 +43,7 @@ def arrays(tmp_path):
 def test_an_npz_trains_on_its_train_arrays_and_evaluates_on_its_test_arrays(arrays, capsys):
     path = str(arrays / "keras.npz")
     assert main(["--features", path, "--num-classes", "3", "--epsilon", "4", "--quiet"]) == 0
-    result = _result(str(arrays / "keras.single_step.eps4"))
+    result = _result(str(arrays / "keras.auto.eps4"))
     assert result["train"] == "keras.npz:train" and result["test"]["split"] == "keras.npz:test"
     assert result["test"]["num_rows"] == 30 and result["test"]["top1"] > 0.8
     assert result["settings"]["data"] == {"kind": "array_file", "name": "keras.npz:train"}
@@ -56,7 +56,7 @@ def test_an_npy_pair_with_a_test_pair(arrays):
     argv = ["--features", str(arrays / "X.npy"), "--labels", str(arrays / "y.npy")]
     argv += ["--test-features", str(arrays / "tX.npy"), "--test-labels", str(arrays / "ty.npy")]
     assert main([*argv, "--num-classes", "3", "--epsilon", "4", "--quiet"]) == 0
-    result = _result(str(arrays / "X.single_step.eps4"))
+    result = _result(str(arrays / "X.auto.eps4"))
     assert result["test"]["split"] == "tX.npy" and result["test"]["top1"] > 0.8
     assert os.path.exists(str(arrays / "X.npy.budget.json"))
 
@@ -90,7 +90,7 @@ def test_a_store_path_may_name_its_split(tmp_path, capsys):
     fit, test = _split(blobs(120, D, K, seed=1))
     path = write_store(tmp_path / "s.h5", {"fit": fit, "test": test}, K)
     assert main(["--features", f"{path}:fit", "--epsilon", "4", "--quiet"]) == 0
-    result = _result(str(tmp_path / "s.single_step.eps4"))
+    result = _result(str(tmp_path / "s.auto.eps4"))
     assert result["train"] == "s.h5:fit" and result["test"]["split"] == "s.h5:test"
     assert main(["--features", f"{path}:fit", "--train-split", "test", "--epsilon", "4"]) == 2
     assert "names split 'fit', --train-split 'test'" in capsys.readouterr().err

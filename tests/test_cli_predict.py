@@ -28,7 +28,9 @@ def folder(tmp_path_factory):
     np.savez(folder / "t.npz", features=x[90:], labels=y[90:])
     np.save(folder / "tX.npy", x[90:])
     np.save(folder / "ty.npy", y[90:])
-    head = private_head.fit(f"{path}:train", num_classes=K, epsilon=8.0, delta=1e-5, seed=1)
+    head = private_head.fit(
+        f"{path}:train", method="single_step", num_classes=K, epsilon=8.0, delta=1e-5, seed=1
+    )
     head.save(folder / "h.npz")
     return folder
 

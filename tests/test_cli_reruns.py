@@ -58,7 +58,7 @@ def test_other_choices_are_refused_before_a_row_is_read_or_budget_reserved(
 
 
 def test_a_file_without_a_recorded_choice_is_not_replaced(path, capsys):
-    stem = os.path.splitext(path)[0] + ".single_step.eps4"
+    stem = os.path.splitext(path)[0] + ".auto.eps4"
     with open(stem + ".json", "w") as f:
         json.dump({"settings": {}}, f)
     assert main(["--features", path, "--epsilon", "4"]) == 2

@@ -26,7 +26,7 @@ def data(tmp_path):
 
 
 def _fit(features, **kw):
-    kw = {"num_classes": K, "epsilon": 1.0, "delta": 1e-5, **kw}
+    kw = {"num_classes": K, "epsilon": 1.0, "delta": 1e-5, "method": "single_step", **kw}
     return private_head.fit(features, **kw)
 
 
@@ -103,7 +103,7 @@ def test_the_command_line_prints_what_was_spent_so_far_and_refuses_past_the_cap(
     out = capsys.readouterr().out
     line = [x for x in out.splitlines() if x.startswith("spent so far on this dataset: ")]
     assert line and "epsilon 2 at delta 1e-05" in line[0] and "1 private run," in line[0]
-    with open(data.replace(".h5", ".single_step.eps2.json")) as f:
+    with open(data.replace(".h5", ".auto.eps2.json")) as f:
         result = json.load(f)
     assert result["dataset_budget"]["cap"] == {"epsilon": 2.5, "delta": 1e-5}
     assert result["dataset_budget"]["total"]["private_runs"] == 1

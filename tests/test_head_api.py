@@ -22,7 +22,7 @@ def _blobs(seed=0, n=120, k=K, d=D):
 
 
 def _fit(x, y, **kw):
-    kw = {"num_classes": K, "epsilon": 4.0, "delta": 1e-5, **kw}
+    kw = {"num_classes": K, "epsilon": 4.0, "delta": 1e-5, "method": "single_step", **kw}
     return private_head.fit(x, y, **kw)
 
 
@@ -119,8 +119,18 @@ def test_store_path_equals_arrays(tmp_path):
     path = str(tmp_path / "f.h5")
     store.write_split(path, "train", x, y, num_classes=K)
     a = _fit(x, y, seed=5)
-    b = private_head.fit(f"{path}:train", num_classes=K, epsilon=4.0, delta=1e-5, seed=5)
-    c = private_head.fit(path, num_classes=K, epsilon=4.0, delta=1e-5, seed=5, max_device_bytes=512)
+    b = private_head.fit(
+        f"{path}:train", method="single_step", num_classes=K, epsilon=4.0, delta=1e-5, seed=5
+    )
+    c = private_head.fit(
+        path,
+        method="single_step",
+        num_classes=K,
+        epsilon=4.0,
+        delta=1e-5,
+        seed=5,
+        max_device_bytes=512,
+    )
     assert b.operator_log["rows"] == c.operator_log["rows"] == "store_streamed"
     np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-7)  # summation order
     np.testing.assert_allclose(a.weights, c.weights, rtol=1e-5, atol=1e-7)

@@ -42,7 +42,7 @@ def test_train_evaluate_and_write(tmp_path, capsys):
     path = _store(tmp_path)
     assert main(["--features", path, "--epsilon", "4", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    stem = os.path.join(os.path.dirname(path), "toy-pixels.single_step.eps4")
+    stem = os.path.join(os.path.dirname(path), "toy-pixels.auto.eps4")
     result = _json(stem + ".json")
     head = private_head.load(stem + ".npz")
     x, y, _ = store.read_split(path, "test")
@@ -58,9 +58,9 @@ def test_train_evaluate_and_write(tmp_path, capsys):
 
 def test_the_data_path_and_the_time_go_to_an_operator_log_marked_not_to_publish(tmp_path, capsys):
     path = _store(tmp_path)
-    assert main(["--features", path, "--epsilon", "4"]) == 0
+    assert main(["--features", path, "--epsilon", "4", "--quiet"]) == 0
     captured = capsys.readouterr()
-    stem = output_stem(path, "single_step", 4, None)
+    stem = output_stem(path, "auto", 4, None)
     result, log = _json(stem + ".json"), _json(stem + ".operator.json")
     assert log["publish"] is False and "must not be published" in log["note"]
     assert {"rows", "chunk_rows", "passes", "seconds", "command_seconds"} <= log.keys()
@@ -89,6 +89,8 @@ def test_options_out_dir_and_given_delta(tmp_path, capsys):
         "2",
         "--clip-norm",
         "0.5",
+        "--method",
+        "single_step",
     ]
     assert main(argv) == 0
     result = _json(os.path.join(out_dir, "toy-pixels.single_step.eps2.json"))
@@ -108,7 +110,7 @@ def test_options_out_dir_and_given_delta(tmp_path, capsys):
 def test_a_public_dataset_size_sets_the_divisor_and_the_default_delta(tmp_path):
     path = _store(tmp_path)
     assert main(["--features", path, "--epsilon", "4", "--dataset-size", "100000"]) == 0
-    result = _json(output_stem(path, "single_step", 4, None) + ".json")
+    result = _json(output_stem(path, "auto", 4, None) + ".json")
     assert result["privacy"]["delta"] == default_delta(100000)[0] == 5e-6
     assert result["privacy"]["dataset_size"] == {"source": "public", "value": 100000}
 
@@ -233,11 +235,11 @@ def test_help_shows_the_chosen_methods_options_with_their_defaults(capsys):
 
 def test_a_head_with_other_settings_is_not_overwritten(tmp_path, capsys):
     path = _store(tmp_path)
-    assert main(["--features", path, "--epsilon", "4"]) == 0
-    assert main(["--features", path, "--epsilon", "4"]) == 0  # the same settings: a new draw
-    assert main(["--features", path, "--epsilon", "4", "--clip-norm", "0.2"]) == 2
+    assert main(["--features", path, "--method", "single_step", "--epsilon", "4"]) == 0
+    assert main(["--features", path, "--method", "single_step", "--epsilon", "4"]) == 0  # the same settings: a new draw
+    assert main(["--features", path, "--method", "single_step", "--epsilon", "4", "--clip-norm", "0.2"]) == 2
     assert "other choices (options.method.clip_norm: None -> 0.2)" in capsys.readouterr().err
-    assert main(["--features", path, "--epsilon", "4", "--clip-norm", "0.2", "--overwrite"]) == 0
+    assert main(["--features", path, "--method", "single_step", "--epsilon", "4", "--clip-norm", "0.2", "--overwrite"]) == 0
 
 
 def test_missing_and_incomplete_stores(tmp_path, capsys):
@@ -267,7 +269,7 @@ def test_python_dash_m(tmp_path, monkeypatch, capsys):
         runpy.run_module("private_head", run_name="__main__")
     assert stop.value.code == 0
     assert "seeded False" in capsys.readouterr().out
-    assert os.path.exists(os.path.join(os.path.dirname(path), "toy-pixels.single_step.eps8.npz"))
+    assert os.path.exists(os.path.join(os.path.dirname(path), "toy-pixels.auto.eps8.npz"))
 
 
 def test_bad_input_in_a_subprocess_is_one_line_and_exit_2(tmp_path):

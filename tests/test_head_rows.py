@@ -73,7 +73,15 @@ def test_nonfinite_rows_are_named_from_every_place_with_the_same_message(tmp_pat
         features = jnp.asarray(x) if where == "device" else x
         labels = y
     with pytest.raises(ValueError, match=r"in 2 row\(s\): 7, 93\. Fix or drop"):
-        private_head.fit(features, labels, num_classes=K, epsilon=2, delta=1e-5, chunk_rows=32)
+        private_head.fit(
+            features,
+            labels,
+            method="single_step",
+            num_classes=K,
+            epsilon=2,
+            delta=1e-5,
+            chunk_rows=32,
+        )
 
 
 def test_float64_rows_that_overflow_float32_are_refused():
@@ -81,7 +89,7 @@ def test_float64_rows_that_overflow_float32_are_refused():
     x = x.astype(np.float64)
     x[4, 1] = 1e300
     with pytest.raises(ValueError, match=r"row\(s\): 4\. "):
-        private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5)
+        private_head.fit(x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +138,14 @@ def test_the_published_performance_is_the_options_and_the_data_path_goes_to_the_
         x, y = blobs(n, D, K)
         for features in (jnp.asarray(x), x.astype(np.float64)):  # in place, and streamed
             head = private_head.fit(
-                features, y, num_classes=K, epsilon=2, delta=1e-5, seed=0, max_device_bytes=10**6
+                features,
+                y,
+                method="single_step",
+                num_classes=K,
+                epsilon=2,
+                delta=1e-5,
+                seed=0,
+                max_device_bytes=10**6,
             )
             reports.append(head.performance)
             paths.add((head.operator_log["rows"], head.operator_log["chunk_rows"]))

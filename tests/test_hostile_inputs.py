@@ -231,14 +231,14 @@ def test_preprocess_refuses_non_float_and_wrong_rank_features():
 def test_fit_refuses_epsilon_no_private_mechanism_meets(epsilon):
     x, y = _rows()
     with pytest.raises(ValueError, match="epsilon"):
-        private_head.fit(x, y, num_classes=K, epsilon=epsilon, delta=1e-5)
+        private_head.fit(x, y, method="single_step", num_classes=K, epsilon=epsilon, delta=1e-5)
 
 
 @given(delta=st.sampled_from([math.nan, 0.0, 1.0, -1e-9, 1.5, math.inf]))
 def test_fit_refuses_delta_outside_the_open_unit_interval(delta):
     x, y = _rows()
     with pytest.raises(ValueError, match="delta"):
-        private_head.fit(x, y, num_classes=K, epsilon=1.0, delta=delta)
+        private_head.fit(x, y, method="single_step", num_classes=K, epsilon=1.0, delta=delta)
 
 
 @given(
@@ -327,7 +327,14 @@ def test_ledger_refuses_overspending_before_recording(epsilon, overspend):
 def _fit(x, y, **kwargs):
     import private_head
 
-    kwargs = {"num_classes": K, "epsilon": 2.0, "delta": 1e-5, "seed": 0, **kwargs}
+    kwargs = {
+        "num_classes": K,
+        "epsilon": 2.0,
+        "delta": 1e-5,
+        "seed": 0,
+        "method": "single_step",
+        **kwargs,
+    }
     return private_head.fit(x, y, **kwargs)
 
 
@@ -414,7 +421,9 @@ def test_fit_refuses_empty_features_and_a_missing_label_space():
     with pytest.raises(ValueError, match="empty"):
         _fit(x[:, :0], y)
     with pytest.raises(TypeError):
-        private_head.fit(x, y, epsilon=1.0, delta=1e-5)  # num_classes is keyword-required
+        private_head.fit(
+            x, y, method="single_step", epsilon=1.0, delta=1e-5
+        )  # num_classes is keyword-required
     with pytest.raises(ValueError, match="num_classes is required"):
         _fit(x, y, num_classes=None)
 
@@ -462,7 +471,9 @@ def test_fit_from_store_refuses_wrong_label_space_and_incomplete_splits(tmp_path
     writer.append(x[:3], y[:3], np.arange(3))
     writer.close()
     with pytest.raises(store.IncompleteSplitError, match="3 of 8 rows"):
-        private_head.fit(f"{path}:partial", num_classes=K, epsilon=1.0, delta=1e-5)
+        private_head.fit(
+            f"{path}:partial", method="single_step", num_classes=K, epsilon=1.0, delta=1e-5
+        )
     assert np.all(np.isfinite(_fit(f"{path}:train", None).weights))
 
 

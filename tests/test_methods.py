@@ -118,9 +118,13 @@ def test_dp_gd_each_optimizer_learns(optimizer):
 def test_single_step_predictions_ignore_the_scale_and_the_sigmoid_loss_works():
     x, y = blobs(300, 16, K, seed=2)
     for loss in ("softmax", "sigmoid"):
-        head = private_head.fit(x, y, num_classes=K, epsilon=8, delta=1e-5, seed=0, loss=loss)
+        head = private_head.fit(
+            x, y, method="single_step", num_classes=K, epsilon=8, delta=1e-5, seed=0, loss=loss
+        )
         assert head.accuracy(x, y)["top1"] > 0.9
-    sigmoid = private_head.fit(x, y, num_classes=K, epsilon=8, delta=1e-5, seed=0, loss="sigmoid")
+    sigmoid = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=8, delta=1e-5, seed=0, loss="sigmoid"
+    )
     np.testing.assert_allclose(sigmoid.bias, -math.log(K - 1))
 
 
@@ -313,7 +317,7 @@ def test_least_squares_beats_the_single_step_on_anisotropic_features():
     x, y, xt, yt = x[:6000], y[:6000], x[6000:], y[6000:]
     kw = dict(num_classes=4, epsilon=1.0, delta=1e-6, seed=0)
     ls = private_head.fit(x, y, method="dp_least_squares", **kw).accuracy(xt, yt)["top1"]
-    ss = private_head.fit(x, y, **kw).accuracy(xt, yt)["top1"]
+    ss = private_head.fit(x, y, method="single_step", **kw).accuracy(xt, yt)["top1"]
     assert ls > ss + 0.2, (ls, ss)
 
 
@@ -467,7 +471,7 @@ def test_prototypes_are_robust_to_class_imbalance_where_the_single_step_is_not()
         return float(np.mean([np.mean(pred[yt == c] == c) for c in range(k)]))
 
     kw = dict(num_classes=k, epsilon=4.0, delta=1e-5, seed=0)
-    single = balanced(private_head.fit(x, y, **kw))
+    single = balanced(private_head.fit(x, y, method="single_step", **kw))
     for metric in ("cosine", "euclidean"):
         proto = balanced(private_head.fit(x, y, method="dp_prototypes", metric=metric, **kw))
         assert proto > single + 0.3, (metric, proto, single)

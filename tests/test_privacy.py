@@ -58,9 +58,11 @@ def flat(tree) -> np.ndarray:
 # ----------------------------------------------------------------------------------- 1. keys
 def test_seeds_that_differ_only_above_bit_32_give_different_noise():
     x, y = blobs(80, D, K)
-    a = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5, seed=5)
-    b = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5, seed=5 + 2**32)
-    c = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5, seed=5)
+    a = private_head.fit(x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5, seed=5)
+    b = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5, seed=5 + 2**32
+    )
+    c = private_head.fit(x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5, seed=5)
     assert not np.allclose(a.weights, b.weights)
     np.testing.assert_array_equal(a.weights, c.weights)
     assert not np.array_equal(seed_words(5), seed_words(5 + 2**32))
@@ -116,9 +118,11 @@ def test_the_row_sum_seed_search_finds_a_seeded_head_and_not_an_unseeded_one():
                     found.append(s)
         return found
 
-    seeded = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5, seed=137)
+    seeded = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5, seed=137
+    )
     assert search(seeded) == [137]  # the search works
-    unseeded = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5)
+    unseeded = private_head.fit(x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5)
     assert unseeded.privacy["seeded"] is False
     assert search(unseeded) == []
 
@@ -151,8 +155,12 @@ def test_sampling_keys_and_noise_keys_come_from_separate_roots():
 # ------------------------------------------------------------------------ 2. the dataset size
 def test_a_public_dataset_size_is_the_divisor_and_is_reported_as_public():
     x, y = blobs(150, D, K)
-    a = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5, seed=1, dataset_size=1000)
-    b = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5, seed=1, dataset_size=2000)
+    a = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5, seed=1, dataset_size=1000
+    )
+    b = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5, seed=1, dataset_size=2000
+    )
     np.testing.assert_allclose(b.weights * 2, a.weights, rtol=1e-6)
     assert a.privacy["dataset_size"] == {"source": "public", "value": 1000}
     assert [r["name"] for r in a.privacy["releases"]] == ["single_step/clipped_gradient_sum"]
@@ -160,7 +168,9 @@ def test_a_public_dataset_size_is_the_divisor_and_is_reported_as_public():
 
 def test_the_default_divisor_is_a_charged_noisy_count():
     x, y = blobs(150, D, K)
-    head = private_head.fit(x, y, num_classes=K, epsilon=2, delta=1e-5, seed=1)
+    head = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=2, delta=1e-5, seed=1
+    )
     size = head.privacy["dataset_size"]
     assert size["source"] == "noisy_count" and size["budget_fraction"] == 0.01
     count = head.privacy["releases"][0]
@@ -227,7 +237,14 @@ def test_select_reports_no_realised_split_sizes_and_divides_by_public_sizes():
     assert not {"num_train", "num_validation"} & set(selection)
     if selection["chosen"] == 0:  # the single step divides by (1 - 0.25) * 1000
         plain = private_head.fit(
-            x, y, num_classes=K, epsilon=2, delta=1e-5, seed=2, dataset_size=750
+            x,
+            y,
+            method="single_step",
+            num_classes=K,
+            epsilon=2,
+            delta=1e-5,
+            seed=2,
+            dataset_size=750,
         )
         assert np.abs(head.weights).max() == pytest.approx(np.abs(plain.weights).max(), rel=0.5)
 

@@ -44,7 +44,9 @@ def test_the_statement_says_what_on_what_at_which_budget_and_not_the_row_count(s
 
 def test_a_seeded_head_says_its_guarantee_needs_the_seed_secret_everywhere(tmp_path, capsys):
     x, y = blobs(60, D, K)
-    head = private_head.fit(x, y, num_classes=K, epsilon=2.0, delta=1e-5, seed=3)
+    head = private_head.fit(
+        x, y, method="single_step", num_classes=K, epsilon=2.0, delta=1e-5, seed=3
+    )
     (warning,) = head.privacy["warnings"]
     assert "reproducible from the seed" in warning and "seed stays secret" in warning
     assert "the guarantee holds only while the seed stays secret" in head.privacy_statement()
@@ -54,14 +56,14 @@ def test_a_seeded_head_says_its_guarantee_needs_the_seed_secret_everywhere(tmp_p
     out = capsys.readouterr().out
     assert "seeded True (the noise is reproducible from the seed" in out
     assert f"warning   {warning}" in out
-    unseeded = private_head.fit(x, y, num_classes=K, epsilon=2.0, delta=1e-5)
+    unseeded = private_head.fit(x, y, method="single_step", num_classes=K, epsilon=2.0, delta=1e-5)
     assert unseeded.privacy["warnings"] == [] and "seeded=False" in repr(unseeded)
 
 
 def test_an_epsilon_above_the_threshold_warns_that_the_guarantee_is_void(tmp_path, capsys):
     x, y = blobs(60, D, K)
     with pytest.warns(UserWarning, match="guarantee is void"):
-        head = private_head.fit(x, y, num_classes=K, epsilon=1e9, delta=1e-5)
+        head = private_head.fit(x, y, method="single_step", num_classes=K, epsilon=1e9, delta=1e-5)
     (warning,) = head.privacy["warnings"]
     assert warning.startswith(f"epsilon 1e+09 is above {VOID_EPSILON:g}: the guarantee is void")
     assert warning in head.privacy_statement()
@@ -70,7 +72,9 @@ def test_an_epsilon_above_the_threshold_warns_that_the_guarantee_is_void(tmp_pat
         assert cli.main(["--features", path, "--epsilon", "1e9"]) == 0
     assert f"warning   {warning}" in capsys.readouterr().out
     assert (
-        private_head.fit(x, y, num_classes=K, epsilon=VOID_EPSILON, delta=1e-5).privacy["warnings"]
+        private_head.fit(
+            x, y, method="single_step", num_classes=K, epsilon=VOID_EPSILON, delta=1e-5
+        ).privacy["warnings"]
         == []
     )
 

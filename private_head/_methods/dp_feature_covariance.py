@@ -114,7 +114,9 @@ def plan(
     if fraction is None:
         fraction = covariance_fraction(public.dim, public.dataset_size, allowance.mu)
     parts = allowance.split({"covariance": fraction}, rest="descent")
-    descent = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
+    descent = descent_settings(
+        options, public.num_classes, public.dataset_size, allowance.mu, public.dim
+    )
     sensitivity = gram_sensitivity(public.feature_norm, False)
     gram_std = parts["covariance"].gaussian_std(sensitivity)
     C, T = descent.clip_norm, descent.steps

@@ -32,7 +32,9 @@ class DpGdOptions(DescentOptions):
 
 
 def plan(options: DpGdOptions, public: PublicInfo, allowance: Allowance) -> Plan[DescentSettings]:
-    settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
+    settings = descent_settings(
+        options, public.num_classes, public.dataset_size, allowance.mu, public.dim
+    )
     C, T = settings.clip_norm, settings.steps
     std = allowance.gaussian_std(C, count=T)
     return Plan((PlannedRelease.gaussian(RELEASE, C, std, count=T),), settings)

@@ -107,7 +107,9 @@ def calibrate(allowance: Allowance, rate: float, steps: int) -> float:
 
 
 def plan(options: DpSgdOptions, public: PublicInfo, allowance: Allowance) -> Plan[SgdSettings]:
-    settings = descent_settings(options, public.num_classes, public.dataset_size, allowance.mu)
+    settings = descent_settings(
+        options, public.num_classes, public.dataset_size, allowance.mu, public.dim
+    )
     batch = options.batch_size or max(1, round(DEFAULT_BATCH_FRACTION * public.dataset_size))
     t = threshold(min(1.0, batch / public.dataset_size))
     rate = realised_rate(t)
