@@ -235,11 +235,12 @@ def test_help_shows_the_chosen_methods_options_with_their_defaults(capsys):
 
 def test_a_head_with_other_settings_is_not_overwritten(tmp_path, capsys):
     path = _store(tmp_path)
-    assert main(["--features", path, "--method", "single_step", "--epsilon", "4"]) == 0
-    assert main(["--features", path, "--method", "single_step", "--epsilon", "4"]) == 0  # the same settings: a new draw
-    assert main(["--features", path, "--method", "single_step", "--epsilon", "4", "--clip-norm", "0.2"]) == 2
+    base = ["--features", path, "--method", "single_step", "--epsilon", "4"]
+    assert main(base) == 0
+    assert main(base) == 0  # the same settings: a new draw
+    assert main([*base, "--clip-norm", "0.2"]) == 2
     assert "other choices (options.method.clip_norm: None -> 0.2)" in capsys.readouterr().err
-    assert main(["--features", path, "--method", "single_step", "--epsilon", "4", "--clip-norm", "0.2", "--overwrite"]) == 0
+    assert main([*base, "--clip-norm", "0.2", "--overwrite"]) == 0
 
 
 def test_missing_and_incomplete_stores(tmp_path, capsys):

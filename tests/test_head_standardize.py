@@ -100,7 +100,9 @@ def test_the_fused_maps_equal_a_numpy_reference(dim, groups, kind):
         assert np.all(np.linalg.norm(got, axis=1) <= r)
         assert np.all(got[3] == 0) or pre.standardize != "group"
         # prediction applies the identical map
-        np.testing.assert_array_equal(pre.apply(x), np.asarray(got, np.float32))
+        np.testing.assert_allclose(
+            pre.apply(x), got, rtol=1e-6, atol=1e-6 * r
+        )  # XLA may fuse apart
 
 
 def test_group_normalisation_is_scale_free_and_centres_each_group():
@@ -250,7 +252,9 @@ def test_a_head_file_with_a_mean_but_no_scale_is_refused(tmp_path):
 
 def test_group_normalisation_is_free_and_the_host_kernel_declines_it():
     x, y = anisotropic(150, 8, seed=5)
-    common = dict(num_classes=K, epsilon=EPS, delta=DELTA, seed=2, progress=False)
+    common = dict(
+        num_classes=K, epsilon=EPS, delta=DELTA, seed=2, progress=False, method="single_step"
+    )
     plain = private_head.fit(x, y, **common)
     grouped = private_head.fit(x, y, standardize="group", groups=2, **common)
     assert [r["name"] for r in grouped.privacy["releases"]] == [
