@@ -66,7 +66,7 @@ from private_head._reader import (
     is_aligned,
     staged,
 )
-from private_head._statistics import Nothing, Stage1, Statistic
+from private_head._statistics import Nothing, PreprocessedRows, Stage1, Statistic
 from private_head._validation import check_feature_dtype, check_labels, check_num_classes
 
 __all__ = ["Part", "Rows", "aligned_empty", "is_store_spec", "open_rows", "validation_mask"]
@@ -187,6 +187,28 @@ class Rows:
         """One pass that only checks the features (a ValueError names non-finite rows)."""
         if not self.shared.validated:
             self.sum(Nothing(), None, preprocessing)
+
+    def preprocessed(self, preprocessing: Preprocessing = IDENTITY) -> jax.Array | None:
+        """The preprocessed rows ``x'`` [local rows, D] as one float32 device array, computed by
+        the same compiled pass as every statistic (so every preprocessing applies), when twice
+        their size fits the budget in one process and the view is whole; else None (stream
+        them). Validates the rows first (a ValueError names non-finite rows). For the
+        non-private ceiling only: a private method never sees rows outside a statistic."""
+        if self.processes > 1 or self.part is not None:
+            return None
+        if 2 * self.max_local_rows * self.dim * 4 > self.budget:
+            return None
+        self.validate(preprocessing)
+        mean, static, transform = preprocessing.device_mean(), preprocessing.static, None
+        if self.transform is not None:  # mapped rows: the parent's preprocessing, then A
+            mean, static = self.transform_pre.device_mean(), self.transform_pre.static
+            transform = self.transform
+        mean, transform = self._replicated((mean, transform))
+        run = functools.partial(chunk_pass, stat=PreprocessedRows(), static=static, part=None)
+        parts = self._for_each_chunk(
+            lambda start, x, y, valid: run(x, y, valid, None, mean, transform, None)[0]
+        )
+        return jnp.concatenate(parts)[: self.local_rows]
 
     def mapped(self, transform: jax.Array, preprocessing: Preprocessing) -> Rows:
         """The rows ``x -> preprocess(x) A`` (float32; DP-FC's whitened rows): materialised once

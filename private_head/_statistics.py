@@ -195,6 +195,16 @@ class LossAndGradient(Statistic):
 
 
 @dataclass(frozen=True)
+class PreprocessedRows(Statistic):
+    """Not a sum: a chunk's preprocessed rows ``x'`` [c, D] (float32, bounded, masked rows zero),
+    exactly as every statistic sees them (``Rows.preprocessed``: the non-private ceiling's rows)."""
+
+    def __call__(self, chunk: Chunk, args: Any) -> jax.Array:
+        del args
+        return chunk.rows32()
+
+
+@dataclass(frozen=True)
 class GramAndSums(Statistic):
     """``(X~^T X~, X~^T Y)`` of the bounded rows, ``X~ = [X', 1]`` when ``append_one``."""
 

@@ -71,7 +71,14 @@ def test_nonprivate_ceiling_is_regularised_logistic_regression_and_charges_nothi
     x, y = _blobs()
     wd = 1e-2
     head = _fit(
-        x, y, epsilon=math.inf, method="nonprivate", weight_decay=wd, tol=1e-9, max_steps=5000
+        x,
+        y,
+        epsilon=math.inf,
+        method="nonprivate",
+        weight_decay=wd,
+        train_bias=False,
+        tolerance=1e-7,
+        max_iterations=5000,
     )
     assert head.privacy["releases"] == [] and head.privacy["private"] is False
     assert head.privacy["epsilon_spent"] == "inf" and head.privacy["mu"] == "inf"
