@@ -556,7 +556,10 @@ def open_rows(
     share_bytes = (stop - start) * dim * x.dtype.itemsize
     budget = device_budget(performance.max_device_bytes)
     in_place = source.whole() is not None and _host_pass.kernel_dtype(x.dtype) == x.dtype
-    if single and on_cpu() and in_place and share_bytes <= budget:
+    # on CPU the array already is where a pass reads it: in place it costs no memory, so only a
+    # budget the caller set (max_device_bytes) sends it down the streamed path
+    given = performance.max_device_bytes is not None
+    if single and on_cpu() and in_place and (not given or share_bytes <= budget):
         return rows("host_in_place", True, source=source)
     if single and not on_cpu() and 2 * (stop - start) * dim * dtype.itemsize <= budget:
         dev = jax.device_put(np.asarray(x[start:stop], dtype=dtype))
