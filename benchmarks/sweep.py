@@ -222,6 +222,13 @@ class Dataset:
     epsilons: tuple[float, ...] | None = None  # this dataset's own grid (else the sweep's)
     seeds: int | None = None
     reference: str = ""  # a published figure to quote beside the table
+    feature_groups: int | None = None  # the store's declared feature groups (public)
+
+    @property
+    def declared(self) -> dict[str, int]:
+        """What the features declare, passed to every fit as a store path would pass it: the
+        feature groups (``standardize="auto"`` reads them)."""
+        return {} if self.feature_groups is None else {"groups": int(self.feature_groups)}
 
     @property
     def public(self) -> dict[str, int]:
@@ -259,6 +266,7 @@ def load_store(
         test_y,
         info.num_classes,
         f"store {path} ({split}/{test_split})",
+        feature_groups=info.feature_groups,
     )
 
 
@@ -342,7 +350,7 @@ def preprocessed_rows(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
         delta=DEFAULT_DELTA,
         method=NONPRIVATE,
         progress=False,
-        **{**options, "steps": 1},
+        **{**options, **data.declared, "steps": 1},
     )
     return head.preprocessing.apply(data.train_x), head.preprocessing.apply(data.test_x)
 
@@ -514,7 +522,7 @@ def run_one(
         "delta": delta,
         "hyperparameter_selection": selection_kind(method),
         **data.public,
-        "options": options_key(options),
+        "options": options_key({**options, **data.declared}),
         "error": "",
     }
     try:
@@ -527,7 +535,9 @@ def run_one(
             epsilon=epsilon,
             delta=delta,
             seed=seed,
+            progress=False,
             **options,
+            **data.declared,
         )
         row["wall_s"] = time.perf_counter() - start
         row.update(head.accuracy(data.test_x, data.test_y))

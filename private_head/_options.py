@@ -151,13 +151,14 @@ class Preprocess(Options):
         "auto",
         "standardise the features before bounding: none; group (per-example group normalisation, "
         "free); private (noisy per-group mean and second moment, charged); public (the "
-        "public_mean and public_scale arguments); auto: private with the store's declared "
-        "feature_groups, else none",
+        "public_mean and public_scale arguments); auto: private where the features declare "
+        "their groups (a store's feature_groups, or groups=), else none",
         choices=("none", "group", "private", "public", "auto"),
     )
     groups: int | None = option(
         None,
-        "G contiguous feature groups of standardize (1 <= G <= D)",
+        "G contiguous feature groups of standardize (1 <= G <= D); given, it declares the "
+        "features' groups to standardize=auto",
         shown="the store's feature_groups, else D",
     )
     standardize_budget_fraction: float = option(

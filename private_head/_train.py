@@ -89,8 +89,9 @@ def resolve_standardization(
     public_mean: Any = None,
 ) -> Standardization:
     """``standardize`` resolved (``"auto"``: ``"public"`` when ``public_scale`` is given, else
-    ``"private"`` with G = the store's declared ``feature_groups`` when there are some and no
-    centring is asked for (``center``, ``public_mean``), else ``"none"``), with its groups G
+    ``"private"`` when no centring is asked for (``center``, ``public_mean``) and the features
+    declare their groups (the store's ``feature_groups``, or the ``groups`` option: arrays in
+    memory declare them that way), else ``"none"``), with its groups G
     (the ``groups`` option, else the declared feature groups, else D) checked: ``1 <= G <= D``,
     and group normalisation needs groups of at least two features. Public inputs only."""
     kind, reason = opts.standardize, "asked for"
@@ -101,6 +102,8 @@ def resolve_standardization(
             kind, reason = "none", "auto: centring was asked for"
         elif feature_groups is not None:
             kind, reason = "private", f"auto: the store declares {feature_groups} feature groups"
+        elif opts.groups is not None:
+            kind, reason = "private", f"auto: groups={opts.groups} was declared"
         else:
             kind, reason = "none", "auto: the features declare no groups"
     if public_scale is not None and kind != "public":

@@ -327,6 +327,8 @@ def test_resolution_defaults_groups_to_the_declared_ones_else_one_per_feature():
     assert resolve_standardization(opts, 12, None).groups == 12
     assert resolve_standardization(Preprocess(), 12, None).kind == "none"
     assert resolve_standardization(Preprocess(), 12, 4).kind == "private"
+    declared = resolve_standardization(Preprocess(groups=3), 12, None)  # arrays declare theirs
+    assert (declared.kind, declared.groups) == ("private", 3)
 
 
 # ------------------------------------------------------------------------------ errors
