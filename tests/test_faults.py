@@ -82,6 +82,8 @@ def _head_args(path, out_dir):
         "5",
         "--chunk-rows",
         "20",
+        "--max-device-bytes",
+        "20000",  # below the split's 28.8 kB: it streams on every pass, never kept in memory
         "--out-dir",
         str(out_dir),
     ]
