@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -39,37 +38,30 @@ def builtin_methods() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(_methods.__path__) if m.name[0] != "_")
 
 
-def epsilon_value(text: str) -> float:
-    """``--epsilon``: a number > 0, or ``inf``."""
+def _number(text: str, what: str, ok: Callable[[float], bool], requirement: str) -> float:
+    """``float(text)`` when ``ok`` holds for it, else the one-line error ``what requirement``."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"epsilon must be a number or inf, got {text!r}") from None
-    if math.isnan(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"epsilon must be > 0 or inf, got {text}")
+        raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{what} must be {requirement}, got {text}")
     return value
+
+
+def epsilon_value(text: str) -> float:
+    """``--epsilon``: a number > 0, or ``inf``."""
+    return _number(text, "epsilon", lambda v: v > 0, "> 0 or inf")
 
 
 def delta_value(text: str) -> float:
     """``--delta``: a number in (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"delta must be a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"delta must be in (0, 1), got {text}")
-    return value
+    return _number(text, "delta", lambda v: 0 < v < 1, "in (0, 1)")
 
 
 def positive_value(text: str) -> float:
     """``--total-epsilon``: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+    return _number(text, "the total epsilon", lambda v: v > 0, "> 0")
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:

@@ -57,6 +57,45 @@ def _decode(h: np.ndarray, code: int, bits: np.ndarray, out: np.ndarray) -> None
         out[j] *= _F16_TO_F32
 
 
+@numba.njit(inline="always")
+def _square_norm(row: np.ndarray) -> float:
+    """``||row||^2`` in float64: the float32 sum where it lies within ``(2^-100, 2^100)``, else
+    (overflow, underflow, zero or non-finite) exactly, in float64."""
+    D = row.shape[0]
+    ss32 = np.float32(0.0)
+    for j in range(D):
+        ss32 += row[j] * row[j]
+    ss = np.float64(ss32)
+    if not _SMALL < ss < _LARGE:
+        ss = 0.0
+        for j in range(D):
+            ss += np.float64(row[j]) * np.float64(row[j])
+    return ss
+
+
+@numba.njit(inline="always")
+def _bound_scale(norm: float, kind: int, radius: float) -> float:
+    """The preprocessing's scale ``a`` of a row of norm ``norm`` (``KINDS``; a zero row: 0)."""
+    if kind == 0:
+        return 1.0
+    a = radius / norm if norm > 0.0 else 0.0
+    return min(1.0, a) if kind == 2 else a
+
+
+@numba.njit(inline="always")
+def _add_scaled(out: np.ndarray, w: float, row: np.ndarray) -> None:
+    """``out += w row`` in float32; a scale outside float32's comfortable range multiplies each
+    entry in float64 first."""
+    D = row.shape[0]
+    if _SMALL < abs(w) < _LARGE:
+        w32 = np.float32(w)
+        for j in range(D):
+            out[j] += w32 * row[j]
+    else:
+        for j in range(D):
+            out[j] += np.float32(w * np.float64(row[j]))
+
+
 @numba.njit(parallel=True, nogil=True, cache=True, fastmath=_FAST)
 def class_sums(
     x32, x16, code, y, mask, kind, radius, clip, bias_term, sq_e, S, counts, totals, bad
@@ -81,26 +120,14 @@ def class_sums(
             else:
                 _decode(x16[i], code, bits, buf)
                 row = buf
-            ss32 = np.float32(0.0)
-            for j in range(D):
-                ss32 += row[j] * row[j]
-            ss = np.float64(ss32)
-            if not _SMALL < ss < _LARGE:  # overflow, underflow, zero or non-finite: exactly
-                ss = 0.0
-                for j in range(D):
-                    ss += np.float64(row[j]) * np.float64(row[j])
+            ss = _square_norm(row)
             if not np.isfinite(ss):
                 nbad += 1
                 continue
             m = 1.0 if mask.shape[0] == 0 else np.float64(mask[i])
             if m == 0.0:
                 continue
-            norm = np.sqrt(ss)
-            a = 1.0
-            if kind != 0:
-                a = radius / norm if norm > 0.0 else 0.0
-                if kind == 2:
-                    a = min(1.0, a)
+            a = _bound_scale(np.sqrt(ss), kind, radius)
             k = y[i]
             sq_g = (a * a * ss + bias_term) * sq_e[k]
             c = m * min(1.0, clip / np.sqrt(max(sq_g, 1e-30)))
@@ -109,14 +136,7 @@ def class_sums(
             w = a * c
             if w == 0.0:
                 continue
-            srow = Sp[k]
-            if _SMALL < w < _LARGE:
-                w32 = np.float32(w)
-                for j in range(D):
-                    srow[j] += w32 * row[j]
-            else:  # a scale outside float32's comfortable range: each product in float64
-                for j in range(D):
-                    srow[j] += np.float32(w * np.float64(row[j]))
+            _add_scaled(Sp[k], w, row)
         totals[p] += total
         bad[p] += nbad
 
@@ -164,14 +184,7 @@ def gradient_sums(
             else:
                 _decode(x16[i], code, bits, buf)
                 row = buf
-            ss32 = np.float32(0.0)
-            for j in range(D):
-                ss32 += row[j] * row[j]
-            ss = np.float64(ss32)
-            if not _SMALL < ss < _LARGE:
-                ss = 0.0
-                for j in range(D):
-                    ss += np.float64(row[j]) * np.float64(row[j])
+            ss = _square_norm(row)
             if not np.isfinite(ss):
                 nbad += 1
                 continue
@@ -179,11 +192,7 @@ def gradient_sums(
             if m == 0.0:
                 continue
             norm = np.sqrt(ss)
-            a = 1.0
-            if kind != 0:
-                a = radius / norm if norm > 0.0 else 0.0
-                if kind == 2:
-                    a = min(1.0, a)
+            a = _bound_scale(norm, kind, radius)
             moderate = _SMALL < norm < _LARGE
             for k in range(K):
                 wk = WT[k]
@@ -218,14 +227,7 @@ def gradient_sums(
                 r = a * c * z[k]
                 if r == 0.0:
                     continue
-                gk = Gp[k]
-                if _SMALL < abs(r) < _LARGE:
-                    r32 = np.float32(r)
-                    for j in range(D):
-                        gk[j] += r32 * row[j]
-                else:
-                    for j in range(D):
-                        gk[j] += np.float32(r * np.float64(row[j]))
+                _add_scaled(Gp[k], r, row)
         bad[p] += nbad
 
 

@@ -70,6 +70,20 @@ def initial_probabilities_host(num_classes: int, loss: str, bias0: float) -> np.
     return np.full(num_classes, 1.0 / (1.0 + np.exp(-float(bias0))))
 
 
+def kernel_rows(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+    """``(x32, x16, code, y, mask)`` as the host kernels take a chunk: the rows as float32
+    (``code`` 0) or as the bits of float16/bfloat16 (``code`` 1/2; the other array has no rows),
+    int32 labels and the float32 row weights (empty: all 1)."""
+    code = _host_kernel.HALF_CODES[x.dtype.name]
+    dim = x.shape[1]
+    x32 = x if code == 0 else np.empty((0, dim), np.float32)
+    x16 = x.view(np.uint16) if code else np.empty((0, dim), np.uint16)
+    mask = np.empty(0, np.float32) if weights is None else np.ascontiguousarray(weights, np.float32)
+    return x32, x16, code, np.ascontiguousarray(y, np.int32), mask
+
+
 class ClassSums:
     """The accumulators of one pass (``_host_kernel`` docstring); ``add`` each chunk, then
     ``result``. ``blocks``: P, by default one per thread; a pass whose chunks are read by a
@@ -96,23 +110,12 @@ class ClassSums:
         self.kind = _host_kernel.KINDS[pre.kind]
         self.radius = float(pre.feature_norm)
         self.bias_term = 1.0 if stat.train_bias else 0.0
-        self._none16 = np.empty((0, dim), np.uint16)
-        self._none32 = np.empty((0, dim), np.float32)
-        self._no_mask = np.empty(0, np.float32)
 
     def add(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Rows ``x`` [n, D] (float32, float16 or bfloat16, C-contiguous) with labels ``y``."""
-        code = _host_kernel.HALF_CODES[x.dtype.name]
-        x32 = x if code == 0 else self._none32
-        x16 = x.view(np.uint16) if code else self._none16
-        mask = self._no_mask if weights is None else np.ascontiguousarray(weights, np.float32)
         kernel = _host_kernel.class_sums if len(self.S) > 1 else _host_kernel.class_sums_serial
         kernel(
-            x32,
-            x16,
-            code,
-            np.ascontiguousarray(y, np.int32),
-            mask,
+            *kernel_rows(x, y, weights),
             self.kind,
             self.radius,
             self.clip,
@@ -158,20 +161,12 @@ class GradientSumsAcc:
         self.bias_term = 1.0 if stat.train_bias else 0.0
 
     def add(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> None:
-        code = _host_kernel.HALF_CODES[x.dtype.name]
-        dim = x.shape[1]
-        x32 = x if code == 0 else np.empty((0, dim), np.float32)
-        x16 = x.view(np.uint16) if code else np.empty((0, dim), np.uint16)
-        mask = np.empty(0, np.float32) if weights is None else np.ascontiguousarray(weights)
+        """As ``ClassSums.add``."""
         kernel = _host_kernel.gradient_sums
         if len(self.G) == 1:
             kernel = _host_kernel.gradient_sums_serial
         kernel(
-            x32,
-            x16,
-            code,
-            np.ascontiguousarray(y, np.int32),
-            mask.astype(np.float32, copy=False),
+            *kernel_rows(x, y, weights),
             self.kind,
             self.radius,
             self.clip,

@@ -118,8 +118,6 @@ class Preprocessing:
         mean = jnp.asarray(self.mean, jnp.float32)
         return mean if self.scale is None else (mean, jnp.asarray(self.scale, jnp.float32))
 
-    device_mean = device_params  # the name of the centring-only days
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (the mean and scale are stored as arrays next to it); the
         standardisation's entries only when it is on, so a head without one reads as before."""
@@ -205,7 +203,6 @@ def group_normalize(x32: jax.Array, groups: int) -> jax.Array:
 
 
 IDENTITY = Preprocessing("identity", float("inf"))
-IDENTITY_STATIC = IDENTITY.static
 
 
 def times_pow2(x32: jax.Array, k: jax.Array) -> jax.Array:

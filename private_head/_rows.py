@@ -199,10 +199,7 @@ class Rows:
         if 2 * self.max_local_rows * self.dim * 4 > self.budget:
             return None
         self.validate(preprocessing)
-        mean, static, transform = preprocessing.device_mean(), preprocessing.static, None
-        if self.transform is not None:  # mapped rows: the parent's preprocessing, then A
-            mean, static = self.transform_pre.device_mean(), self.transform_pre.static
-            transform = self.transform
+        mean, static, transform = self._pass_map(preprocessing)
         mean, transform = self._replicated((mean, transform))
         run = functools.partial(chunk_pass, stat=PreprocessedRows(), static=static, part=None)
         parts = self._for_each_chunk(
@@ -304,12 +301,16 @@ class Rows:
             source.close()
 
     # ------------------------------------------------------------------ the compiled pass
+    def _pass_map(self, preprocessing: Preprocessing) -> tuple[Any, tuple, jax.Array | None]:
+        """``(params, static, transform)`` of the compiled pass: ``preprocessing``'s map, or on
+        mapped rows the parent's preprocessing, then A."""
+        if self.transform is None:
+            return preprocessing.device_params(), preprocessing.static, None
+        pre = self.transform_pre
+        return pre.device_params(), pre.static, self.transform
+
     def _device_sum(self, stat, args, preprocessing, weights) -> tuple[Any, int]:
-        mean = preprocessing.device_params()
-        static = preprocessing.static
-        transform = self.transform
-        if transform is not None:  # mapped rows: the parent's preprocessing, then A
-            mean, static = self.transform_pre.device_params(), self.transform_pre.static
+        mean, static, transform = self._pass_map(preprocessing)
         part = None if self.part is None else dataclasses.astuple(self.part)
         args, mean, transform = self._replicated((args, mean, transform))
         if weights is not None:

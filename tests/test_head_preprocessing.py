@@ -48,7 +48,7 @@ def fold(x, static):
 
 
 def device(x, pre: Preprocessing) -> np.ndarray:
-    return np.asarray(rows32(jnp.asarray(x), pre.device_mean(), pre.static)[0], np.float64)
+    return np.asarray(rows32(jnp.asarray(x), pre.device_params(), pre.static)[0], np.float64)
 
 
 @pytest.mark.parametrize("kind", ["normalize", "shrink"])
