@@ -41,17 +41,13 @@ class PublicInfo:
     """What a plan may depend on: nothing here is a private quantity.
 
     ``dataset_size`` is the divisor n (a size the caller declared public, or the released noisy
-    count); ``feature_norm`` is the radius r every preprocessed row is bounded by;
-    ``feature_groups`` the store's declared feature groups (None: none declared, or arrays);
-    ``standardize`` the standardisation the rows get (resolved: none, group, private, public).
+    count); ``feature_norm`` is the radius r every preprocessed row is bounded by.
     """
 
     dim: int
     num_classes: int
     dataset_size: float
     feature_norm: float
-    feature_groups: int | None = None
-    standardize: str = "none"
 
 
 @dataclass(frozen=True)

@@ -204,14 +204,7 @@ def train(
         std_report["budget_fraction"] = preprocess.standardize_budget_fraction
     if std.kind != "none":
         std_report = {**std.to_dict(), **(std_report or {})}
-    public = PublicInfo(
-        rows.dim,
-        rows.num_classes,
-        n,
-        pre.feature_norm,
-        feature_groups=feature_groups,
-        standardize=std.kind,
-    )
+    public = PublicInfo(rows.dim, rows.num_classes, n, pre.feature_norm)
     allowance = (
         remaining_allowance(ledger) if private else Allowance(math.inf, math.inf, ledger.delta)
     )
@@ -281,20 +274,40 @@ def _divisor(
     }
 
 
+def _released_sums(
+    rows: Rows,
+    stat: Any,
+    bound: Preprocessing,
+    releases: tuple[PlannedRelease, ...],
+    ledger: Ledger,
+    key: jax.Array,
+) -> tuple[Any, ...]:
+    """The sums of ``stat`` over the bounded rows, one per planned release: the whole plan is
+    charged before the pass and each sum drawn after it; exact at epsilon = inf (the non-private
+    ceiling, nothing charged)."""
+    exact = math.isinf(ledger.mu_budget)
+    plan = Plan(releases, Settings())
+    if not exact:
+        plan.charge(ledger)
+    sums = rows.sum(stat, None, bound)
+    sums = sums if isinstance(sums, tuple) else (sums,)
+    if exact:
+        return sums
+    releaser = PlanReleaser(plan, key)
+    return tuple(releaser.release(r.name, v) for r, v in zip(releases, sums, strict=True))
+
+
 def _private_mean(
     rows: Rows, pre: Preprocessing, ledger: Ledger, mu: float | None, n: float, key: jax.Array
 ) -> Preprocessing:
     """The released mean ``(sum_i bound(x_i) + N(0, (r / mu_c)^2 I)) / n``."""
-    bound = Preprocessing(pre.kind, pre.feature_norm)
-    if math.isinf(ledger.mu_budget):  # the non-private ceiling: the exact mean
-        total = rows.sum(RowSum(), None, bound)
-        return Preprocessing(pre.kind, pre.feature_norm, "private", np.asarray(total) / n)
     r = pre.feature_norm
-    std = Allowance(mu, ledger.epsilon, ledger.delta).gaussian_std(r)
-    plan = Plan((PlannedRelease.gaussian(CENTER, r, std),), Settings())
-    plan.charge(ledger)
-    total = PlanReleaser(plan, key).release(CENTER, rows.sum(RowSum(), None, bound))
-    return Preprocessing(pre.kind, pre.feature_norm, "private", np.asarray(total) / n)
+    release = ()
+    if not math.isinf(ledger.mu_budget):
+        std = Allowance(mu, ledger.epsilon, ledger.delta).gaussian_std(r)
+        release = (PlannedRelease.gaussian(CENTER, r, std),)
+    (total,) = _released_sums(rows, RowSum(), Preprocessing(pre.kind, r), release, ledger, key)
+    return Preprocessing(pre.kind, r, "private", np.asarray(total) / n)
 
 
 def _private_standardization(
@@ -310,29 +323,18 @@ def _private_standardization(
     charged, then computed in one pass and released; the map and the report entry."""
     r, dim = pre.feature_norm, rows.dim
     stat = GroupMoments(groups, float(r), int(group_sizes(dim, groups).min()))
-    delta_u, delta_v = stat.sensitivities()
-    bound = Preprocessing(pre.kind, r)
-    report: dict[str, object] = {}
-    if math.isinf(ledger.mu_budget):  # the non-private ceiling: the exact statistics
-        su, sv = rows.sum(stat, None, bound)
-        noise_v = 0.0
-    else:
+    releases, noise_v, report = (), 0.0, {}
+    if not math.isinf(ledger.mu_budget):
+        delta_u, delta_v = stat.sensitivities()
         each = Allowance(mu / math.sqrt(2.0), ledger.epsilon, ledger.delta)
         std_u, std_v = each.gaussian_std(delta_u), each.gaussian_std(delta_v)
-        plan = Plan(
-            (
-                PlannedRelease.gaussian(STANDARDIZE_SUM, delta_u, std_u),
-                PlannedRelease.gaussian(STANDARDIZE_SQUARES, delta_v, std_v),
-            ),
-            Settings(),
+        releases = (
+            PlannedRelease.gaussian(STANDARDIZE_SUM, delta_u, std_u),
+            PlannedRelease.gaussian(STANDARDIZE_SQUARES, delta_v, std_v),
         )
-        plan.charge(ledger)
-        su, sv = rows.sum(stat, None, bound)
-        releaser = PlanReleaser(plan, key)
-        su = releaser.release(STANDARDIZE_SUM, su)
-        sv = releaser.release(STANDARDIZE_SQUARES, sv)
         noise_v = std_v / n
         report = {"noise_std": {"group_sum": std_u, "group_square_sum": std_v}}
+    su, sv = _released_sums(rows, stat, Preprocessing(pre.kind, r), releases, ledger, key)
     m, s = standardization_moments(su, sv, n, noise_v, r, dim)
     gid = group_ids(dim, groups)
     return Preprocessing(pre.kind, r, "none", m[gid], "private", groups, s[gid]), report
