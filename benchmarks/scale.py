@@ -68,10 +68,9 @@ def _fit(
     """``(seconds, operator log, compilations)`` of one ``fit``."""
     import private_head
     from benchmarks.compiles import counting
+    from benchmarks.gpu import fit_options
 
-    options = (
-        {"steps": steps, "optimizer": "sgd", "learning_rate": 1.0} if method == "dp_gd" else {}
-    )
+    options = fit_options(method, steps)
     started = time.perf_counter()
     with counting() as log:
         head = private_head.fit(

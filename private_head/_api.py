@@ -39,7 +39,7 @@ from private_head._registry import get_method
 from private_head._rows import Rows, is_store_spec, open_rows
 from private_head._selection import Selection
 from private_head._spending import budget_target, dataset_spending
-from private_head._statement import VOID_EPSILON, guarantee_warnings
+from private_head._statement import guarantee_warnings
 from private_head._train import Trained, train
 from private_head._validation import check_budget
 
@@ -80,7 +80,7 @@ def privacy_report(
         "dataset_size": trained.dataset_size,
         **({"standardize": trained.standardize} if trained.standardize else {}),
         **trained.fitted.report,
-        "warnings": guarantee_warnings(ledger.epsilon, ledger.delta, method.private, seeded),
+        "warnings": guarantee_warnings(ledger.epsilon, method.private, seeded),
     }
     if not method.private:
         report.update(epsilon_spent="inf", mu="inf")
@@ -88,14 +88,10 @@ def privacy_report(
 
 
 def warn_void(epsilon: float, private: bool) -> None:
-    """A ``UserWarning`` for an epsilon above ``VOID_EPSILON`` (``_statement``), said also in
-    the report's ``warnings``."""
-    if private and epsilon > VOID_EPSILON:
-        warnings.warn(
-            f"epsilon {epsilon:g} is above {VOID_EPSILON:g}: the guarantee is void; treat the "
-            "head as not private",
-            stacklevel=3,
-        )
+    """A ``UserWarning`` for an epsilon above ``VOID_EPSILON``: the report's first warning
+    (``_statement.guarantee_warnings``), said before the fit runs."""
+    for text in guarantee_warnings(epsilon, private, seeded=False):
+        warnings.warn(text, stacklevel=3)
 
 
 def operator_log(rows: Rows, started: float) -> dict[str, Any]:

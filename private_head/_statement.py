@@ -26,7 +26,7 @@ VOID_EPSILON = 20.0
 STATEMENT_SUFFIX = ".privacy.md"
 
 
-def guarantee_warnings(epsilon: float, delta: float, private: bool, seeded: bool) -> list[str]:
+def guarantee_warnings(epsilon: float, private: bool, seeded: bool) -> list[str]:
     """The report's ``warnings``: a void epsilon and a seeded run (module docstring)."""
     out = []
     if private and epsilon > VOID_EPSILON:
