@@ -4,36 +4,37 @@ into place (``os.replace`` is atomic), so a crash or Ctrl-C never leaves half a 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 
-def _temporary(path: str, suffix: str = "") -> str:
+@contextmanager
+def replacing(path: str, suffix: str = "") -> Iterator[str]:
+    """The temporary path ``<folder>/.<name>.tmp-<pid><suffix>`` to write; renamed onto ``path``
+    when the block ends normally, removed otherwise (``suffix``: what a writer appends anyway,
+    as ``np.save`` does ``.npy``)."""
     folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_text_atomically(path: str, text: str) -> None:
     """Write ``text`` to ``path`` (module docstring)."""
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with replacing(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def write_array_atomically(path: str, array: np.ndarray) -> None:
     """``np.save(path, array)`` (module docstring)."""
-    tmp = _temporary(path, ".npy")
-    try:
+    with replacing(path, ".npy") as tmp:
         np.save(tmp, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
-__all__ = ["write_array_atomically", "write_text_atomically"]
+__all__ = ["replacing", "write_array_atomically", "write_text_atomically"]

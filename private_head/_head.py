@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from feature_extract import store
-from private_head._atomic import write_text_atomically
+from private_head._atomic import replacing, write_text_atomically
 from private_head._data_files import read_chunks
 from private_head._preprocessing import Preprocessing
 from private_head._statement import privacy_statement, statement_path
@@ -172,11 +172,9 @@ class PrivateHead:
         report = self.report()
         report["sha256"] = checksum(self._arrays(), report)
         text = json.dumps(report, sort_keys=True, allow_nan=False)
-        folder, name = os.path.split(path)
-        _make_folder(folder)
+        _make_folder(os.path.dirname(path))
         write_text_atomically(statement_path(path), self.privacy_statement())
-        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}{os.path.splitext(path)[1]}")
-        try:
+        with replacing(path, os.path.splitext(path)[1]) as tmp:
             if path.endswith(".npz"):
                 np.savez(tmp, report=np.array(text), **self._arrays())
             else:
@@ -184,10 +182,6 @@ class PrivateHead:
                     for key, array in self._arrays().items():
                         f.create_dataset(key, data=array, track_times=False)
                     f.attrs["report"] = text
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return path
 
 
