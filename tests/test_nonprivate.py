@@ -3,6 +3,7 @@ logistic regression on the same preprocessed rows."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax.numpy as jnp
@@ -50,9 +51,27 @@ def test_the_ceiling_is_at_or_above_sklearn_on_the_same_rows(digits):
     assert report["selection"].startswith("5-fold cross-validation")
     assert report["weight_decay"] in report["grid"]
     assert len(report["cv_accuracy"]) == len(report["grid"]) >= 3
+    _check_the_grid_walk(report, len(y))
     assert report["converged"] and report["gradient_max"] <= 1e-6
     assert head.privacy["private"] is False and head.privacy["releases"] == []
     assert head.settings["options"]["weight_decay"] is None  # the options as given
+
+
+def _check_the_grid_walk(report, n):
+    """The report's grid is ``decay_grid(n)`` from the strongest decay down, stopped at the first
+    decay ``PATIENCE`` decades below the best so far (or at the grid's end); the chosen decay has
+    the highest mean held-out accuracy, and the lowest log-loss among those that tie with it."""
+    grid, accuracy, log_loss = report["grid"], report["cv_accuracy"], report["cv_log_loss"]
+    assert grid == list(nonprivate.decay_grid(n)[: len(grid)])
+    best = grid.index(report["weight_decay"])
+    assert accuracy[best] == max(accuracy)
+    assert log_loss[best] == min(
+        v for a, v in zip(accuracy, log_loss, strict=True) if a == accuracy[best]
+    )
+    if len(grid) < len(nonprivate.decay_grid(n)):
+        assert math.log10(grid[best] / grid[-1]) >= nonprivate.PATIENCE - 1e-9
+        assert math.log10(grid[best] / grid[-2]) < nonprivate.PATIENCE - 1e-9
+    assert 1 / n in grid  # scikit-learn's default is a candidate (the walk reaches it here)
 
 
 def _objective(W, b, x, y, decay):
@@ -152,7 +171,42 @@ def test_cross_validation_follows_the_grid_and_the_folds_are_stratified():
     for c in range(3):
         counts = np.bincount(folds[y == c], minlength=5)
         assert counts.max() - counts.min() <= 1
-    assert list(nonprivate.DECAY_GRID) == sorted(nonprivate.DECAY_GRID, reverse=True)
+
+
+def test_the_grid_is_half_decades_and_holds_sklearns_default():
+    grid = nonprivate.DECAY_GRID
+    assert len(grid) == 17 and grid[0] == pytest.approx(1e-1) and grid[-1] == pytest.approx(1e-9)
+    np.testing.assert_allclose(np.log10(grid), -np.arange(2, 19) / 2, rtol=0, atol=1e-12)
+    for n in (7, 1300, 1438, 4000, 6000, 31_623, 10**12):
+        with_default = nonprivate.decay_grid(n)
+        assert 1 / (nonprivate.FALLBACK_C * n) in with_default
+        assert set(grid) < set(with_default) and len(with_default) == len(grid) + 1
+        assert list(with_default) == sorted(with_default, reverse=True)
+    for n in (10, 100, 10_000, 10**9):  # 1 / n is a grid point already: no duplicate
+        assert nonprivate.decay_grid(n) == grid
+
+
+def test_the_choice_breaks_ties_as_documented():
+    """The highest mean held-out accuracy; ties: the lower log-loss, then the larger decay. The
+    accuracies are exact fractions: equal means from different fold counts tie."""
+    from fractions import Fraction
+
+    def mean(counts, rows=800):
+        return sum(Fraction(c, rows) for c in counts) / len(counts)
+
+    def float32_mean(counts, rows=800):  # summed in order, in float32
+        return functools.reduce(np.add, np.float32(counts) / np.float32(rows)) / np.float32(5)
+
+    # the same 3,938 of 4,000 held-out rows right, spread differently over the folds: a float32
+    # mean of the fold accuracies tells them apart
+    first, second = [790, 785, 788, 789, 786], [790, 789, 786, 788, 785]
+    a, b = mean(first), mean(second)
+    assert a == b == Fraction(3938, 4000)
+    assert float32_mean(first) != float32_mean(second)
+    assert nonprivate.choose([(a, 0.061, 1e-7), (b, 0.058, 1e-6)]) == 1
+    assert nonprivate.choose([(a, 0.058, 1e-6), (b, 0.061, 1e-7)]) == 0
+    assert nonprivate.choose([(a, 0.058, 1e-7), (b, 0.058, 1e-6)]) == 1  # full tie: larger decay
+    assert nonprivate.choose([(a, 0.5, 1e-3), (a + Fraction(1, 4000), 0.9, 1e-4)]) == 1
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,13 @@ rows ``x'_i`` as the private heads see them (the same preprocessing, fused into 
 as scikit-learn's intercept: ``weight_decay = 1 / (C N)`` for its ``C``):
 
 - ``weight_decay=None`` (default): chosen by ``folds``-fold cross-validation on the training rows
-  (non-private, so free) over ``DECAY_GRID``: stratified folds from a fixed seed, each decay
-  scored by its mean held-out accuracy (ties: the lower held-out log-loss, then the larger decay);
-  then the head is refit on all rows at the chosen decay. Each fit runs the grid from the
-  strongest decay down, warm-started from the previous solution (a regularisation path);
+  (non-private, so free) over ``decay_grid(N)``: ``DECAY_GRID`` (half decades, 1e-1 .. 1e-9)
+  with scikit-learn's default decay ``1 / (FALLBACK_C N)`` added where it is not already a point.
+  Stratified folds from a fixed seed; each decay scored by its mean held-out accuracy (exact:
+  counted, then averaged as fractions), ties broken by the lower mean held-out log-loss, then the
+  larger decay; the head is the fit on all rows at the chosen decay. Each fit runs the grid from
+  the strongest decay down, warm-started from the previous solution (a regularisation path), and
+  the grid stops once it is ``PATIENCE`` decades (a factor 100) below the best decay so far;
 - the solver: L-BFGS (optax, its zoom line search, compiled as one loop on the device) on the
   materialised preprocessed rows, until the gradient's largest entry is at most ``tolerance``,
   the iterate stops moving, or ``max_iterations``;
@@ -27,7 +30,8 @@ as scikit-learn's intercept: ``weight_decay = 1 / (C N)`` for its ``C``):
 
 The report's ``nonprivate`` entry records the decay used, how it was chosen, the grid and its
 cross-validation scores, and the final fit's iterations and gradient (the ceiling is not private:
-these are functions of the rows, but never of their count alone).
+these are functions of the rows, and the grid's ``1 / N`` and the streamed fit's decay are
+functions of their count alone).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import jax
@@ -55,12 +60,15 @@ from private_head._rows import Rows
 from private_head._statistics import LossAndGradient
 from private_head._validation import check_count, check_positive
 
-# The cross-validated decays (of the mean loss): 1e-9 .. 1e-1. Near-separable embeddings choose
-# the small end (measured: ScatterNet features of MNIST), raw pixels the middle.
-DECAY_GRID = tuple(10.0**k for k in range(-1, -10, -1))
-FALLBACK_C = 1.0  # the decay 1 / (C N) when no cross-validation runs: scikit-learn's default
+# The cross-validated decays (of the mean loss), strongest first: half decades 10^(-k/2),
+# 1e-1 .. 1e-9, so that the cross-validation resolves a factor sqrt(10), not 10. Near-separable
+# embeddings choose the small end (measured: ScatterNet features of MNIST), raw pixels the middle.
+# ``decay_grid`` adds scikit-learn's default.
+DECAY_GRID = tuple(10.0 ** (-k / 2) for k in range(2, 19))
+FALLBACK_C = 1.0  # scikit-learn's default C: its decay 1 / (C N) is a grid point, and the decay
+# when no cross-validation runs
 FOLD_SEED = 0  # public: the folds depend on the labels' order only
-PATIENCE = 2  # the grid stops after this many decays in a row below the best
+PATIENCE = 2.0  # decades: the grid stops once the decay is this far below the best so far
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -95,6 +103,16 @@ class NonprivateOptions(LossOptions):
             raise ValueError(f"folds must be an integer >= 2, got {self.folds!r}")
         if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+
+
+def decay_grid(rows: int) -> tuple[float, ...]:
+    """The cross-validated decays for ``rows`` training rows, strongest first: ``DECAY_GRID`` and
+    scikit-learn's default ``1 / (FALLBACK_C rows)``, unless a grid point equals it (to float32's
+    resolution, the solver's)."""
+    default = 1.0 / (FALLBACK_C * rows)
+    if any(math.isclose(default, decay, rel_tol=1e-6) for decay in DECAY_GRID):
+        return DECAY_GRID
+    return tuple(sorted((*DECAY_GRID, default), reverse=True))
 
 
 def plan(
@@ -169,11 +187,17 @@ def _solve(params, bias0, x, onehot, weights, decay, tolerance, *, loss, max_ite
 
 @functools.partial(jax.jit, static_argnames=("loss",))
 def _scores(params, bias0, x, y, onehot, weights, *, loss):
-    """[P] accuracies and [P] mean log-losses over each problem's rows of weight 1."""
+    """[P] counts of correct predictions (int32, exact) and [P] mean log-losses over each
+    problem's rows of weight 1."""
     z = _logits(params["W"], params.get("b", bias0), x)
-    correct = (jnp.argmax(z, axis=2) == y[None, :]).astype(jnp.float32)
-    accuracy = jnp.sum(weights * correct, axis=1) / jnp.sum(weights, axis=1)
-    return accuracy, _mean_losses(z, onehot, weights, loss)
+    correct = (jnp.argmax(z, axis=2) == y[None, :]) & (weights > 0)
+    return jnp.sum(correct, axis=1, dtype=jnp.int32), _mean_losses(z, onehot, weights, loss)
+
+
+def choose(scores: list[tuple[Fraction, float, float]]) -> int:
+    """The index of the chosen ``(mean held-out accuracy, mean held-out log-loss, decay)``: the
+    highest accuracy, ties to the lower log-loss, then to the larger decay."""
+    return max(range(len(scores)), key=lambda i: (scores[i][0], -scores[i][1], scores[i][2]))
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = FOLD_SEED) -> np.ndarray:
@@ -234,18 +258,19 @@ class _Solver:
 
         The K folds and the fit on all rows are solved together (one problem each) along the
         grid from the strongest decay down, each warm-started from its previous solution; the
-        grid stops once ``PATIENCE`` decays in a row score below the best so far (the weak end
+        grid stops once it is ``PATIENCE`` decades below the best decay so far (the weak end
         costs the most iterations and, past the best, overfits)."""
         folds = self.options.folds
         fold_of = stratified_folds(self.labels, folds)
         held_out = np.arange(folds)[:, None] == fold_of[None, :]
+        fold_rows = [int(n) for n in held_out.sum(axis=1)]
         train = jnp.asarray(np.vstack([~held_out, np.ones(len(fold_of), bool)]), jnp.float32)
         test = jnp.asarray(held_out, jnp.float32)
         params = self.zero(folds + 1)
         grid, scores, heads = [], [], []
-        for decay in DECAY_GRID:
+        for decay in decay_grid(len(self.labels)):
             params, iterations, gmax = self.fit(params, decay, train)
-            acc, nll = _scores(
+            correct, nll = _scores(
                 jax.tree_util.tree_map(
                     lambda a: a[:, :folds] if a.ndim == 3 else a[:folds], params
                 ),
@@ -256,12 +281,13 @@ class _Solver:
                 test,
                 loss=self.options.loss,
             )
+            accuracy = sum(map(Fraction, np.asarray(correct).tolist(), fold_rows)) / folds
             grid.append(decay)
             heads.append((self.head(params, folds), iterations, gmax))
-            scores.append((round(float(jnp.mean(acc)), 9), -float(jnp.mean(nll)), decay))
-            if len(scores) - 1 - scores.index(max(scores)) >= PATIENCE:
+            scores.append((accuracy, float(np.mean(np.asarray(nll, np.float64))), decay))
+            if math.log10(grid[choose(scores)] / decay) >= PATIENCE - 1e-9:
                 break
-        best = scores.index(max(scores))
+        best = choose(scores)
         head, iterations, gmax = heads[best]
         return (
             head,
@@ -271,8 +297,8 @@ class _Solver:
                 "weight_decay": grid[best],
                 "selection": f"{folds}-fold cross-validation on the training rows",
                 "grid": grid,
-                "cv_accuracy": [round(a, 6) for a, _, _ in scores],
-                "cv_log_loss": [round(-v, 6) for _, v, _ in scores],
+                "cv_accuracy": [round(float(a), 6) for a, _, _ in scores],
+                "cv_log_loss": [round(v, 6) for _, v, _ in scores],
             },
         )
 
