@@ -11,13 +11,12 @@ rows ``x'_i`` as the private heads see them (the same preprocessing, fused into 
 as scikit-learn's intercept: ``weight_decay = 1 / (C N)`` for its ``C``):
 
 - ``weight_decay=None`` (default): chosen by ``folds``-fold cross-validation on the training rows
-  (non-private, so free) over ``decay_grid(N)``: ``DECAY_GRID`` (half decades, 1e-1 .. 1e-9)
-  with scikit-learn's default decay ``1 / (FALLBACK_C N)`` added where it is not already a point.
-  Stratified folds from a fixed seed; each decay scored by its mean held-out accuracy (exact:
-  counted, then averaged as fractions), ties broken by the lower mean held-out log-loss, then the
-  larger decay; the head is the fit on all rows at the chosen decay. Each fit runs the grid from
-  the strongest decay down, warm-started from the previous solution (a regularisation path), and
-  the grid stops once it is ``PATIENCE`` decades (a factor 100) below the best decay so far;
+  (non-private, so free) over ``DECAY_GRID`` (half decades, 1e-1 .. 1e-9). Stratified folds
+  from a fixed seed; each decay scored by its mean held-out accuracy (exact: counted, then
+  averaged as fractions), ties broken by the lower mean held-out log-loss, then the larger decay;
+  the head is the fit on all rows at the chosen decay. Each fit runs the grid from the strongest
+  decay down, warm-started from the previous solution (a regularisation path), and the grid
+  stops once it is ``PATIENCE`` decades (a factor 100) below the best decay so far;
 - the solver: L-BFGS (optax, its zoom line search, compiled as one loop on the device) on the
   materialised preprocessed rows, until the gradient's largest entry is at most ``tolerance``,
   the iterate stops moving, or ``max_iterations``;
@@ -30,8 +29,8 @@ as scikit-learn's intercept: ``weight_decay = 1 / (C N)`` for its ``C``):
 
 The report's ``nonprivate`` entry records the decay used, how it was chosen, the grid and its
 cross-validation scores, and the final fit's iterations and gradient (the ceiling is not private:
-these are functions of the rows, and the grid's ``1 / N`` and the streamed fit's decay are
-functions of their count alone).
+these are functions of the rows; only the streamed fit's decay ``1 / N`` is a function of their
+count alone).
 """
 
 from __future__ import annotations
@@ -63,10 +62,8 @@ from private_head._validation import check_count, check_positive
 # The cross-validated decays (of the mean loss), strongest first: half decades 10^(-k/2),
 # 1e-1 .. 1e-9, so that the cross-validation resolves a factor sqrt(10), not 10. Near-separable
 # embeddings choose the small end (measured: ScatterNet features of MNIST), raw pixels the middle.
-# ``decay_grid`` adds scikit-learn's default.
 DECAY_GRID = tuple(10.0 ** (-k / 2) for k in range(2, 19))
-FALLBACK_C = 1.0  # scikit-learn's default C: its decay 1 / (C N) is a grid point, and the decay
-# when no cross-validation runs
+FALLBACK_C = 1.0  # the decay 1 / (C N) when no cross-validation runs: scikit-learn's default
 FOLD_SEED = 0  # public: the folds depend on the labels' order only
 PATIENCE = 2.0  # decades: the grid stops once the decay is this far below the best so far
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -103,16 +100,6 @@ class NonprivateOptions(LossOptions):
             raise ValueError(f"folds must be an integer >= 2, got {self.folds!r}")
         if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
-
-
-def decay_grid(rows: int) -> tuple[float, ...]:
-    """The cross-validated decays for ``rows`` training rows, strongest first: ``DECAY_GRID`` and
-    scikit-learn's default ``1 / (FALLBACK_C rows)``, unless a grid point equals it (to float32's
-    resolution, the solver's)."""
-    default = 1.0 / (FALLBACK_C * rows)
-    if any(math.isclose(default, decay, rel_tol=1e-6) for decay in DECAY_GRID):
-        return DECAY_GRID
-    return tuple(sorted((*DECAY_GRID, default), reverse=True))
 
 
 def plan(
@@ -268,7 +255,7 @@ class _Solver:
         test = jnp.asarray(held_out, jnp.float32)
         params = self.zero(folds + 1)
         grid, scores, heads = [], [], []
-        for decay in decay_grid(len(self.labels)):
+        for decay in DECAY_GRID:
             params, iterations, gmax = self.fit(params, decay, train)
             correct, nll = _scores(
                 jax.tree_util.tree_map(
