@@ -79,6 +79,7 @@ def privacy_report(
         "seeded": seeded,
         "dataset_size": trained.dataset_size,
         **({"standardize": trained.standardize} if trained.standardize else {}),
+        **({"feature_spread": trained.feature_spread} if trained.feature_spread else {}),
         **trained.fitted.report,
         "warnings": guarantee_warnings(ledger.epsilon, method.private, seeded),
     }

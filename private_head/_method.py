@@ -10,7 +10,10 @@ A ``Method[O, S]`` (options type O, settings type S) is a value with
 - ``run(plan, rows, releaser, context) -> Fitted``: the passes over the rows (``Rows.sum``) and
   the releases (``Releaser.release``, which adds the planned noise), and the head they give;
 - ``summary``: one line for the docs; ``private``: False only for the non-private ceiling;
-  ``gaussian``: its releases compose in GDP (``select`` and the dataset's budget need that).
+  ``gaussian``: its releases compose in GDP (``select`` and the dataset's budget need that);
+- ``spread_fraction(options)``: the share of mu^2 the method wants ``fit`` to spend, before it
+  plans, on the released feature spread (``PublicInfo.feature_spread``); 0 (the default, and
+  every method but ``auto``) plans without it.
 
 ``fit`` charges the whole plan to the ledger, then runs the method.
 """
@@ -41,13 +44,17 @@ class PublicInfo:
     """What a plan may depend on: nothing here is a private quantity.
 
     ``dataset_size`` is the divisor n (a size the caller declared public, or the released noisy
-    count); ``feature_norm`` is the radius r every preprocessed row is bounded by.
+    count); ``feature_norm`` is the radius r every preprocessed row is bounded by;
+    ``feature_spread`` the released spread of the preprocessed rows' second moment,
+    ``sqrt(D) (||X^T X||_F + noise) / (n r^2)`` (about 1 for isotropic features, up to sqrt(D)
+    for rank one; ``_train``), or None when the method did not ask for it.
     """
 
     dim: int
     num_classes: int
     dataset_size: float
     feature_norm: float
+    feature_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Method(Generic[OptionsT, SettingsT]):
     summary: str
     private: bool = True
     gaussian: bool = True
+    spread_fraction: Callable[[OptionsT], float] = field(default=lambda options: 0.0)
 
 
 @dataclass(frozen=True)

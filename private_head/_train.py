@@ -7,13 +7,25 @@ its run, on rows already opened (steps 3-6 of "What fit does", docs/architecture
    a sum of sensitivity r, divided by n); with ``standardize="private"`` (or ``"auto"`` resolved
    to it, ``resolve_standardization``), the private per-group standardisation
    (``_private_standardization``: two sums planned, charged, released);
+   when the method asks for it (``Method.spread_fraction``: ``auto``), the released feature
+   spread of the preprocessed rows (``_feature_spread``: one sum planned, charged, released);
 5. the method plans its releases from public information and the allowance left; the whole plan
    is charged to the ledger (which refuses to overspend) before the method runs;
 6. the method runs; every planned draw must have been made; the head must be finite.
 
 Budget shares are fractions of the total mu^2 (``_budget.split_mu``): ``count_budget_fraction``
 to the count, ``center_budget_fraction`` to the mean, ``standardize_budget_fraction`` f to the
-standardisation (half of it to each of its two sums), the rest to the method.
+standardisation (half of it to each of its two sums), the method's ``spread_fraction`` to the
+feature spread, the rest to the method.
+
+The feature spread (docs/architecture.md, "auto"): with G = sum_i b_i b_i^T over the preprocessed
+rows (``||b_i|| <= r``), adding or removing a row moves ``||G||_F`` by at most ``||b b^T||_F =
+||b||^2 <= r^2`` (the triangle inequality), so ``F = ||G||_F + N(0, (r^2 / mu_s)^2)`` is mu_s-GDP.
+Post-processing with the divisor n: ``spread = sqrt(D) F / (n r^2)``. For rows of norm r (the
+default ``normalize``) ``tr G = N r^2`` and the spread estimates ``sqrt(D ||G||_F^2 / tr(G)^2)``:
+1 when the second moment is isotropic, sqrt(D) when it has rank one. It is released only when
+the D x D Gram fits the memory budget (``gram_fits``; otherwise nothing is charged and the
+method plans without it).
 
 The private standardisation (docs/architecture.md, "Standardisation"): with b_i = bound(x_i)
 (``||b_i|| <= r``) and G contiguous groups of at least m_min features, each row gives
@@ -30,6 +42,7 @@ Its noise key is the private mean's with 1 folded in (the two are never used tog
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +57,14 @@ from private_head._preprocessing import Preprocessing, group_ids, group_sizes
 from private_head._release import PlanReleaser
 from private_head._rows import Rows
 from private_head._settings import Settings
-from private_head._statistics import GroupMoments, RowSum
-from private_head._validation import check_public_mean, check_public_scale
+from private_head._statistics import Gram, GroupMoments, RowSum
+from private_head._validation import check_public_mean, check_public_scale, gram_fits
 
 COUNT, CENTER = "dataset_size/noisy_count", "center/row_sum"
 STANDARDIZE_SUM = "standardize/group_sum"
 STANDARDIZE_SQUARES = "standardize/group_square_sum"
+SPREAD = "feature_spread/gram_frobenius_norm"
+SPREAD_TEXT = "sqrt(D) (||X^T X||_F + N(0, (r^2 / mu_s)^2)) / (n r^2), X the preprocessed rows"
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class Trained:
     dataset_size: dict[str, object]
     plan: Plan[Settings]
     standardize: dict[str, object] | None = None  # the privacy report's entry (None: off)
+    feature_spread: dict[str, object] | None = None  # the privacy report's entry (None: none)
 
 
 @dataclass(frozen=True)
@@ -190,6 +206,9 @@ def train(
         shares["center"] = preprocess.center_budget_fraction
     if std.kind == "private" and private:
         shares["standardize"] = preprocess.standardize_budget_fraction
+    spread_share = method.spread_fraction(options) if private else 0.0
+    if spread_share and gram_fits(rows.dim, rows.budget):
+        shares["spread"] = spread_share
     mu = split_mu(remaining_allowance(ledger).mu, shares, rest="method") if shares else {}
     keys = _split3(key)
 
@@ -199,12 +218,18 @@ def train(
         pre = _private_mean(rows, pre, ledger, mu.get("center"), n, keys[1])
     elif std.kind == "private":
         pre, std_report = _private_standardization(
-            rows, pre, std.groups, ledger, mu.get("standardize"), n, _fold1(keys[1])
+            rows, pre, std.groups, ledger, mu.get("standardize"), n, _fold(keys[1], 1)
         )
         std_report["budget_fraction"] = preprocess.standardize_budget_fraction
     if std.kind != "none":
         std_report = {**std.to_dict(), **(std_report or {})}
-    public = PublicInfo(rows.dim, rows.num_classes, n, pre.feature_norm)
+    spread, spread_report = None, None
+    if "spread" in mu:
+        spread, spread_report = _feature_spread(
+            rows, pre, ledger, mu["spread"], n, _fold(keys[1], 2)
+        )
+        spread_report["budget_fraction"] = spread_share
+    public = PublicInfo(rows.dim, rows.num_classes, n, pre.feature_norm, spread)
     allowance = (
         remaining_allowance(ledger) if private else Allowance(math.inf, math.inf, ledger.delta)
     )
@@ -237,13 +262,16 @@ def train(
         "standardize": std.to_dict(),
         "dataset_size": size.to_dict(),
     }
-    return Trained(weights, bias, fitted, pre, settings, size_report, plan, std_report)
+    return Trained(
+        weights, bias, fitted, pre, settings, size_report, plan, std_report, spread_report
+    )
 
 
 @jax.jit
-def _fold1(key: jax.Array) -> jax.Array:
-    """``fold_in(key, 1)``: the standardisation's key from the private mean's."""
-    return jax.random.fold_in(key, 1)
+def _fold(key: jax.Array, data: int | jax.Array) -> jax.Array:
+    """``fold_in(key, data)``: the standardisation's (1) and the feature spread's (2) keys from
+    the private mean's."""
+    return jax.random.fold_in(key, data)
 
 
 @jax.jit
@@ -281,15 +309,17 @@ def _released_sums(
     releases: tuple[PlannedRelease, ...],
     ledger: Ledger,
     key: jax.Array,
+    finish: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, ...]:
-    """The sums of ``stat`` over the bounded rows, one per planned release: the whole plan is
-    charged before the pass and each sum drawn after it; exact at epsilon = inf (the non-private
-    ceiling, nothing charged)."""
+    """The sums of ``stat`` over the bounded rows (mapped by ``finish``, when given), one per
+    planned release: the whole plan is charged before the pass and each value drawn after it;
+    exact at epsilon = inf (the non-private ceiling, nothing charged)."""
     exact = math.isinf(ledger.mu_budget)
     plan = Plan(releases, Settings())
     if not exact:
         plan.charge(ledger)
     sums = rows.sum(stat, None, bound)
+    sums = finish(sums) if finish is not None else sums
     sums = sums if isinstance(sums, tuple) else (sums,)
     if exact:
         return sums
@@ -340,6 +370,23 @@ def _private_standardization(
     return Preprocessing(pre.kind, r, "none", m[gid], "private", groups, s[gid]), report
 
 
+def _feature_spread(
+    rows: Rows, pre: Preprocessing, ledger: Ledger, mu: float, n: float, key: jax.Array
+) -> tuple[float, dict[str, object]]:
+    """The released feature spread of the module docstring, and its report entry."""
+    r2, dim = float(pre.feature_norm) ** 2, rows.dim
+    std = Allowance(mu, ledger.epsilon, ledger.delta).gaussian_std(r2)
+    release = (PlannedRelease.gaussian(SPREAD, r2, std),)
+    (norm,) = _released_sums(rows, Gram(), pre, release, ledger, key, _frobenius)
+    spread = math.sqrt(dim) * float(norm) / (n * r2)
+    return spread, {"value": spread, "noise_std": std, "statistic": SPREAD_TEXT}
+
+
+def _frobenius(gram: Any) -> np.ndarray:
+    """``||G||_F`` in float64 (a 0-d array: the releaser adds its noise on the host)."""
+    return np.asarray(np.linalg.norm(np.asarray(gram, np.float64)), np.float64)
+
+
 def standardization_moments(
     su: Any, sv: Any, n: float, noise_v: float, radius: float, dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -356,6 +403,7 @@ def standardization_moments(
 __all__ = [
     "CENTER",
     "COUNT",
+    "SPREAD",
     "STANDARDIZE_SQUARES",
     "STANDARDIZE_SUM",
     "Standardization",

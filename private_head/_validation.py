@@ -134,11 +134,17 @@ def check_public_scale(scale: Any, dim: int) -> np.ndarray:
     return array
 
 
+def gram_fits(dim: int, budget_bytes: int) -> bool:
+    """Whether the algebra of a D x D Gram (``GRAM_COPIES`` float32 D x D matrices) fits the
+    memory budget."""
+    return GRAM_COPIES * 4 * dim * dim <= budget_bytes
+
+
 def check_gram_memory(dim: int, budget_bytes: int, method: str) -> None:
-    """A D x D Gram whose algebra fits the memory budget (``GRAM_COPIES`` float32 D x D
-    matrices), refused with what to do before XLA runs out of memory."""
+    """A D x D Gram whose algebra fits the memory budget (``gram_fits``), refused with what to
+    do before XLA runs out of memory."""
     need = GRAM_COPIES * 4 * dim * dim
-    if need > budget_bytes:
+    if not gram_fits(dim, budget_bytes):
         raise ValueError(
             f"{method} works on a {dim} x {dim} Gram matrix: about {need / 2**30:.1f} GiB of "
             f"device memory, over the budget of {budget_bytes / 2**30:.1f} GiB. Reduce D (e.g. a "
@@ -160,4 +166,5 @@ __all__ = [
     "check_positive",
     "check_public_mean",
     "check_public_scale",
+    "gram_fits",
 ]

@@ -31,15 +31,17 @@ FAST = {
 METHODS = private_head.available_methods()
 # Cases beyond the registered methods' defaults: the private mean, the private standardisation
 # (its two releases: per-group sums and sums of squares) and group normalisation (free),
-# auto's private selection.
+# auto's private selection, and auto's rule forced to each of its heads.
 CASES = [(m, FAST.get(m, {})) for m in METHODS] + [
     ("single_step", {"center": "private"}),
     ("single_step", {"standardize": "private", "groups": 3}),
     ("dp_gd", {"standardize": "private", "steps": 2}),
     ("dp_gd", {"standardize": "group", "groups": 2, "steps": 2}),
     ("auto", {"select": "private"}),
+    ("auto", {"spread_threshold": 0.0}),  # the rule's two heads, whatever the blobs' spread
+    ("auto", {"spread_threshold": 1e9}),
 ]
-SHOWN = ("center", "select", "standardize")
+SHOWN = ("center", "select", "standardize", "spread_threshold")
 IDS = [m + "".join(f"-{k}={v}" for k, v in o.items() if k in SHOWN) for m, o in CASES]
 CANDIDATES = [{"method": "dp_gd", "steps": 2}, {"method": "dp_prototypes"}]
 

@@ -96,6 +96,12 @@ class CovarianceSettings(Settings):
     threshold: float
     descent: DescentSettings
 
+    @property
+    def whitening_line(self) -> float:
+        """``threshold x edge``: the top eigenvalue of the noisy ``X^T X / n`` below which the
+        run keeps A = I (module docstring, step 2)."""
+        return self.threshold * self.edge
+
 
 def covariance_fraction(dim: int, n: float, mu: float) -> float:
     """The rule: ``clip(0.25 / sqrt(g), 0.05, 0.4)`` with ``g = D^1.5 / (n mu)``, the Gram
