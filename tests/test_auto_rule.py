@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -114,8 +116,7 @@ def test_the_rule_reads_only_the_released_spread(spread, method):
 @pytest.mark.parametrize(("mu", "method"), [(0.25, "dp_gd"), (0.7, "dp_feature_covariance")])
 def test_no_covariance_release_where_dp_fc_could_not_whiten(mu, method):
     """ScatterNet's shape (D = 3,969, n = 4,000, spread 29): ||X^T X / n||_F = 29 / 63 = 0.46 is
-    under DP-FC's whitening line at mu = 0.25 (its noise edge e = 0.48, the line 1.5 e) and
-    above it at mu = 0.7."""
+    under DP-FC's whitening line at mu = 0.25 and above it at mu = 0.7."""
     public = PublicInfo(3969, 10, 4000.0, 1.0, 29.0)
     allowance = Allowance(mu, EPS, DELTA)
     covariance = dp_feature_covariance.METHOD
@@ -131,3 +132,23 @@ def test_bad_rule_options_are_refused(options):
     x, y = blobs(100, 8, K)
     with pytest.raises(ValueError, match="spread_"):
         _fit(x, y, **options)
+
+
+@pytest.mark.parametrize(("factor", "whitens"), [(0.85, False), (1.1, True)])
+def test_the_whitening_line_is_where_dp_fc_starts_to_whiten(factor, whitens):
+    """A Gram with one top eigenvalue ``factor x whitening_line`` (in units of X^T X / n) plus
+    DP-FC's symmetric noise: its structure test passes above the line and fails below it (the
+    BBP shift lambda + e^2 / (4 lambda), not the bare lambda, meets threshold x e)."""
+    from private_head._linalg import whitening
+    from private_head._release import symmetric_noise
+
+    dim, n, std, threshold = 400, 1000.0, 2.0, 1.5
+    edge = math.sqrt(2 * dim) * std / n
+    settings = dp_feature_covariance.CovarianceSettings(0.1, 0.0, edge, 0.35, threshold, None)
+    top = factor * settings.whitening_line
+    assert top / edge < threshold  # below the test's own line: only the shift can pass it
+    v = np.random.default_rng(0).normal(size=dim)
+    gram = n * top * np.outer(v, v) / (v @ v)
+    noisy = gram + np.asarray(symmetric_noise(jax.random.key(1), dim, std), np.float64)
+    transform = whitening(jnp.asarray(noisy, jnp.float32), n, 0.01 * edge, edge, 0.35, threshold)
+    assert (not np.allclose(transform, np.eye(dim))) == whitens

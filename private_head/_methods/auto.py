@@ -8,9 +8,10 @@ features' second moment is spread over a few directions, and costs its Gram's sh
 where it is not (docs/utility.md, "The head"), so the rule is ``dp_gd`` when the spread is below
 ``spread_threshold`` (also when no spread was released: the Gram does not fit the memory budget,
 or ``auto`` runs inside a selection). It is ``dp_gd`` too when DP-FC could not whiten: DP-FC keeps
-A = I unless its noisy Gram's top eigenvalue reaches ``structure_threshold x e`` (its noise edge,
-a function of D, n and its budget share), and the top eigenvalue of ``M = X^T X / n`` is at most
-``||M||_F = spread r^2 / sqrt(D)``; below that line DP-FC would be ``dp_gd`` with less budget.
+A = I unless its noisy Gram's top eigenvalue reaches ``structure_threshold x e`` (e its noise edge,
+a function of D, n and its budget share), which the top eigenvalue of ``M = X^T X / n`` does from
+its ``whitening_line`` on, and that eigenvalue is at most ``||M||_F = spread r^2 / sqrt(D)``;
+below the line DP-FC would be ``dp_gd`` with less budget.
 Otherwise the rule is ``dp_feature_covariance``.
 ``select="private"`` trains the rule's candidates and picks one with the accounted private
 selection (``_selection.Selection``), charged to the same budget. The report's ``auto`` entry says

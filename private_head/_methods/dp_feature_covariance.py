@@ -98,9 +98,16 @@ class CovarianceSettings(Settings):
 
     @property
     def whitening_line(self) -> float:
-        """``threshold x edge``: the top eigenvalue of the noisy ``X^T X / n`` below which the
-        run keeps A = I (module docstring, step 2)."""
-        return self.threshold * self.edge
+        """The smallest top eigenvalue of ``M = X^T X / n`` whose noisy estimate reaches the
+        structure test's ``threshold x edge`` (module docstring, step 2): with symmetric Gaussian
+        noise of spectral edge e, a top eigenvalue ``lambda > e / 2`` of M shows in the noisy
+        Gram at about ``lambda + e^2 / (4 lambda)`` (the spiked Wigner matrix's BBP shift), so the
+        run whitens from ``lambda = e (t + sqrt(t^2 - 1)) / 2`` on (t the threshold); for ``t <=
+        1`` the noise alone reaches the test, and the line is 0."""
+        t = self.threshold
+        if t <= 1:
+            return 0.0
+        return self.edge * (t + math.sqrt(t * t - 1.0)) / 2.0
 
 
 def covariance_fraction(dim: int, n: float, mu: float) -> float:
