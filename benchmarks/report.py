@@ -108,7 +108,8 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
         f"# Test {metric} accuracy across privacy budgets",
         "",
         f"Hyperparameters: {settings}; "
-        "`rule`: `auto` picked the head by its public rule; `private`: chosen among candidates "
+        "`rule`: `auto` picked the head by its rule (public facts and a released feature spread); "
+        "`private`: chosen among candidates "
         "by an accounted private selection on the training rows, charged to the same ε. Mean ± "
         f"std over {_seeds_text(meta)} (ε=∞: the deterministic `nonprivate` head, one run). "
         f"{_delta_text(result)}Dataset size: every private head divides by a noisy count of the "
@@ -163,7 +164,26 @@ def markdown_table(result: SweepResult, metric: str = "top1") -> str:
                     row.append("failed" if (name, method, eps) in failed else "—")
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        choices = _auto_choices(result, name)
+        if choices:
+            lines += [choices, ""]
     return "\n".join(lines)
+
+
+def _auto_choices(result: SweepResult, dataset: str) -> str | None:
+    """``auto chose: A at ε=1; B at ε=3, 8.`` when its head differs between budgets (the row's
+    label names it when it is always the same); a cell whose seeds chose differently lists each."""
+    by_eps: dict[float, set[str]] = {}
+    for r in result.rows:
+        if r["dataset"] == dataset and r["method"] == "auto" and not r.get("error"):
+            by_eps.setdefault(float(r["epsilon"]), set()).add(str(r.get("chosen") or "?"))
+    if len(set().union(*by_eps.values()) if by_eps else set()) < 2:
+        return None
+    heads: dict[str, list[str]] = {}
+    for eps in sorted(by_eps):
+        heads.setdefault(" or ".join(sorted(by_eps[eps])), []).append(f"{eps:g}")
+    parts = [f"{head} at ε={', '.join(eps)}" for head, eps in heads.items()]
+    return "`auto` chose " + "; ".join(parts) + "."
 
 
 def tuned_cells(

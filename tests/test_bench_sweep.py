@@ -265,6 +265,32 @@ def test_test_tuned_entries_are_one_reference_row_never_bold():
     assert "**" not in line and "**0.710 ± 0.014**" in table  # bold: the best private row
 
 
+def test_the_table_says_which_head_auto_chose_at_each_budget():
+    result = sweep.SweepResult(meta={"seeds": 1})
+    result.datasets["d"] = {"dim": 4, "num_classes": 3, "delta": 1e-5, "source": "test"}
+    chosen = {1.0: "dp_gd", 3.0: "dp_feature_covariance", 8.0: "dp_feature_covariance"}
+    result.rows = [
+        {
+            "dataset": "d",
+            "method": "auto",
+            "epsilon": e,
+            "seed": 0,
+            "top1": 0.5,
+            "error": "",
+            "chosen": c,
+            "hyperparameter_selection": "rule",
+        }
+        for e, c in chosen.items()
+    ]
+    table = report.markdown_table(result)
+    assert "`auto` chose dp_gd at ε=1; dp_feature_covariance at ε=3, 8." in table
+    assert "| auto | rule |" in table  # no single head in its label
+    for row in result.rows:
+        row["chosen"] = "dp_gd"
+    table = report.markdown_table(result)
+    assert "`auto` chose" not in table and "| auto (→ dp_gd) | rule |" in table
+
+
 def test_summary_mean_and_sample_std():
     rows = [
         {"dataset": "d", "method": "m", "epsilon": 1.0, "top1": v, "error": ""}
