@@ -77,7 +77,7 @@ class Method(Generic[OptionsT, SettingsT]):
     summary: str
     private: bool = True
     gaussian: bool = True
-    spread_fraction: Callable[[OptionsT], float] = field(default=lambda options: 0.0)
+    spread_fraction: Callable[[OptionsT], float] = field(default=lambda options: 0.0)  # none
 
 
 @dataclass(frozen=True)
