@@ -177,7 +177,7 @@ def _auto_choices(result: SweepResult, dataset: str) -> str | None:
     for r in result.rows:
         if r["dataset"] == dataset and r["method"] == "auto" and not r.get("error"):
             by_eps.setdefault(float(r["epsilon"]), set()).add(str(r.get("chosen") or "?"))
-    if len(set().union(*by_eps.values()) if by_eps else set()) < 2:
+    if len({head for chosen in by_eps.values() for head in chosen}) < 2:
         return None
     heads: dict[str, list[str]] = {}
     for eps in sorted(by_eps):

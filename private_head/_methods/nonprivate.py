@@ -254,7 +254,7 @@ class _Solver:
         train = jnp.asarray(np.vstack([~held_out, np.ones(len(fold_of), bool)]), jnp.float32)
         test = jnp.asarray(held_out, jnp.float32)
         params = self.zero(folds + 1)
-        grid, scores, heads = [], [], []
+        scores, heads = [], []
         for decay in DECAY_GRID:
             params, iterations, gmax = self.fit(params, decay, train)
             correct, nll = _scores(
@@ -269,10 +269,9 @@ class _Solver:
                 loss=self.options.loss,
             )
             accuracy = sum(map(Fraction, np.asarray(correct).tolist(), fold_rows)) / folds
-            grid.append(decay)
             heads.append((self.head(params, folds), iterations, gmax))
             scores.append((accuracy, float(np.mean(np.asarray(nll, np.float64))), decay))
-            if math.log10(grid[choose(scores)] / decay) >= PATIENCE - 1e-9:
+            if math.log10(scores[choose(scores)][2] / decay) >= PATIENCE - 1e-9:
                 break
         best = choose(scores)
         head, iterations, gmax = heads[best]
@@ -281,9 +280,9 @@ class _Solver:
             iterations,
             gmax,
             {
-                "weight_decay": grid[best],
+                "weight_decay": scores[best][2],
                 "selection": f"{folds}-fold cross-validation on the training rows",
-                "grid": grid,
+                "grid": [decay for _, _, decay in scores],
                 "cv_accuracy": [round(float(a), 6) for a, _, _ in scores],
                 "cv_log_loss": [round(v, 6) for _, v, _ in scores],
             },
