@@ -501,7 +501,10 @@ def gaussian_shift_epsilon_bound(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m private_head.audit --method dp_gd --steps 3 --epsilon 1 2 4 --runs 200000``."""
+    """``python -m private_head.audit --method dp_gd --steps 3 --epsilon 1 2 4 --runs 200000``.
+
+    Exit status: 0 when no claimed epsilon is contradicted, 1 on a VIOLATION (so that a script or
+    CI job fails on it), 2 on a usage error or a refused audit."""
     import argparse
 
     from accounting import mu_from_epsilon
@@ -581,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for result in results:
         print(verdict(result))
-    return 0
+    return 0 if all(result.consistent for result in results) else 1
 
 
 def verdict(result: AuditResult) -> str:

@@ -313,3 +313,18 @@ def test_the_verdict_says_whether_the_bound_contradicts_the_claim():
 def test_audit_cli_usage_errors_are_one_line(args, match):
     proc = _audit_cli(*args)
     assert proc.returncode == 2 and match in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_the_audit_cli_exits_1_on_a_violation(monkeypatch, capsys):
+    """A contradicted claim must fail a script that runs the audit, not only print VIOLATION."""
+    from private_head import audit
+
+    def fake(method, *, epsilon, **_):
+        bound = 2.0 * epsilon if epsilon > 1 else 0.5 * epsilon  # violates at the second epsilon
+        fields = {"delta": 1e-5, "fpr": 0.1, "fnr": 0.2, "threshold": 0.0, "orientation": 1}
+        return audit.AuditResult(bound, epsilon, runs=1000, alpha=0.05, **fields)
+
+    monkeypatch.setattr(audit, "audit_method", fake)
+    assert audit.main(["--epsilon", "1", "--runs", "1000"]) == 0
+    assert audit.main(["--epsilon", "1", "2", "--runs", "1000"]) == 1
+    assert "epsilon 2: VIOLATION" in capsys.readouterr().out
