@@ -48,7 +48,7 @@ def test_the_ceiling_is_at_or_above_sklearn_on_the_same_rows(digits):
     ours, theirs = head.accuracy(xt, yt)["top1"], ref.score(_unit(xt), yt)
     assert ours >= theirs - 0.002, (ours, theirs)
     report = head.privacy["nonprivate"]
-    assert report["selection"].startswith("5-fold cross-validation")
+    assert report["selection"].startswith("10-fold cross-validation")
     assert report["weight_decay"] in report["grid"]
     assert len(report["cv_accuracy"]) == len(report["grid"]) >= 3
     _check_the_grid_walk(report, len(y))
