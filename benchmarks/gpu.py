@@ -648,8 +648,8 @@ def section_fit_dp_gd(run: Runner) -> dict[str, Any]:
 
 
 def synthetic_source(num_rows: int, size: int, num_classes: int = 1000) -> Any:
-    """A ``datasets.Source`` of random uint8 ``size x size`` RGB images (a pool of 32, cycled)."""
-    from feature_extract.datasets import Source
+    """A ``sources.Source`` of random uint8 ``size x size`` RGB images (a pool of 32, cycled)."""
+    from feature_extract.sources import Source
 
     pool = np.random.default_rng(0).integers(0, 256, (32, size, size, 3), dtype=np.uint8)
 

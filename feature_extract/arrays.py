@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from feature_extract.datasets import DatasetError, Source, read_instructions
+from feature_extract.sources import DatasetError, Source, read_instructions
 from feature_extract.store import check_labels
 
 Split = tuple[np.ndarray, np.ndarray, np.ndarray]  # images, labels int32, ids int64

@@ -1,13 +1,10 @@
 """Labelled image sources: ``open_source`` for every kind, and TFDS (read without TensorFlow).
 
 Kinds: the bundled ``digits`` and ``mnist5k`` (``bundled``), ``folder:DIR`` and ``list:FILE.csv``
-(``image_sources``), images in memory (``arrays.ArrayDataset``), and TFDS datasets (here).
-
-Every source is a random-access sequence of examples with a public label space:
-``len(source)``, ``source.num_classes``, ``source.class_names``, ``source.name``,
-``source.version``, ``source.split``, and ``source.get(indices) -> (images, labels, ids)`` where
-``images`` is a list of raw images (``uint8 [H, W, C]`` arrays or encoded bytes; sizes may differ),
-``labels`` int32 and ``ids`` int64 stable per-example ids.
+(``image_sources``), images in memory (``arrays.ArrayDataset``), and TFDS datasets (here). Each
+is a ``sources.Source``; the base pieces (``Source``, ``DatasetError``, ``hash_id``, the split
+strings' ``read_instructions`` and ``base_indices``) live in ``sources``, and all but
+``read_instructions`` can be imported from here too.
 
 Ids: a TFDS example's string id (its ``tfds_id`` or ``id`` feature) hashed to int64 (the first 8
 bytes of its BLAKE2b digest, little-endian, signed); when the dataset has none, the example's index
@@ -18,79 +15,20 @@ hash of the relative path.
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import difflib
-import hashlib
 import logging
 import os
 import shutil
-import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from feature_extract import netprobe
-
-
-class DatasetError(ValueError):
-    """A dataset or split that cannot be opened, with what to do about it."""
-
-
-class Source(abc.ABC):
-    """One split of a labelled image dataset, random access by row index."""
-
-    name: str
-    version: str
-    split: str
-    num_classes: int
-    class_names: tuple[str, ...]
-
-    @abc.abstractmethod
-    def __len__(self) -> int:
-        """Number of examples in the split."""
-
-    @abc.abstractmethod
-    def get(self, indices: Sequence[int]) -> tuple[list, np.ndarray, np.ndarray]:
-        """``(images, labels int32, ids int64)`` of the rows ``indices`` (in that order)."""
-
-    def attrs(self) -> dict[str, Any]:
-        """What the store records about this split beyond its identity (none by default)."""
-        return {}
-
-
-def hash_id(text: str) -> int:
-    """A stable signed int64 from a string id: BLAKE2b-64 of its UTF-8 bytes, little-endian."""
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
-
-
-def read_instructions(split: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
-    """``(base_split, start, stop)`` pieces of a TFDS split string such as ``train[:90%]+test``."""
-    import tensorflow_datasets as tfds
-
-    try:
-        instruction = tfds.core.ReadInstruction.from_spec(split)
-        infos = {k: types.SimpleNamespace(num_examples=n) for k, n in sizes.items()}
-        pieces = instruction.to_absolute(infos)
-    except (ValueError, KeyError, AttributeError, AssertionError) as err:
-        raise DatasetError(
-            f"bad split {split!r}: {err}. Use e.g. 'train', 'train[:90%]', "
-            f"'test[100:200]'; splits available: {sorted(sizes)}"
-        ) from None
-    return [
-        (p.splitname, p.from_ or 0, sizes[p.splitname] if p.to is None else p.to) for p in pieces
-    ]
-
-
-def base_indices(split: str, sizes: dict[str, int]) -> np.ndarray | None:
-    """Each row's index in its base split (``train[90%:]`` of 100 rows -> 90..99), or None when
-    the split string concatenates several base splits (their indices would collide)."""
-    pieces = read_instructions(split, sizes)
-    if len({base for base, _, _ in pieces}) != 1:
-        return None
-    return np.concatenate([np.arange(start, stop, dtype=np.int64) for _, start, stop in pieces])
+from feature_extract import image_sources, netprobe
+from feature_extract.arrays import ArrayDataset
+from feature_extract.bundled import BUNDLED, bundled
+from feature_extract.sources import DatasetError, Source, base_indices, hash_id
 
 
 class TFDSSource(Source):
@@ -178,8 +116,6 @@ def _quiet_absl() -> Iterator[None]:
 def _unknown_name(name: str) -> DatasetError:
     """``unknown dataset 'x'``, with the closest bundled or TFDS names."""
     import tensorflow_datasets as tfds
-
-    from feature_extract.bundled import BUNDLED
 
     base = name.split(":")[0].split("/")[0].lower()
     names = [*BUNDLED, *tfds.list_builders(with_community_datasets=False)]
@@ -295,10 +231,6 @@ def open_source(
     """The split ``split`` of dataset ``name``: an ``arrays.ArrayDataset``, a bundled name,
     ``folder:DIR`` or ``list:FILE.csv`` (``classes``: a class file; ``skip_unreadable``, with
     ``workers`` threads and a progress bar, see ``image_sources``), else a TFDS name."""
-    from feature_extract import image_sources
-    from feature_extract.arrays import ArrayDataset
-    from feature_extract.bundled import BUNDLED, bundled
-
     if isinstance(name, ArrayDataset):
         return name.source(split)
     if image_sources.is_files_spec(name):

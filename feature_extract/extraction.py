@@ -47,8 +47,9 @@ from tqdm.auto import tqdm
 from feature_extract import interrupts, pipeline, preprocess, store
 from feature_extract.arguments import COMPUTE_DTYPE_NAMES, parse_splits
 from feature_extract.arrays import ArrayDataset
-from feature_extract.datasets import DatasetError, Source, open_source
+from feature_extract.datasets import open_source
 from feature_extract.registry import Backbone, load_backbone
+from feature_extract.sources import DatasetError, Source
 
 COMPUTE_DTYPES = {name: getattr(jnp, name) for name in COMPUTE_DTYPE_NAMES}
 # Identity beyond store.IDENTITY_ATTRS: a resumed split must agree on these too.

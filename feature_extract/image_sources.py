@@ -35,8 +35,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from feature_extract import interrupts, listing
-from feature_extract.datasets import DatasetError, Source, hash_id, read_instructions
 from feature_extract.decoding import check_image, decode_image
+from feature_extract.sources import DatasetError, Source, hash_id, read_instructions
 
 KINDS = ("folder", "list")
 CHECK_CHUNK = 256  # files per task of the check pass

@@ -24,7 +24,7 @@ file and line). At least two classes.
 slices (``all[:90%]``, ``train[:1000]``) are random-looking subsets, a file's position depends on
 its own name only, and adding files elsewhere moves a slice boundary by at most the files added.
 Keys (``cat/1.jpg``, ``train/cat/1.jpg``, a list's path as written, normalised) are POSIX paths;
-ids hash them (``datasets.hash_id``).
+ids hash them (``sources.hash_id``).
 
 Unreadable entries found while listing (a missing file, a broken link or a loop) are kept in the
 rows with their reason; the source drops them or fails (``image_sources``).
@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from feature_extract.sources import hash_id
 
 SPLIT_SEED = 0
 IMAGE_EXTENSIONS = frozenset(
@@ -74,8 +76,6 @@ class Files:
 
 def order_key(key: str) -> tuple[int, str]:
     """The sort key of a file in its split: ``(hash_id(f"{SPLIT_SEED}/{key}"), key)``."""
-    from feature_extract.datasets import hash_id
-
     return hash_id(f"{SPLIT_SEED}/{key}"), key
 
 

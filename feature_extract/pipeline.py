@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from feature_extract import interrupts
-from feature_extract.datasets import Source
+from feature_extract.sources import Source
 
 
 @dataclass(frozen=True)
