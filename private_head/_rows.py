@@ -21,6 +21,10 @@ are decoded into a reused float32 buffer (XLA:CPU's half-precision matmuls are s
 checked on the host before any pass; features inside the first pass (a row whose norm is not
 finite holds NaN/inf), which stops with an error naming the rows, before anything is released.
 The true row count is held here for the passes and is never an output.
+
+One exact sum may be kept for the next (``Rows.sum(keep=True)``): ``auto``'s feature spread keeps
+its Gram ``G = sum_i x'_i x'_i^T``, and DP-FC's Gram release, the next sum with the same
+statistic and the same preprocessing object, takes it instead of a second pass over the rows.
 """
 
 from __future__ import annotations
@@ -106,6 +110,28 @@ class _Shared:
 
 
 @dataclass(frozen=True, eq=False)
+class _Kept:
+    """An exact parameter-free sum kept for the next pass (``Rows.sum(keep=True)``)."""
+
+    stat: Statistic
+    preprocessing: Preprocessing
+    value: Any
+
+    def serves(
+        self, stat: Statistic, args: Any, preprocessing: Preprocessing, weights: Any
+    ) -> bool:
+        """An equal statistic (statistics are values of public constants, static in the compiled
+        pass), no arguments or weights, and the same preprocessing object: ``Preprocessing``
+        holds arrays, so an equal map built anew is not assumed to be the same one."""
+        return (
+            args is None
+            and weights is None
+            and preprocessing is self.preprocessing
+            and stat == self.stat
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class Rows:
     """The training rows and their labels (module docstring). Build with ``open_rows``; views
     (``with_part``, ``mapped``) are new values sharing ``shared``."""
@@ -125,6 +151,8 @@ class Rows:
     transform_pre: Preprocessing | None = None
     mesh: Mesh | None = None
     shared: _Shared = field(default_factory=_Shared)
+    # at most one kept sum, of this value only: a view (``with_part``, ``mapped``) starts empty
+    _kept: list[_Kept] = field(default_factory=list, init=False, repr=False)
 
     # ------------------------------------------------------------------ the layout's facts
     local_rows = property(lambda self: self.layout.local_rows)
@@ -167,9 +195,21 @@ class Rows:
         preprocessing: Preprocessing = IDENTITY,
         *,
         weights: jax.Array | None = None,
+        keep: bool = False,
     ) -> Any:
         """``sum over rows of stat`` (module docstring); ``weights`` [local rows] multiplies each
-        row's mask (e.g. a Poisson sample). Raises ValueError naming non-finite rows."""
+        row's mask (e.g. a Poisson sample). Raises ValueError naming non-finite rows.
+
+        ``keep`` (a sum without ``args`` or ``weights``): the exact sum is also kept for the next
+        ``sum`` on these rows, which returns that same array, without a pass, when it asks for the
+        same statistic with the same preprocessing object (``_Kept.serves``); any other sum, or
+        ``drop_kept``, drops it. A view (``with_part``, ``mapped``) keeps its own, none at first;
+        like every sum, the kept one leaves the fit only through its caller's noisy release."""
+        kept = self._kept.pop() if self._kept else None
+        if kept is not None and kept.serves(stat, args, preprocessing, weights):
+            return kept.value
+        if keep and (args is not None or weights is not None):
+            raise ValueError("only a sum without args or weights is kept for the next pass")
         plain = self._plain() and not _host_pass.traced(weights)
         if _host_pass.serves(stat, args, preprocessing, plain=plain):
             result, bad = self._host_sum(stat, args, preprocessing, weights)
@@ -181,7 +221,14 @@ class Rows:
             if bad > 0:
                 raise nonfinite_error(self._find_bad_rows(preprocessing))
             self.shared.validated = True
-        return jax.tree_util.tree_map(_local, result)
+        result = jax.tree_util.tree_map(_local, result)
+        if keep:
+            self._kept.append(_Kept(stat, preprocessing, result))
+        return result
+
+    def drop_kept(self) -> None:
+        """Drop the sum kept by ``sum(keep=True)`` if no pass has taken it (the end of a fit)."""
+        self._kept.clear()
 
     def validate(self, preprocessing: Preprocessing = IDENTITY) -> None:
         """One pass that only checks the features (a ValueError names non-finite rows)."""

@@ -25,7 +25,10 @@ Post-processing with the divisor n: ``spread = sqrt(D) F / (n r^2)``. For rows o
 default ``normalize``) ``tr G = N r^2`` and the spread estimates ``sqrt(D ||G||_F^2 / tr(G)^2)``:
 1 when the second moment is isotropic, sqrt(D) when it has rank one. It is released only when
 the D x D Gram fits the memory budget (``gram_fits``; otherwise nothing is charged and the
-method plans without it).
+method plans without it). The exact G is kept on the rows for the next pass (``Rows.sum(keep=
+True)``): when the rule chooses DP-FC, its Gram release (the same statistic, the same
+preprocessing) takes it instead of reading the rows again; any other pass, or the end of the
+method's run, drops it. Only the noisy releases leave the fit.
 
 The private standardisation (docs/architecture.md, "Standardisation"): with b_i = bound(x_i)
 (``||b_i|| <= r``) and G contiguous groups of at least m_min features, each row gives
@@ -236,7 +239,10 @@ def train(
     plan = method.plan(options, public, allowance)
     plan.charge(ledger)
     releaser = PlanReleaser(plan, keys[2])
-    fitted = method.run(plan, rows, releaser, Context(public, pre))
+    try:
+        fitted = method.run(plan, rows, releaser, Context(public, pre))
+    finally:
+        rows.drop_kept()  # the spread's exact Gram, if the run did not take it
     missing = releaser.unreleased()
     if missing:
         raise RuntimeError(f"method {method.name!r} charged draws it never made: {missing}")
@@ -310,15 +316,17 @@ def _released_sums(
     ledger: Ledger,
     key: jax.Array,
     finish: Callable[[Any], Any] | None = None,
+    keep: bool = False,
 ) -> tuple[Any, ...]:
     """The sums of ``stat`` over the bounded rows (mapped by ``finish``, when given), one per
     planned release: the whole plan is charged before the pass and each value drawn after it;
-    exact at epsilon = inf (the non-private ceiling, nothing charged)."""
+    exact at epsilon = inf (the non-private ceiling, nothing charged). ``keep``: the exact sum
+    stays on the rows for the next pass (``Rows.sum``)."""
     exact = math.isinf(ledger.mu_budget)
     plan = Plan(releases, Settings())
     if not exact:
         plan.charge(ledger)
-    sums = rows.sum(stat, None, bound)
+    sums = rows.sum(stat, None, bound, keep=keep)
     sums = finish(sums) if finish is not None else sums
     sums = sums if isinstance(sums, tuple) else (sums,)
     if exact:
@@ -373,11 +381,12 @@ def _private_standardization(
 def _feature_spread(
     rows: Rows, pre: Preprocessing, ledger: Ledger, mu: float, n: float, key: jax.Array
 ) -> tuple[float, dict[str, object]]:
-    """The released feature spread of the module docstring, and its report entry."""
+    """The released feature spread of the module docstring, and its report entry; the exact
+    Gram is kept on ``rows`` for the method's Gram release."""
     r2, dim = float(pre.feature_norm) ** 2, rows.dim
     std = Allowance(mu, ledger.epsilon, ledger.delta).gaussian_std(r2)
     release = (PlannedRelease.gaussian(SPREAD, r2, std),)
-    (norm,) = _released_sums(rows, Gram(), pre, release, ledger, key, _frobenius)
+    (norm,) = _released_sums(rows, Gram(), pre, release, ledger, key, _frobenius, keep=True)
     spread = math.sqrt(dim) * float(norm) / (n * r2)
     return spread, {"value": spread, "noise_std": std, "statistic": SPREAD_TEXT}
 

@@ -18,6 +18,8 @@ from accounting.gdp import mu_from_epsilon
 from private_head._budget import Allowance
 from private_head._method import PublicInfo
 from private_head._methods import auto, dp_feature_covariance
+from private_head._rows import Rows
+from private_head._statistics import Gram
 from private_head._train import SPREAD
 from tests.helpers import blobs
 
@@ -152,3 +154,42 @@ def test_the_whitening_line_is_where_dp_fc_starts_to_whiten(factor, whitens):
     noisy = gram + np.asarray(symmetric_noise(jax.random.key(1), dim, std), np.float64)
     transform = whitening(jnp.asarray(noisy, jnp.float32), n, 0.01 * edge, edge, 0.35, threshold)
     assert (not np.allclose(transform, np.eye(dim))) == whitens
+
+
+def _gram_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of the passes over the rows that sum a Gram (compiled pass or host kernel)."""
+    count = [0]
+    for name in ("_device_sum", "_host_sum"):
+        original = getattr(Rows, name)
+
+        def counted(self, stat, *rest, _original=original):
+            count[0] += isinstance(stat, Gram)
+            return _original(self, stat, *rest)
+
+        monkeypatch.setattr(Rows, name, counted)
+    return count
+
+
+@pytest.mark.parametrize("options", [{}, {"groups": 4}], ids=["scaled", "standardized"])
+def test_auto_reads_the_rows_for_the_gram_once_and_releases_what_two_passes_would(
+    options, monkeypatch
+):
+    """auto -> DP-FC: the feature spread's pass keeps its exact Gram and DP-FC's Gram release
+    takes it, so the rows are read for the Gram once; the head and the report are bitwise those
+    of the same seeded fit with nothing kept (the Gram summed twice). ``groups``: the private
+    standardisation, whose rows the pass materialises."""
+    x, y = _isotropic(1000, 16)
+    x = (x + 3.0).astype(np.float32)
+    passes = _gram_passes(monkeypatch)
+    once = _fit(x, y, spread_threshold=0.0, **options)
+    assert once.privacy["auto"]["chosen"]["method"] == "dp_feature_covariance"
+    assert passes[0] == 1
+
+    original = Rows.sum
+    monkeypatch.setattr(Rows, "sum", lambda self, *a, keep=False, **k: original(self, *a, **k))
+    twice = _fit(x, y, spread_threshold=0.0, **options)
+    assert passes[0] == 1 + 2
+    assert once.weights.tobytes() == twice.weights.tobytes()
+    assert once.bias.tobytes() == twice.bias.tobytes()
+    assert once.privacy == twice.privacy
+    assert once.operator_log["passes"] == twice.operator_log["passes"] - 1

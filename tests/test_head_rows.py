@@ -294,3 +294,42 @@ def test_a_staging_buffer_is_refilled_only_after_its_last_reader_even_across_pas
     want[:250] = x
     for outputs in passes:  # every late read saw its own chunk, not a refilled buffer
         np.testing.assert_array_equal(np.concatenate([o.seen for o in outputs]), want)
+
+
+@pytest.mark.parametrize("where", ["device", "host", "store"])
+def test_a_kept_sum_serves_only_the_next_same_sum_with_the_same_preprocessing(where, tmp_path):
+    """``sum(keep=True)``: the next sum of the same statistic with the same preprocessing object
+    gets the very array, without a pass; an equal map built anew, a view or any other sum in
+    between passes again, and the kept sum is used once."""
+    from private_head._statistics import Gram, RowSum
+
+    x, y = blobs(300, D, K, seed=4)
+    features = {
+        "device": jnp.asarray(x),
+        "host": x,
+        "store": f"{write_store(tmp_path / 's.h5', {'train': (x, y)}, K)}:train",
+    }[where]
+    labels = None if where == "store" else y
+    rows = open_rows(features, labels, num_classes=K, performance=Performance(chunk_rows=64))
+    passes = lambda: rows.shared.passes  # noqa: E731
+
+    kept = rows.sum(Gram(), None, PRE, keep=True)
+    assert rows.sum(Gram(), None, PRE) is kept and passes() == 1
+    again = rows.sum(Gram(), None, PRE)  # used once: this is a pass
+    assert passes() == 2 and np.asarray(again).tobytes() == np.asarray(kept).tobytes()
+
+    rows.sum(Gram(), None, PRE, keep=True)
+    rows.sum(Gram(), None, Preprocessing("normalize", 1.0))  # equal, not the same object
+    assert passes() == 4
+    rows.sum(Gram(), None, PRE, keep=True)
+    rows.with_part(None).sum(Gram(), None, PRE)  # a view keeps nothing of its own
+    assert passes() == 6
+    rows.sum(RowSum(), None, PRE)  # another sum drops the kept Gram
+    rows.sum(Gram(), None, PRE)
+    assert passes() == 8
+    rows.sum(Gram(), None, PRE, keep=True)
+    rows.drop_kept()
+    rows.sum(Gram(), None, PRE)
+    assert passes() == 10
+    with pytest.raises(ValueError, match="without args or weights"):
+        rows.sum(RowSum(), None, PRE, weights=jnp.ones(300), keep=True)

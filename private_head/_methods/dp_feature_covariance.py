@@ -153,6 +153,7 @@ def plan(
 def run(plan: Plan[CovarianceSettings], rows: Rows, releaser: Releaser, context: Context) -> Fitted:
     n, s = context.public.dataset_size, plan.settings
     check_gram_memory(rows.dim, rows.budget, "dp_feature_covariance")
+    # under auto, the exact Gram its feature spread kept on the rows (``Rows.sum(keep=True)``)
     gram = releaser.release(GRAM, rows.sum(Gram(), None, context.preprocessing))
     transform = whitening(gram, n, s.ridge, s.edge, s.floor, s.threshold)
     whitened = rows.mapped(transform, context.preprocessing)
