@@ -99,12 +99,20 @@ def nonfinite_error(rows: np.ndarray) -> ValueError:
 
 
 @dataclass
+class _Passes:
+    """The passes of one fit over its rows, those of the host kernel apart; DP-FC's materialised
+    whitened rows count theirs here too (the operator log's ``passes``)."""
+
+    total: int = 0
+    host: int = 0
+
+
+@dataclass
 class _Shared:
     """What the views of one set of rows share: pass counts, validation, reused buffers."""
 
     validated: bool = False
-    passes: int = 0
-    host_passes: int = 0
+    passes: _Passes = field(default_factory=_Passes)
     staging: Staging = field(default_factory=Staging)
     resident: dict[str, Any] = field(default_factory=dict)  # a single staged chunk, kept
 
@@ -178,8 +186,8 @@ class Rows:
             "memory_budget_bytes": self.budget,
             "devices": len(jax.devices()),
             "processes": self.processes,
-            "passes": self.shared.passes,
-            "host_kernel_passes": self.shared.host_passes,
+            "passes": self.shared.passes.total,
+            "host_kernel_passes": self.shared.passes.host,
             "store_kept_in_memory": isinstance(self.source, StoreSource) and self.source.cache,
         }
 
@@ -213,10 +221,10 @@ class Rows:
         plain = self._plain() and not _host_pass.traced(weights)
         if _host_pass.serves(stat, args, preprocessing, plain=plain):
             result, bad = self._host_sum(stat, args, preprocessing, weights)
-            self.shared.host_passes += 1
+            self.shared.passes.host += 1
         else:
             result, bad = self._device_sum(stat, args, preprocessing, weights)
-        self.shared.passes += 1
+        self.shared.passes.total += 1
         if not self.shared.validated:
             if bad > 0:
                 raise nonfinite_error(self._find_bad_rows(preprocessing))
@@ -288,7 +296,7 @@ class Rows:
             layout=layout,
             kind="device",
             mesh=self.mesh,
-            shared=_Shared(validated=True),
+            shared=_Shared(validated=True, passes=self.shared.passes),
             **placed,
         )
 

@@ -193,3 +193,12 @@ def test_auto_reads_the_rows_for_the_gram_once_and_releases_what_two_passes_woul
     assert once.bias.tobytes() == twice.bias.tobytes()
     assert once.privacy == twice.privacy
     assert once.operator_log["passes"] == twice.operator_log["passes"] - 1
+
+
+def test_the_operator_log_counts_dp_fc_descent_over_its_whitened_rows():
+    """DP-FC's whitened rows are a new, materialised Rows; their passes still count in the fit's
+    operator log (it said 1 pass for a 110-step DP-FC fit)."""
+    x, y = _isotropic(500, 8)
+    short, long = (_fit(x, y, method="dp_feature_covariance", steps=steps) for steps in (3, 7))
+    assert long.operator_log["passes"] - short.operator_log["passes"] == 4
+    assert short.operator_log["passes"] >= 3 + 1  # the descent and the Gram at least

@@ -311,7 +311,7 @@ def test_a_kept_sum_serves_only_the_next_same_sum_with_the_same_preprocessing(wh
     }[where]
     labels = None if where == "store" else y
     rows = open_rows(features, labels, num_classes=K, performance=Performance(chunk_rows=64))
-    passes = lambda: rows.shared.passes  # noqa: E731
+    passes = lambda: rows.shared.passes.total  # noqa: E731
 
     kept = rows.sum(Gram(), None, PRE, keep=True)
     assert rows.sum(Gram(), None, PRE) is kept and passes() == 1
