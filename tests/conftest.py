@@ -2,6 +2,8 @@
 deadlines (JIT compiles), small data and stores."""
 
 import os
+import signal
+import threading
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -12,6 +14,24 @@ from tests.helpers import blobs, write_store  # noqa: E402
 
 settings.register_profile("ci", deadline=None, derandomize=True, max_examples=40)
 settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Every test starts with Python's own SIGINT handler and leaves the one it found. Two
+    things changed it for later tests on the same worker: a test that runs ``python -m
+    private_head`` in-process installs the command line's handler (``interrupt_once``, which
+    ignores SIGINT once it has fired), and a shell that starts the suite as a background job
+    hands it SIGINT ignored; an ignored SIGINT is inherited by the subprocesses the interrupt
+    tests send it to, and they then never stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture
