@@ -176,7 +176,7 @@ DEFAULT_SUITE = (
 # each other by less than a point, about a seed's spread (0.3-0.6 points at ε 1), so fewer seeds
 # cannot rank them (three put dp_gd 0.5 points ahead of DP-FC on ScatterNet at ε 1; ten put them
 # level). Measured on the 2 cores: DP-FC and the descent heads take 2-9 s a fit on D=3969, the
-# cross-validated ceiling under a minute.
+# cross-validated ceiling (10 folds) about 80 s, cold.
 REAL_SUITE_GRID = {
     "mnist5k-scatnet": ((1.0, 3.0, 8.0, math.inf), 5),
     "mnist5k-pixels": ((1.0, 3.0, 8.0, math.inf), 5),

@@ -134,17 +134,21 @@ def check_public_scale(scale: Any, dim: int) -> np.ndarray:
     return array
 
 
+def gram_bytes(dim: int) -> int:
+    """The memory the algebra of a D x D Gram needs: ``GRAM_COPIES`` float32 D x D matrices."""
+    return GRAM_COPIES * 4 * dim * dim
+
+
 def gram_fits(dim: int, budget_bytes: int) -> bool:
-    """Whether the algebra of a D x D Gram (``GRAM_COPIES`` float32 D x D matrices) fits the
-    memory budget."""
-    return GRAM_COPIES * 4 * dim * dim <= budget_bytes
+    """Whether the algebra of a D x D Gram (``gram_bytes``) fits the memory budget."""
+    return gram_bytes(dim) <= budget_bytes
 
 
 def check_gram_memory(dim: int, budget_bytes: int, method: str) -> None:
     """A D x D Gram whose algebra fits the memory budget (``gram_fits``), refused with what to
     do before XLA runs out of memory."""
-    need = GRAM_COPIES * 4 * dim * dim
-    if not gram_fits(dim, budget_bytes):
+    need = gram_bytes(dim)
+    if need > budget_bytes:
         raise ValueError(
             f"{method} works on a {dim} x {dim} Gram matrix: about {need / 2**30:.1f} GiB of "
             f"device memory, over the budget of {budget_bytes / 2**30:.1f} GiB. Reduce D (e.g. a "
@@ -166,5 +170,6 @@ __all__ = [
     "check_positive",
     "check_public_mean",
     "check_public_scale",
+    "gram_bytes",
     "gram_fits",
 ]

@@ -51,13 +51,13 @@ def test_the_ceiling_is_at_or_above_sklearn_on_the_same_rows(digits):
     assert report["selection"].startswith("10-fold cross-validation")
     assert report["weight_decay"] in report["grid"]
     assert len(report["cv_accuracy"]) == len(report["grid"]) >= 3
-    _check_the_grid_walk(report, len(y))
+    _check_the_grid_walk(report)
     assert report["converged"] and report["gradient_max"] <= 1e-6
     assert head.privacy["private"] is False and head.privacy["releases"] == []
     assert head.settings["options"]["weight_decay"] is None  # the options as given
 
 
-def _check_the_grid_walk(report, n):
+def _check_the_grid_walk(report):
     """The report's grid is ``DECAY_GRID`` from the strongest decay down, stopped at the first
     decay ``PATIENCE`` decades below the best so far (or at the grid's end); the chosen decay has
     the highest mean held-out accuracy, and the lowest log-loss among those that tie with it."""
